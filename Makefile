@@ -1,0 +1,46 @@
+# peerlan build. `make run` serves the demo; `make test` runs every test.
+# Area-specific rules live beside their code and are included below.
+
+SHELL := /bin/bash
+GO ?= go
+ADDR ?= 127.0.0.1:8080
+BIN := bin
+CACHE := .cache
+GOFLAGS_BUILD := -trimpath
+
+export GOTOOLCHAIN := local
+
+.PHONY: all build run test unit e2e bench deps lint fmt clean
+
+all: build
+
+# deps installs what a fresh Debian machine lacks (no-op when present).
+deps:
+	@scripts/deps.sh
+
+include web/web.mk
+include guest/guest.mk
+
+build: deps web-assets guest-image
+	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ ./signal/cmd/signal
+
+run: build
+	$(BIN)/signal -addr $(ADDR)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)
+
+e2e: build
+	$(GO) test -count=1 -timeout 40m -v ./e2e/...
+
+test: build lint unit e2e
+
+bench: build
+	@scripts/bench.sh
+
+clean:
+	rm -rf $(BIN) web/dist/*/ web/dist/*.wasm web/dist/*.js

@@ -1,0 +1,3 @@
+# Guest image: filled in by the guest-image work.
+.PHONY: guest-image
+guest-image:
