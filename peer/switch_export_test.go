@@ -1,0 +1,13 @@
+package peer
+
+// Hooks for the black-box tests in package peer_test (which must be external
+// to import peer/porttest).
+
+// ForwardForTest runs the forwarding path once for frame as if the named
+// port had just read it.
+func (s *Switch) ForwardForTest(port string, frame []byte) {
+	s.forward(s.ports.Load().byName[port], frame)
+}
+
+// SweepForTest runs the janitor's sweep of expired MACs now.
+func (s *Switch) SweepForTest() { s.sweep() }

@@ -1,0 +1,139 @@
+package peer
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// frameSlot holds one queued frame. Slots are allocated once per queue, so
+// queueing a frame is a copy and never an allocation.
+type frameSlot struct {
+	n   int
+	buf [MaxFrameSize]byte
+}
+
+func (s *frameSlot) frame() []byte { return s.buf[:s.n] }
+
+// frameRing is a fixed ring of slots; its head and count say which are full.
+type frameRing struct {
+	slots       []frameSlot
+	head, count int
+}
+
+func newFrameRing(n int) frameRing { return frameRing{slots: make([]frameSlot, n)} }
+
+// at returns the i-th queued slot, counting from the oldest.
+func (r *frameRing) at(i int) *frameSlot {
+	j := r.head + i
+	if j >= len(r.slots) {
+		j -= len(r.slots)
+	}
+	return &r.slots[j]
+}
+
+// frameQueue is the bounded transmit queue of one switch port: many
+// producers (the readers of the other ports) and one consumer (the port's
+// writer goroutine).
+//
+// It is double-buffered. Producers copy frames into the pending ring; the
+// writer swaps the whole pending ring for its own empty one in O(1) and then
+// writes the batch with no lock held, so a slow Write never holds a lock a
+// producer needs and a busy writer takes the lock once per batch, not once
+// per frame. When the pending ring is full a producer overwrites the oldest
+// pending frame (drop oldest): fresh frames matter more on a LAN, and a
+// frozen port thereby costs its producers one short critical section, never a
+// wait. Frames the writer already took are not dropped, so a port holds at
+// most twice its queue length.
+type frameQueue struct {
+	// wake carries at most one token: sent by whoever clears waiting.
+	wake chan struct{}
+	// dropped counts frames discarded to make room. It is incremented
+	// under mu, so that once close returns no drop goes uncounted by
+	// whoever reads it afterwards.
+	dropped *atomic.Uint64
+
+	mu sync.Mutex
+	// Guarded by mu:
+	pending frameRing
+	waiting bool // the writer is, or is about to be, blocked on wake
+	closed  bool
+}
+
+func newFrameQueue(n int, dropped *atomic.Uint64) *frameQueue {
+	return &frameQueue{wake: make(chan struct{}, 1), dropped: dropped, pending: newFrameRing(n)}
+}
+
+// push copies frame into the queue, discarding (and counting) the oldest
+// pending frame if the queue is full. It does nothing once the queue is
+// closed. frame must be at most MaxFrameSize long.
+func (q *frameQueue) push(frame []byte) {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return
+	}
+	r := &q.pending
+	if r.count == len(r.slots) {
+		r.head++
+		if r.head == len(r.slots) {
+			r.head = 0
+		}
+		r.count--
+		q.dropped.Add(1)
+	}
+	s := r.at(r.count)
+	s.n = copy(s.buf[:], frame)
+	r.count++
+	wake := q.waiting
+	q.waiting = false
+	q.mu.Unlock()
+	if wake {
+		q.wake <- struct{}{} // cannot block: one token per waiting=true
+	}
+}
+
+// take blocks until frames are pending, then swaps them into batch, whose
+// previous contents must have been consumed. It returns false once the queue
+// is closed; frames still pending then are abandoned.
+func (q *frameQueue) take(batch *frameRing) bool {
+	q.mu.Lock()
+	for q.pending.count == 0 && !q.closed {
+		q.waiting = true
+		q.mu.Unlock()
+		<-q.wake
+		q.mu.Lock()
+	}
+	if q.closed {
+		q.mu.Unlock()
+		return false
+	}
+	*batch, q.pending = q.pending, frameRing{slots: batch.slots}
+	q.mu.Unlock()
+	return true
+}
+
+// close wakes the writer and makes push a no-op.
+func (q *frameQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	wake := q.waiting
+	q.waiting = false
+	q.mu.Unlock()
+	if wake {
+		q.wake <- struct{}{}
+	}
+}
+
+// isClosed reports whether close was called.
+func (q *frameQueue) isClosed() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.closed
+}
+
+// len returns the number of pending frames (not counting a batch being written).
+func (q *frameQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.pending.count
+}
