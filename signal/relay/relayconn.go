@@ -1,0 +1,247 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Relay socket errors, seen by pion/turn (which answers 508 Insufficient
+// Capacity to an Allocate that fails) and in its debug log.
+var (
+	errRelayClosed    = errors.New("relay: server closed")
+	errPortOutOfRange = errors.New("relay: requested port outside the relay port range")
+	errNoFreePort     = errors.New("relay: no free relay port")
+	errTCPRelay       = errors.New("relay: TCP relay allocations (RFC 6062) are not supported")
+	errOwnAddressPort = errors.New("relay: relay's own address is reachable at relay ports only")
+	errRefusedPeer    = errors.New("relay: peer address refused")
+	errNotUDPAddr     = errors.New("relay: peer address is not a UDP address")
+)
+
+// maxBindTries bounds bind attempts per allocation on ports that another
+// program holds.
+const maxBindTries = 16
+
+// relayPorts is the server's turn.RelayAddressGenerator. It hands out relay
+// sockets inside [MinPort, MaxPort] and wraps each in a relayConn that
+// counts, filters and ages its traffic.
+type relayPorts struct {
+	s *Server
+
+	mu    sync.Mutex
+	inUse map[uint16]*relayConn // guarded by mu
+}
+
+// Validate implements turn.RelayAddressGenerator.
+func (*relayPorts) Validate() error { return nil }
+
+// AllocateConn implements turn.RelayAddressGenerator. pion/turn v4 never
+// calls it; TCP relaying is not offered.
+func (*relayPorts) AllocateConn(string, int) (net.Conn, net.Addr, error) {
+	return nil, nil, errTCPRelay
+}
+
+// AllocatePacketConn implements turn.RelayAddressGenerator: a requested port
+// (EVEN-PORT) must lie in the range; otherwise a random free port is taken,
+// scanning from a random start so a nearly full range still finds its
+// holes, and giving up after maxBindTries ports that another program holds.
+func (r *relayPorts) AllocatePacketConn(network string, requestedPort int) (net.PacketConn, net.Addr, error) {
+	cfg := &r.s.cfg
+	if r.s.closing.Load() {
+		return nil, nil, errRelayClosed
+	}
+	if requestedPort != 0 {
+		if requestedPort < int(cfg.MinPort) || requestedPort > int(cfg.MaxPort) {
+			return nil, nil, fmt.Errorf("%w: %d", errPortOutOfRange, requestedPort)
+		}
+		return r.bind(network, uint16(requestedPort))
+	}
+	size := int(cfg.MaxPort) - int(cfg.MinPort) + 1
+	start := rand.IntN(size)
+	tries := 0
+	var lastErr error
+	for i := 0; i < size && tries < maxBindTries; i++ {
+		port := uint16(int(cfg.MinPort) + (start+i)%size)
+		r.mu.Lock()
+		_, busy := r.inUse[port]
+		r.mu.Unlock()
+		if busy {
+			continue
+		}
+		tries++
+		pc, addr, err := r.bind(network, port)
+		if err == nil {
+			return pc, addr, nil
+		}
+		lastErr = err
+	}
+	return nil, nil, fmt.Errorf("%w in %d-%d: %w", errNoFreePort, cfg.MinPort, cfg.MaxPort, lastErr)
+}
+
+func (r *relayPorts) bind(network string, port uint16) (net.PacketConn, net.Addr, error) {
+	cfg := &r.s.cfg
+	pc, err := cfg.ListenPacket(network, netip.AddrPortFrom(cfg.RelayBindIP, port).String())
+	if err != nil {
+		return nil, nil, err
+	}
+	rc := &relayConn{PacketConn: pc, s: r.s, port: port, created: time.Now()}
+	rc.perms.Store(&map[netip.Addr]struct{}{})
+	rc.lifetime = time.AfterFunc(cfg.MaxAllocationLifetime, rc.expire)
+	r.mu.Lock()
+	if _, busy := r.inUse[port]; busy || r.s.closing.Load() {
+		r.mu.Unlock()
+		rc.lifetime.Stop()
+		_ = pc.Close()
+		return nil, nil, fmt.Errorf("%w: %d taken concurrently or closing", errNoFreePort, port)
+	}
+	r.inUse[port] = rc
+	r.mu.Unlock()
+	return rc, &net.UDPAddr{IP: cfg.RelayIP.AsSlice(), Port: int(port)}, nil
+}
+
+func (r *relayPorts) lookup(port int) *relayConn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.inUse[uint16(port)] //nolint:gosec // relay ports fit uint16
+}
+
+func (r *relayPorts) release(rc *relayConn) {
+	r.mu.Lock()
+	if r.inUse[rc.port] == rc {
+		delete(r.inUse, rc.port)
+	}
+	r.mu.Unlock()
+}
+
+// all returns the open relay conns.
+func (r *relayPorts) all() []*relayConn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*relayConn, 0, len(r.inUse))
+	for _, rc := range r.inUse {
+		out = append(out, rc)
+	}
+	return out
+}
+
+// relayConn is one allocation's relay socket. pion/turn reads peers'
+// datagrams from it and writes clients' datagrams to it; the wrapper
+//   - counts relayed bytes in both directions,
+//   - drops datagrams from peers without a permission before pion sees them
+//     (pion would drop them too, logging each at Info),
+//   - refuses writes to refused addresses again (defence in depth) and to
+//     the relay's own address outside the relay ports,
+//   - closes itself at MaxAllocationLifetime, which ends the allocation.
+type relayConn struct {
+	net.PacketConn
+	s        *Server
+	port     uint16
+	created  time.Time
+	lifetime *time.Timer
+
+	// perms is the set of peer IPs with a permission, copied on write from
+	// pion's permission events so the per-datagram read needs no lock.
+	perms atomic.Pointer[map[netip.Addr]struct{}]
+
+	// user and client are set when pion reports the allocation; guarded by
+	// Server.mu.
+	user, client string
+
+	closeOnce sync.Once
+	closed    atomic.Bool
+}
+
+func (rc *relayConn) permitted(a netip.Addr) bool {
+	_, ok := (*rc.perms.Load())[a]
+	return ok
+}
+
+// setPermission adds or removes a; callers hold Server.mu, which serialises
+// writers.
+func (rc *relayConn) setPermission(a netip.Addr, on bool) {
+	old := *rc.perms.Load()
+	if _, has := old[a]; has == on {
+		return
+	}
+	next := make(map[netip.Addr]struct{}, len(old)+1)
+	for k := range old {
+		next[k] = struct{}{}
+	}
+	if on {
+		next[a] = struct{}{}
+	} else {
+		delete(next, a)
+	}
+	rc.perms.Store(&next)
+}
+
+// ReadFrom returns the next datagram from a permitted peer.
+func (rc *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	m := rc.s.metrics
+	for {
+		n, addr, err := rc.PacketConn.ReadFrom(p)
+		if err != nil {
+			return n, addr, err
+		}
+		if ua, ok := addr.(*net.UDPAddr); ok && rc.permitted(addrFromIP(ua.IP)) {
+			m.bytesIn.Add(float64(n))
+			m.packetsIn.Inc()
+			return n, addr, nil
+		}
+		m.drops.WithLabelValues(dropNoPermission).Inc()
+	}
+}
+
+// WriteTo sends a client's datagram to a peer.
+func (rc *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return 0, errNotUDPAddr
+	}
+	s := rc.s
+	a := addrFromIP(ua.IP)
+	if a == s.cfg.RelayIP && (ua.Port < int(s.cfg.MinPort) || ua.Port > int(s.cfg.MaxPort)) {
+		s.metrics.drops.WithLabelValues(dropOwnPort).Inc()
+		return 0, fmt.Errorf("%w: %s", errOwnAddressPort, ua)
+	}
+	if !s.peerAllowed(a) {
+		s.metrics.drops.WithLabelValues(dropRefusedPeer).Inc()
+		return 0, fmt.Errorf("%w: %s", errRefusedPeer, a)
+	}
+	n, err := rc.PacketConn.WriteTo(p, addr)
+	if err == nil {
+		s.metrics.bytesOut.Add(float64(n))
+		s.metrics.packetsOut.Inc()
+	}
+	return n, err
+}
+
+// Close releases the port. pion/turn closes a relay socket more than once.
+func (rc *relayConn) Close() error {
+	var err error
+	rc.closeOnce.Do(func() {
+		rc.closed.Store(true)
+		rc.lifetime.Stop()
+		err = rc.PacketConn.Close()
+		rc.s.ports.release(rc)
+	})
+	return err
+}
+
+func (rc *relayConn) expire() {
+	rc.s.metrics.lifetimeExceeded.Inc()
+	rc.s.log.Info("relay: allocation reached its maximum lifetime",
+		"relay_port", rc.port, "age", time.Since(rc.created).Round(time.Second), "user", rc.userName())
+	_ = rc.Close() // pion's read loop sees the error and deletes the allocation
+}
+
+func (rc *relayConn) userName() string {
+	rc.s.mu.Lock()
+	defer rc.s.mu.Unlock()
+	return rc.user
+}
