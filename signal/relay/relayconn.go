@@ -205,11 +205,14 @@ func (rc *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	}
 	s := rc.s
 	a := addrFromIP(ua.IP)
-	if a == s.cfg.RelayIP && (ua.Port < int(s.cfg.MinPort) || ua.Port > int(s.cfg.MaxPort)) {
-		s.metrics.drops.WithLabelValues(dropOwnPort).Inc()
-		return 0, fmt.Errorf("%w: %s", errOwnAddressPort, ua)
-	}
-	if !s.peerAllowed(a) {
+	switch {
+	case s.allowListed(a):
+	case a == s.cfg.RelayIP:
+		if ua.Port < int(s.cfg.MinPort) || ua.Port > int(s.cfg.MaxPort) {
+			s.metrics.drops.WithLabelValues(dropOwnPort).Inc()
+			return 0, fmt.Errorf("%w: %s", errOwnAddressPort, ua)
+		}
+	case ClassifyAddr(a) != ClassGlobal:
 		s.metrics.drops.WithLabelValues(dropRefusedPeer).Inc()
 		return 0, fmt.Errorf("%w: %s", errRefusedPeer, a)
 	}

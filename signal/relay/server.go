@@ -265,15 +265,16 @@ func (s *Server) Close() error {
 
 // peerAllowed reports whether a (normalised) may be relayed to.
 func (s *Server) peerAllowed(a netip.Addr) bool {
-	if a == s.cfg.RelayIP {
-		return true
-	}
+	return a == s.cfg.RelayIP || s.allowListed(a) || ClassifyAddr(a) == ClassGlobal
+}
+
+func (s *Server) allowListed(a netip.Addr) bool {
 	for _, p := range s.allow {
 		if p.Contains(a) {
 			return true
 		}
 	}
-	return ClassifyAddr(a) == ClassGlobal
+	return false
 }
 
 // permit is the pion PermissionHandler for CreatePermission and ChannelBind.
