@@ -139,10 +139,14 @@ func (c *limitedConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
+// Close closes the connection. The first Close reports success even when
+// TLS could not send its close_notify to a vanished client: the socket is
+// closed either way, and pion/turn logs any other result as an error.
 func (c *limitedConn) Close() error {
 	err := net.ErrClosed
 	c.closeOnce.Do(func() {
-		err = c.Conn.Close()
+		err = nil
+		_ = c.Conn.Close()
 		c.l.mu.Lock()
 		delete(c.l.conns, c)
 		c.l.mu.Unlock()

@@ -1,0 +1,42 @@
+// Package cli holds what peerlan's commands share: logging set-up and flag
+// types. Libraries do not import it.
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+)
+
+// NewLogger returns a logger writing to stderr at level ("debug", "info",
+// "warn", "error") in format ("text" or "json").
+func NewLogger(level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("-log-format %q: want text or json", format)
+}
+
+// List is a comma-separated list flag; repeating the flag appends.
+type List []string
+
+func (l *List) String() string { return strings.Join(*l, ",") }
+
+// Set implements flag.Value.
+func (l *List) Set(s string) error {
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*l = append(*l, v)
+		}
+	}
+	return nil
+}

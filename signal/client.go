@@ -1,0 +1,245 @@
+package signal
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"sync"
+	"time"
+)
+
+// ErrNotConnected is returned by Client.Send while the client has no joined
+// connection (connecting, or reconnecting after the server went away).
+var ErrNotConnected = errors.New("signal: not connected to the signaling server")
+
+var errBinaryFromServer = errors.New("signal: server sent a binary message")
+
+// ClientConfig configures a Client. Zero fields take the documented defaults.
+type ClientConfig struct {
+	URL   string // ws:// or wss:// address of the signaling endpoint; required
+	Room  string // required
+	Role  Role   // default RoleGuest
+	Token string // join token, or gateway token for RoleGateway
+
+	MinBackoff time.Duration // first reconnect delay; default 250 ms
+	MaxBackoff time.Duration // reconnect delay cap; default 10 s
+	// ReadTimeout is the silence (no message, no ping) after which the server
+	// is presumed gone and the client reconnects. Default 30 s. Not used in
+	// the browser, whose WebSocket reports dead connections itself.
+	ReadTimeout time.Duration
+	Logger      *slog.Logger // default slog.Default()
+}
+
+// Event is what a Client reports through Events: *Welcome (after every
+// successful (re)join), *PeerJoined, *PeerLeft, *Signal, *Error (a non-fatal
+// error the server reported) or *Disconnected.
+type Event any
+
+// Disconnected reports that the connection to the server was lost; the
+// client is reconnecting. Existing peer-to-peer links are unaffected.
+type Disconnected struct {
+	Err error
+}
+
+// Client is a peer's connection to the signaling server. Run keeps it joined:
+// it reconnects with exponential backoff and resumes its identity, so the
+// peer keeps its id and address across server outages.
+type Client struct {
+	cfg    ClientConfig
+	log    *slog.Logger
+	events chan Event
+
+	mu     sync.Mutex
+	conn   wsConn // joined connection, or nil
+	resume string
+	id     PeerID
+}
+
+// NewClient validates cfg and returns a Client; call Run to connect.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	u, err := url.Parse(cfg.URL)
+	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		return nil, fmt.Errorf("signal: server URL %q must be ws://host[:port]/path or wss://…", cfg.URL)
+	}
+	if !ValidRoomName(cfg.Room) {
+		return nil, fmt.Errorf("signal: room %q: names are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", cfg.Room)
+	}
+	if cfg.Role == "" {
+		cfg.Role = RoleGuest
+	}
+	if !cfg.Role.valid() {
+		return nil, fmt.Errorf("signal: role %q must be %q or %q", cfg.Role, RoleGuest, RoleGateway)
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 250 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 10 * time.Second
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Client{cfg: cfg, log: cfg.Logger, events: make(chan Event, 256)}, nil
+}
+
+// Events returns the channel of events. Read it steadily: the client stops
+// reading from the server while it is full.
+func (c *Client) Events() <-chan Event { return c.events }
+
+// ID returns the identity the server issued, or "" before the first welcome.
+func (c *Client) ID() PeerID {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.id
+}
+
+// Send relays data to peer to. It returns ErrNotConnected while the client is
+// not joined; signals are not queued across reconnects, because the mesh
+// redoes its negotiation when links need it.
+func (c *Client) Send(to PeerID, data json.RawMessage) error {
+	b, err := Encode(&Signal{To: to, Data: data})
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if conn == nil {
+		return ErrNotConnected
+	}
+	return conn.Write(b)
+}
+
+// Run connects, joins and keeps the client joined until ctx is done, when it
+// leaves the room and returns ctx.Err(). It returns early, with an *Error,
+// when the server refuses the join for a reason that retrying cannot fix
+// (a bad token, a full room, ...).
+func (c *Client) Run(ctx context.Context) error {
+	backoff := c.cfg.MinBackoff
+	for {
+		joined, err := c.session(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var se *Error
+		if errors.As(err, &se) && se.permanent() {
+			return se
+		}
+		if joined {
+			backoff = c.cfg.MinBackoff
+		}
+		c.log.Warn("signaling connection lost; reconnecting", "err", err, "in", backoff.Round(time.Millisecond))
+		if !c.emit(ctx, &Disconnected{Err: err}) {
+			return ctx.Err()
+		}
+		// Full jitter keeps a crowd of peers from reconnecting in lockstep
+		// after a server restart.
+		t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, c.cfg.MaxBackoff)
+	}
+}
+
+// session runs one connection: join, then events until it breaks. joined
+// reports whether the server welcomed us.
+func (c *Client) session(ctx context.Context) (joined bool, err error) {
+	conn, err := dial(ctx, c.cfg.URL, c.cfg.ReadTimeout)
+	if err != nil {
+		return false, err
+	}
+	c.mu.Lock()
+	resume := c.resume
+	c.mu.Unlock()
+	j, _ := Encode(&Join{V: ProtocolVersion, Room: c.cfg.Room, Role: c.cfg.Role, Token: c.cfg.Token, Resume: resume})
+	if err := conn.Write(j); err != nil {
+		conn.Close()
+		return false, err
+	}
+	stop := context.AfterFunc(ctx, func() {
+		// Leave for good: the server releases our id and address at once.
+		if b, err := Encode(&Leave{}); err == nil {
+			_ = conn.Write(b)
+		}
+		conn.Close()
+	})
+	defer func() {
+		stop()
+		c.mu.Lock()
+		if c.conn == conn {
+			c.conn = nil
+		}
+		c.mu.Unlock()
+		conn.Close()
+	}()
+	for {
+		b, err := conn.Read()
+		if err != nil {
+			return joined, err
+		}
+		msg, err := Decode(b)
+		if err != nil {
+			c.log.Warn("ignoring undecodable message from server", "err", err)
+			continue
+		}
+		switch m := msg.(type) {
+		case *Welcome:
+			joined = true
+			c.mu.Lock()
+			c.conn, c.resume, c.id = conn, m.Resume, m.ID
+			c.mu.Unlock()
+			c.log.Info("joined room", "room", m.Room, "id", m.ID, "ip", m.IP, "peers", len(m.Peers))
+		case *Error:
+			if m.Fatal {
+				return joined, m
+			}
+			c.log.Debug("server reported an error", "code", m.Code, "msg", m.Message)
+		}
+		if !c.emit(ctx, msg) {
+			return joined, ctx.Err()
+		}
+	}
+}
+
+func (c *Client) emit(ctx context.Context, ev Event) bool {
+	select {
+	case c.events <- ev:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// wsConn is a text-message WebSocket: gorilla natively, the browser's
+// WebSocket under js/wasm.
+type wsConn interface {
+	// Read returns the next text message; a binary message is an error.
+	Read() ([]byte, error)
+	// Write sends one text message. Safe for concurrent use.
+	Write([]byte) error
+	// Close closes the connection with a normal closure. Idempotent.
+	Close()
+}
+
+// permanent reports whether retrying the same join cannot succeed. A full
+// room or a taken gateway role may free up (a crashed gateway's grace period
+// ends), so those are retried with backoff.
+func (e *Error) permanent() bool {
+	switch e.Code {
+	case CodeBadVersion, CodeBadRoom, CodeBadRole, CodeTokenRequired, CodeTokenInvalid,
+		CodeTokenExpired, CodeTokenWrongRoom, CodeBinary, CodeTooLarge:
+		return true
+	}
+	return false
+}

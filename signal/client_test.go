@@ -1,0 +1,152 @@
+package signal_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/peerlan/peerlan/signal"
+)
+
+// runClient starts a Client and stops it at cleanup. stop cancels it and
+// returns what Run returned; done is closed when Run has returned.
+func runClient(t *testing.T, url, room string, mod func(*signal.ClientConfig)) (c *signal.Client, stop func() error, done <-chan struct{}) {
+	t.Helper()
+	cfg := signal.ClientConfig{URL: url, Room: room, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+		Logger: discardOrTest(t)}
+	if mod != nil {
+		mod(&cfg)
+	}
+	c, err := signal.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var runErr error
+	finished := make(chan struct{})
+	go func() { runErr = c.Run(ctx); close(finished) }()
+	stop = func() error {
+		cancel()
+		<-finished
+		return runErr
+	}
+	t.Cleanup(func() { stop() })
+	return c, stop, finished
+}
+
+// nextEvent waits for the next event of type T, skipping others.
+func nextEvent[T any](t *testing.T, c *signal.Client) T {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case ev := <-c.Events():
+			if v, ok := ev.(T); ok {
+				return v
+			}
+		case <-timeout:
+			t.Fatalf("no %T event", *new(T))
+		}
+	}
+}
+
+func TestClientJoinSignalLeave(t *testing.T) {
+	ts := startServer(t, func(c *signal.Config) { c.ResumeGrace = time.Minute })
+	a, _, _ := runClient(t, ts.url, "lab", nil)
+	wa := nextEvent[*signal.Welcome](t, a)
+	b, stopB, _ := runClient(t, ts.url, "lab", nil)
+	wb := nextEvent[*signal.Welcome](t, b)
+	if len(wb.Peers) != 1 || wb.Peers[0].ID != wa.ID || a.ID() != wa.ID {
+		t.Fatalf("welcome: %+v", wb)
+	}
+	if pj := nextEvent[*signal.PeerJoined](t, a); pj.Peer.ID != wb.ID {
+		t.Fatalf("peer-joined %+v", pj)
+	}
+	if err := a.Send(wb.ID, json.RawMessage(`{"kind":"offer"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if s := nextEvent[*signal.Signal](t, b); s.From != wa.ID || string(s.Data) != `{"kind":"offer"}` {
+		t.Fatalf("signal %+v", s)
+	}
+	// Stopping a client leaves at once, without waiting out the grace period.
+	start := time.Now()
+	if err := stopB(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run returned %v", err)
+	}
+	if pl := nextEvent[*signal.PeerLeft](t, a); pl.ID != wb.ID {
+		t.Fatalf("peer-left %+v", pl)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("leave took %v", el)
+	}
+}
+
+func TestClientResumesAfterServerRestart(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	serve := func(ln net.Listener) (*signal.Server, *http.Server) {
+		s, err := signal.New(signal.Config{Secret: testSecret, Logger: discardOrTest(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := &http.Server{Handler: s}
+		go hs.Serve(ln)
+		return s, hs
+	}
+	s1, hs1 := serve(ln)
+	url := "ws://" + addr + "/signal"
+	a, _, _ := runClient(t, url, "lab", nil)
+	w1 := nextEvent[*signal.Welcome](t, a)
+
+	hs1.Close()
+	s1.Close()
+	nextEvent[*signal.Disconnected](t, a)
+	if err := a.Send(w1.ID, json.RawMessage(`1`)); !errors.Is(err, signal.ErrNotConnected) {
+		t.Fatalf("Send while disconnected: %v", err)
+	}
+	ln2, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, hs2 := serve(ln2)
+	t.Cleanup(func() { hs2.Close(); s2.Close() })
+	w2 := nextEvent[*signal.Welcome](t, a)
+	if w2.ID != w1.ID || w2.IP != w1.IP {
+		t.Fatalf("after restart: %v/%v, want %v/%v", w2.ID, w2.IP, w1.ID, w1.IP)
+	}
+}
+
+func TestClientStopsOnPermanentRefusal(t *testing.T) {
+	ts := startServer(t, func(c *signal.Config) { c.TokenRooms = []string{"*"} })
+	_, stop, done := runClient(t, ts.url, "lab", nil)
+	select {
+	case <-done:
+		err := stop()
+		var se *signal.Error
+		if !errors.As(err, &se) || se.Code != signal.CodeTokenRequired {
+			t.Fatalf("Run returned %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run kept retrying a join that cannot succeed")
+	}
+}
+
+func TestClientConfigErrors(t *testing.T) {
+	for _, cfg := range []signal.ClientConfig{
+		{URL: "http://x/signal", Room: "lab"},
+		{URL: "ws:///signal", Room: "lab"},
+		{URL: "ws://x/signal", Room: ""},
+		{URL: "ws://x/signal", Room: "lab", Role: "root"},
+	} {
+		if _, err := signal.NewClient(cfg); err == nil {
+			t.Errorf("accepted %+v", cfg)
+		}
+	}
+}

@@ -1,0 +1,231 @@
+// Command signal runs peerlan's signaling server: it serves the page, the
+// signaling WebSocket, /healthz and /metrics on one address.
+//
+//	signal [flags]                 serve
+//	signal token -room R [flags]   print a join or gateway token for room R
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/peerlan/peerlan/internal/cli"
+	peersignal "github.com/peerlan/peerlan/signal"
+	"github.com/peerlan/peerlan/web"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "token" {
+		os.Exit(tokenCmd(os.Args[2:]))
+	}
+	os.Exit(serveCmd(os.Args[1:]))
+}
+
+type serveFlags struct {
+	addr, path, subnet, secretFile, webDir, logLevel, logFormat string
+	tokenRooms, origins, ice                                    cli.List
+	cfg                                                         peersignal.Config
+}
+
+func serveCmd(args []string) int {
+	fs := flag.NewFlagSet("signal", flag.ContinueOnError)
+	var f serveFlags
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage: signal [flags]
+       signal token -room NAME [-gateway] [-ttl D] -secret-file F
+
+Serves peerlan's signaling WebSocket, the page (at /), /healthz and /metrics.
+The server only introduces peers; Ethernet frames never pass through it.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&f.addr, "addr", "127.0.0.1:8080", "`host:port` to listen on")
+	fs.StringVar(&f.path, "path", "/signal", "URL `path` of the signaling WebSocket")
+	fs.StringVar(&f.subnet, "subnet", peersignal.DefaultSubnet.String(), "IPv4 `prefix` of every room (/16 to /29); .1 is the gateway's")
+	fs.StringVar(&f.secretFile, "secret-file", "", "`file` holding the secret that signs tokens (created with a random secret if missing);\nempty: a random secret per run, so tokens and resumes do not survive a restart\n(env PEERLAN_SECRET overrides)")
+	fs.Var(&f.tokenRooms, "token-rooms", "comma-separated room name `patterns` (path.Match, * = all) that need a join token")
+	fs.Var(&f.origins, "origins", "comma-separated browser `origins` (https://host[:port]) allowed besides the server's own; * allows any")
+	fs.Var(&f.ice, "ice", "comma-separated STUN/TURN `URLs` handed to peers (stun:host:port, turn:host:port?transport=udp)")
+	fs.StringVar(&f.webDir, "web-dir", "", "serve the page from this `dir` instead of the embedded copy (development)")
+	fs.IntVar(&f.cfg.MaxMessageBytes, "max-message", 64<<10, "largest accepted signaling message in `bytes`")
+	fs.IntVar(&f.cfg.MaxPeersPerRoom, "max-peers", 64, "peers per room (the subnet also bounds it)")
+	fs.IntVar(&f.cfg.MaxRooms, "max-rooms", 10000, "rooms held at once")
+	fs.IntVar(&f.cfg.MaxConnections, "max-conns", 10000, "open WebSocket connections")
+	fs.Float64Var(&f.cfg.MessagesPerSecond, "rate", 50, "messages per second per connection (token bucket rate)")
+	fs.IntVar(&f.cfg.Burst, "burst", 100, "token bucket size: messages a connection may send at once")
+	fs.IntVar(&f.cfg.SendQueue, "send-queue", 64, "messages queued to a connection before it is dropped as a slow reader")
+	fs.DurationVar(&f.cfg.KeepaliveInterval, "keepalive", 5*time.Second, "WebSocket ping `interval`")
+	fs.DurationVar(&f.cfg.KeepaliveTimeout, "keepalive-timeout", 15*time.Second, "silence after which a peer is considered dead")
+	fs.DurationVar(&f.cfg.ResumeGrace, "resume-grace", 10*time.Second, "how long a vanished peer keeps its id and address")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log `format`: text or json")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "signal: unexpected argument %q (see -h)\n", fs.Arg(0))
+		return 2
+	}
+	log, err := cli.NewLogger(f.logLevel, f.logFormat)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "signal:", err)
+		return 2
+	}
+	if err := serve(f, log); err != nil {
+		log.Error("signal: " + err.Error())
+		return 1
+	}
+	return 0
+}
+
+func serve(f serveFlags, log *slog.Logger) error {
+	cfg := f.cfg
+	cfg.Path = f.path
+	cfg.Logger = log
+	cfg.TokenRooms = f.tokenRooms
+	cfg.AllowedOrigins = f.origins
+	subnet, err := netip.ParsePrefix(f.subnet)
+	if err != nil {
+		return fmt.Errorf("-subnet: %w", err)
+	}
+	cfg.Subnet = subnet
+	secret, err := loadSecret(f.secretFile, true)
+	if err != nil {
+		return err
+	}
+	if secret == nil {
+		log.Warn("no -secret-file: using a random secret; tokens and resumes will not survive a restart")
+	}
+	cfg.Secret = secret
+	if len(f.ice) > 0 {
+		servers := []peersignal.ICEServer{{URLs: f.ice}}
+		cfg.ICEServers = func(string, peersignal.PeerID) []peersignal.ICEServer { return servers }
+	}
+	var static fs.FS = web.FS()
+	if f.webDir != "" {
+		static = os.DirFS(f.webDir)
+	}
+	cfg.Static = static
+
+	srv, err := peersignal.New(cfg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", f.addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	base := "http://" + ln.Addr().String()
+	log.Info("peerlan signaling server listening", "page", base+"/", "signal", "ws://"+ln.Addr().String()+cfg.Path,
+		"metrics", base+"/metrics", "subnet", subnet)
+	select {
+	case err := <-errc:
+		srv.Close()
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(sctx) // stops accepting; hijacked WebSockets are closed by srv.Close
+	return srv.Close()
+}
+
+// loadSecret returns the secret from PEERLAN_SECRET or file, creating the
+// file with a random secret when create is set and it does not exist. An
+// empty file name and no environment variable yield nil.
+func loadSecret(file string, create bool) ([]byte, error) {
+	if s := os.Getenv("PEERLAN_SECRET"); s != "" {
+		return []byte(s), nil
+	}
+	if file == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(file)
+	if errors.Is(err, os.ErrNotExist) && create {
+		var raw [32]byte
+		if _, err := rand.Read(raw[:]); err != nil {
+			return nil, err
+		}
+		b = []byte(hex.EncodeToString(raw[:]) + "\n")
+		if err := os.WriteFile(file, b, 0o600); err != nil {
+			return nil, fmt.Errorf("create secret file: %w", err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("secret file: %w", err)
+	}
+	secret := []byte(strings.TrimSpace(string(b)))
+	if len(secret) < 16 {
+		return nil, fmt.Errorf("secret file %s: the secret must be at least 16 characters", file)
+	}
+	return secret, nil
+}
+
+func tokenCmd(args []string) int {
+	fs := flag.NewFlagSet("signal token", flag.ContinueOnError)
+	room := fs.String("room", "", "room `name` the token is for (required)")
+	gateway := fs.Bool("gateway", false, "mint a gateway token (default: a join token)")
+	ttl := fs.Duration("ttl", 24*time.Hour, "validity")
+	secretFile := fs.String("secret-file", "", "`file` holding the server's secret (or env PEERLAN_SECRET)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: signal token -room NAME [-gateway] [-ttl D] -secret-file F\n\nPrints a token signed with the server's secret.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if !peersignal.ValidRoomName(*room) {
+		fmt.Fprintln(os.Stderr, "signal token: -room must name a room (letters, digits, '.', '_', '-')")
+		return 2
+	}
+	if *ttl <= 0 {
+		fmt.Fprintln(os.Stderr, "signal token: -ttl must be positive")
+		return 2
+	}
+	secret, err := loadSecret(*secretFile, false)
+	if err == nil && secret == nil {
+		err = errors.New("give -secret-file (the same as the server's) or set PEERLAN_SECRET")
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "signal token:", err)
+		return 1
+	}
+	signer, err := peersignal.NewSigner(secret)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "signal token:", err)
+		return 1
+	}
+	kind := peersignal.TokenJoin
+	if *gateway {
+		kind = peersignal.TokenGateway
+	}
+	fmt.Println(signer.MintFor(kind, *room, *ttl, time.Now()))
+	return 0
+}

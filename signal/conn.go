@@ -1,0 +1,507 @@
+package signal
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"path"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
+)
+
+// closeTimeout bounds how long a closing connection may take to flush.
+const closeTimeout = time.Second
+
+// conn is one peer's WebSocket. Its reader runs in the HTTP handler's
+// goroutine and owns all protocol state; its writer drains send.
+//
+// State: connected → (join) → joined → closed. close() may be called from any
+// goroutine, once or more; the first code and reason win.
+type conn struct {
+	s       *Server
+	ws      *websocket.Conn                // set once by attach, before the writer starts
+	wsClose atomic.Pointer[websocket.Conn] // ws, for close() from other goroutines
+	log     *slog.Logger
+	limiter *rate.Limiter
+	send    chan outMsg
+
+	closeOnce sync.Once
+	done      chan struct{} // closed by close()
+	closeCode int           // written before done is closed
+	closeText string
+
+	joined atomic.Bool // set once the peer has joined; gates keepalive extensions
+
+	// Reader-goroutine state.
+	lastRateError time.Time
+	leaving       bool // the peer said leave, or closed cleanly: no resume grace
+
+	// member is guarded by Server.mu.
+	member *member
+}
+
+type outMsg struct {
+	typ string
+	b   []byte
+}
+
+func newConn(s *Server, remote string) *conn {
+	return &conn{
+		s:       s,
+		log:     s.log.With("remote", remote),
+		limiter: rate.NewLimiter(rate.Limit(s.cfg.MessagesPerSecond), s.cfg.Burst),
+		send:    make(chan outMsg, s.cfg.SendQueue),
+		done:    make(chan struct{}),
+	}
+}
+
+func (c *conn) attach(ws *websocket.Conn) {
+	c.ws = ws
+	c.wsClose.Store(ws)
+	select {
+	case <-c.done: // closed while upgrading
+		_ = ws.NetConn().SetDeadline(time.Now().Add(closeTimeout))
+	default:
+	}
+}
+
+// close starts closing the connection with a WebSocket close code. It never
+// blocks: the writer flushes what is queued, sends the close frame and closes
+// the socket within closeTimeout.
+func (c *conn) close(code int, text string) {
+	c.closeOnce.Do(func() {
+		c.closeCode, c.closeText = code, text
+		close(c.done)
+		if ws := c.wsClose.Load(); ws != nil {
+			// Unblock a writer stuck on a slow reader and the reader itself.
+			_ = ws.NetConn().SetDeadline(time.Now().Add(closeTimeout))
+		}
+	})
+}
+
+// sendEncoded queues an encoded message. A peer whose queue is full is a slow
+// reader: it is disconnected rather than allowed to hold up anyone else.
+// Safe from any goroutine; never blocks.
+func (c *conn) sendEncoded(typ string, b []byte) {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	select {
+	case c.send <- outMsg{typ, b}:
+	default:
+		c.s.m.rejections.WithLabelValues(reasonSlowConsumer).Inc()
+		c.log.Warn("disconnecting slow reader: send queue full", "queue", cap(c.send))
+		c.close(websocket.CloseTryAgainLater, "slow reader: send queue full")
+	}
+}
+
+func (c *conn) sendMsg(m any) {
+	b, err := Encode(m)
+	if err != nil {
+		c.log.Error("encode", "err", err)
+		return
+	}
+	c.sendEncoded(typeOf(m), b)
+}
+
+// fail reports an error to the peer; fatal errors also close the connection.
+// Called from the reader goroutine only.
+func (c *conn) fail(code ErrorCode, fatal bool, format string, args ...any) {
+	c.s.m.rejections.WithLabelValues(string(code)).Inc()
+	msg := fmt.Sprintf(format, args...)
+	c.log.Debug("refused message", "code", code, "fatal", fatal, "msg", msg)
+	c.sendMsg(&Error{Code: code, Message: msg, Fatal: fatal})
+	if fatal {
+		// A peer thrown out for a protocol violation gets no resume grace.
+		c.leaving = true
+		c.close(websocket.ClosePolicyViolation, string(code))
+	}
+}
+
+func (c *conn) writeLoop() {
+	defer c.s.wg.Done()
+	ping := time.NewTicker(c.s.cfg.KeepaliveInterval)
+	defer ping.Stop()
+	for {
+		select {
+		case m := <-c.send:
+			if !c.write(m) {
+				c.close(websocket.CloseAbnormalClosure, "write failed")
+				c.finish()
+				return
+			}
+		case <-ping.C:
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
+				c.close(websocket.CloseAbnormalClosure, "ping failed")
+				c.finish()
+				return
+			}
+		case <-c.done:
+			c.flush()
+			c.finish()
+			return
+		}
+	}
+}
+
+func (c *conn) write(m outMsg) bool {
+	_ = c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+	if err := c.ws.WriteMessage(websocket.TextMessage, m.b); err != nil {
+		c.log.Debug("write failed", "err", err)
+		return false
+	}
+	c.s.m.sent.WithLabelValues(m.typ).Inc()
+	c.s.m.sentBytes.WithLabelValues(m.typ).Add(float64(len(m.b)))
+	return true
+}
+
+// flush writes what was queued before close (such as a fatal error).
+func (c *conn) flush() {
+	for {
+		select {
+		case m := <-c.send:
+			if !c.write(m) {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+// finish sends the close frame and closes the socket, which ends the reader.
+func (c *conn) finish() {
+	if c.closeCode != websocket.CloseAbnormalClosure {
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, c.closeText), time.Now().Add(closeTimeout))
+	}
+	_ = c.ws.Close()
+}
+
+func (c *conn) readLoop() {
+	defer c.s.dropConn(c)
+	cfg := &c.s.cfg
+	_ = c.ws.SetReadDeadline(time.Now().Add(cfg.JoinTimeout))
+	c.ws.SetPongHandler(func(string) error {
+		if !c.joined.Load() {
+			return nil // answering pings does not excuse a peer from joining
+		}
+		return c.ws.SetReadDeadline(time.Now().Add(cfg.KeepaliveTimeout))
+	})
+	for {
+		mt, r, err := c.ws.NextReader()
+		if err != nil {
+			c.noteReadError(err)
+			c.close(websocket.CloseNormalClosure, "")
+			return
+		}
+		if mt == websocket.BinaryMessage {
+			c.countReceived(typeLabelUndecodable, 0)
+			c.fail(CodeBinary, true, "binary messages are not accepted: the signaling server never carries frames")
+			return
+		}
+		// Read at most one byte more than allowed, to tell "too large" apart.
+		b, err := io.ReadAll(io.LimitReader(r, int64(cfg.MaxMessageBytes)+1))
+		if err != nil {
+			c.noteReadError(err)
+			c.close(websocket.CloseNormalClosure, "")
+			return
+		}
+		if len(b) > cfg.MaxMessageBytes {
+			c.countReceived(typeLabelUndecodable, len(b))
+			c.fail(CodeTooLarge, true, "message exceeds %d bytes", cfg.MaxMessageBytes)
+			return
+		}
+		if !c.limiter.Allow() {
+			c.countReceived(typeLabelUndecodable, len(b))
+			c.s.m.rejections.WithLabelValues(string(CodeRateLimited)).Inc()
+			if now := time.Now(); now.Sub(c.lastRateError) >= time.Second {
+				c.lastRateError = now
+				c.sendMsg(&Error{Code: CodeRateLimited, Message: fmt.Sprintf("over %g messages per second; message dropped", cfg.MessagesPerSecond)})
+			}
+			continue
+		}
+		c.handle(b)
+		if c.joined.Load() {
+			_ = c.ws.SetReadDeadline(time.Now().Add(cfg.KeepaliveTimeout))
+		}
+		select {
+		case <-c.done:
+			return
+		default:
+		}
+	}
+}
+
+func (c *conn) noteReadError(err error) {
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) && (ce.Code == websocket.CloseNormalClosure || ce.Code == websocket.CloseGoingAway) {
+		// A clean close (a tab closing, a client stopping) is a leave; a
+		// dropped connection gets the resume grace period.
+		c.leaving = true
+		return
+	}
+	if !c.joined.Load() {
+		select {
+		case <-c.done:
+		default:
+			if ne, ok := err.(interface{ Timeout() bool }); ok && ne.Timeout() {
+				c.s.m.rejections.WithLabelValues(reasonJoinTimeout).Inc()
+			}
+		}
+	}
+	c.log.Debug("connection ended", "err", err)
+}
+
+func (c *conn) countReceived(typ string, n int) {
+	c.s.m.received.WithLabelValues(typ).Inc()
+	c.s.m.receivedBytes.WithLabelValues(typ).Add(float64(n))
+}
+
+func (c *conn) handle(b []byte) {
+	msg, err := Decode(b)
+	if err != nil {
+		c.countReceived(typeLabelUndecodable, len(b))
+		var e *Error
+		if errors.As(err, &e) {
+			c.fail(e.Code, false, "%s", e.Message)
+		}
+		return
+	}
+	typ := typeOf(msg)
+	c.countReceived(typ, len(b))
+	joined := c.joined.Load()
+	switch m := msg.(type) {
+	case *Join:
+		if joined {
+			c.fail(CodeAlreadyJoined, false, "this connection has already joined a room")
+			return
+		}
+		c.join(m)
+	case *Signal:
+		if !joined {
+			c.fail(CodeNotJoined, false, "join a room first")
+			return
+		}
+		c.relay(m, len(b))
+	case *Leave:
+		if !joined {
+			c.fail(CodeNotJoined, false, "join a room first")
+			return
+		}
+		c.leaving = true
+		c.close(websocket.CloseNormalClosure, "left")
+	default:
+		c.fail(CodeUnknownType, false, "peers may not send %q messages", typ)
+	}
+}
+
+// join admits the peer to a room: checks, identity, address, welcome, and the
+// announcement to the others.
+func (c *conn) join(j *Join) {
+	s := c.s
+	now := s.cfg.Now()
+	if j.V != ProtocolVersion {
+		c.fail(CodeBadVersion, true, "protocol version %d is not supported; this server speaks %d", j.V, ProtocolVersion)
+		return
+	}
+	if !ValidRoomName(j.Room) {
+		c.fail(CodeBadRoom, true, "room names are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+		return
+	}
+	if j.Role == "" {
+		j.Role = RoleGuest
+	}
+	if !j.Role.valid() {
+		c.fail(CodeBadRole, true, "role must be %q or %q", RoleGuest, RoleGateway)
+		return
+	}
+	switch {
+	case j.Role == RoleGateway:
+		if !c.checkToken(j.Token, TokenGateway, j.Room, now, "the gateway role needs the room's gateway token") {
+			return
+		}
+	case s.roomNeedsToken(j.Room):
+		if !c.checkToken(j.Token, TokenJoin, j.Room, now, "room %q needs a join token", j.Room) {
+			return
+		}
+	}
+	var resume *Claims
+	if j.Resume != "" {
+		cl, err := s.signer.Verify(j.Resume, TokenResume, j.Room, now)
+		switch {
+		case err != nil:
+			c.log.Info("resume token not honoured; joining afresh", "room", j.Room, "err", err)
+		case cl.Role != j.Role:
+			c.log.Info("resume token is for another role; joining afresh", "room", j.Room)
+		default:
+			resume = &cl
+		}
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		c.fail(CodeShuttingDown, true, "the server is shutting down")
+		return
+	}
+	rm := s.rooms[j.Room]
+	if rm == nil {
+		if len(s.rooms) >= s.cfg.MaxRooms {
+			c.fail(CodeTooManyRooms, true, "the server holds its maximum of %d rooms", s.cfg.MaxRooms)
+			return
+		}
+		rm = &room{name: j.Room, pool: newAddrPool(s.cfg.Subnet), members: make(map[PeerID]*member)}
+	}
+	kind := "new"
+	var m *member
+	if resume != nil {
+		m = rm.members[resume.ID]
+	}
+	if m != nil {
+		// The peer is still known: a reconnect within its grace period, or a
+		// new connection replacing one that has not been noticed dead yet.
+		kind = "reattach"
+		if m.grace != nil {
+			m.grace.Stop()
+			m.grace = nil
+		}
+		if old := m.conn; old != nil {
+			old.log.Info("connection replaced by a resumed one")
+			old.member = nil
+			old.close(websocket.ClosePolicyViolation, "replaced by a newer connection")
+		}
+	} else {
+		if len(rm.members) >= s.limits.MaxPeersPerRoom {
+			c.fail(CodeRoomFull, true, "room %q is full (%d peers)", j.Room, s.limits.MaxPeersPerRoom)
+			return
+		}
+		m = &member{role: j.Role, room: rm}
+		if j.Role == RoleGateway {
+			if rm.gateway != nil {
+				c.fail(CodeGatewayTaken, true, "room %q already has a gateway", j.Room)
+				return
+			}
+			m.ip = rm.pool.gateway
+			rm.gateway = m
+		} else {
+			var want netip.Addr
+			if resume != nil {
+				want = resume.IP
+			}
+			ip, err := rm.pool.take(want)
+			if err != nil {
+				c.fail(CodeRoomFull, true, "room %q has no free address", j.Room)
+				return
+			}
+			m.ip = ip
+		}
+		m.id = newPeerID()
+		if resume != nil {
+			kind = "resume"
+			m.id = resume.ID
+		}
+		if len(rm.members) == 0 {
+			s.rooms[rm.name] = rm
+			s.m.rooms.Set(float64(len(s.rooms)))
+			s.log.Info("room opened", "room", rm.name)
+		}
+		rm.members[m.id] = m
+		s.npeers++
+		s.m.peers.Set(float64(s.npeers))
+	}
+	m.conn = c
+	c.member = m
+	c.joined.Store(true)
+	c.log = c.log.With("room", rm.name, "peer", m.id)
+	s.m.joins.WithLabelValues(string(m.role), kind).Inc()
+	c.log.Info("peer joined", "role", m.role, "ip", m.ip, "kind", kind)
+
+	w := &Welcome{
+		V:       ProtocolVersion,
+		ID:      m.id,
+		Room:    rm.name,
+		Role:    m.role,
+		IP:      m.ip,
+		Prefix:  s.cfg.Subnet,
+		Gateway: rm.pool.gateway,
+		Peers:   make([]PeerInfo, 0, len(rm.members)-1),
+		Limits:  s.limits,
+		Resume: s.signer.Mint(Claims{Kind: TokenResume, Room: rm.name, ID: m.id, Role: m.role, IP: m.ip,
+			Expires: now.Add(s.cfg.ResumeTTL).Unix()}),
+	}
+	for _, o := range rm.members {
+		if o != m {
+			w.Peers = append(w.Peers, o.info())
+		}
+	}
+	if s.cfg.ICEServers != nil {
+		w.ICEServers = s.cfg.ICEServers(rm.name, m.id)
+	}
+	c.sendMsg(w)
+	if kind != "reattach" {
+		s.broadcastLocked(rm, &PeerJoined{Peer: m.info()}, m)
+	}
+}
+
+func (c *conn) checkToken(tok string, kind TokenKind, room string, now time.Time, missing string, args ...any) bool {
+	if tok == "" {
+		c.fail(CodeTokenRequired, true, missing, args...)
+		return false
+	}
+	if _, err := c.s.signer.Verify(tok, kind, room, now); err != nil {
+		c.fail(tokenErrorCode(err), true, "%v", err)
+		return false
+	}
+	return true
+}
+
+func (s *Server) roomNeedsToken(room string) bool {
+	for _, p := range s.cfg.TokenRooms {
+		if ok, _ := path.Match(p, room); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// relay passes a signal on to a peer of the sender's room.
+func (c *conn) relay(sig *Signal, n int) {
+	if sig.To == "" || len(sig.Data) == 0 || string(sig.Data) == "null" {
+		c.fail(CodeBadSignal, false, "a signal needs \"to\" and \"data\"")
+		return
+	}
+	s := c.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	from := c.member
+	if from == nil || from.room == nil {
+		return // replaced or removed concurrently
+	}
+	if sig.To == from.id {
+		c.fail(CodeBadSignal, false, "a peer cannot signal itself")
+		return
+	}
+	// Ids of other rooms are indistinguishable from ids that do not exist.
+	to := from.room.members[sig.To]
+	if to == nil || to.conn == nil {
+		c.fail(CodeUnknownPeer, false, "no reachable peer %.40q in this room", sig.To)
+		return
+	}
+	out := &Signal{From: from.id, Data: sig.Data}
+	b, err := Encode(out)
+	if err != nil {
+		c.log.Error("encode", "err", err)
+		return
+	}
+	s.m.relayed.WithLabelValues(TypeSignal).Inc()
+	s.m.relayedBytes.WithLabelValues(TypeSignal).Add(float64(len(b)))
+	to.conn.sendEncoded(TypeSignal, b)
+}

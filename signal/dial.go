@@ -1,0 +1,80 @@
+//go:build !js
+
+package signal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// gorillaConn adapts a gorilla WebSocket to wsConn.
+type gorillaConn struct {
+	ws          *websocket.Conn
+	readTimeout time.Duration
+	wmu         sync.Mutex // gorilla allows one writer at a time
+	closeOnce   sync.Once
+}
+
+var dialer = websocket.Dialer{
+	HandshakeTimeout: 10 * time.Second,
+	ReadBufferSize:   4096,
+	WriteBufferSize:  4096,
+}
+
+func dial(ctx context.Context, url string, readTimeout time.Duration) (wsConn, error) {
+	ws, resp, err := dialer.DialContext(ctx, url, nil)
+	if err != nil {
+		if resp != nil {
+			return nil, fmt.Errorf("signal: dial %s: %s: %w", url, resp.Status, err)
+		}
+		return nil, fmt.Errorf("signal: dial %s: %w", url, err)
+	}
+	c := &gorillaConn{ws: ws, readTimeout: readTimeout}
+	ws.SetReadLimit(maxServerMessage)
+	_ = ws.SetReadDeadline(time.Now().Add(readTimeout))
+	// The server pings; each ping proves it alive.
+	ws.SetPingHandler(func(data string) error {
+		_ = ws.SetReadDeadline(time.Now().Add(readTimeout))
+		err := ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(5*time.Second))
+		if errors.Is(err, websocket.ErrCloseSent) {
+			return nil
+		}
+		return err
+	})
+	return c, nil
+}
+
+// maxServerMessage bounds what a (possibly hostile) server can make us buffer.
+const maxServerMessage = 1 << 20
+
+func (c *gorillaConn) Read() ([]byte, error) {
+	mt, b, err := c.ws.ReadMessage()
+	if err != nil {
+		return nil, err
+	}
+	_ = c.ws.SetReadDeadline(time.Now().Add(c.readTimeout))
+	if mt != websocket.TextMessage {
+		return nil, errBinaryFromServer
+	}
+	return b, nil
+}
+
+func (c *gorillaConn) Write(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	return c.ws.WriteMessage(websocket.TextMessage, b)
+}
+
+func (c *gorillaConn) Close() {
+	c.closeOnce.Do(func() {
+		_ = c.ws.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+		_ = c.ws.Close()
+	})
+}

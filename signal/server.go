@@ -1,0 +1,475 @@
+package signal
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Config configures a Server. Zero fields take the documented defaults.
+type Config struct {
+	// Path is where the signaling WebSocket is served. Default "/signal".
+	Path string
+	// Static, when set, is served at "/" (the page).
+	Static fs.FS
+
+	// Subnet is every room's IPv4 prefix; .1 is the gateway's. Default
+	// DefaultSubnet. Between /16 and /29.
+	Subnet netip.Prefix
+	// Secret signs join, gateway and resume tokens. At least 16 bytes. When
+	// nil, a random secret is used: tokens and resumes then do not survive a
+	// restart, and no one else can mint tokens.
+	Secret []byte
+	// TokenRooms lists path.Match patterns of rooms that require a join
+	// token ("*" for every room). Default: none.
+	TokenRooms []string
+	// ICEServers returns the ICE servers for a peer's welcome (for example
+	// with freshly minted TURN credentials). Default: none, so peers use only
+	// host candidates.
+	ICEServers func(room string, id PeerID) []ICEServer
+
+	// AllowedOrigins lists the browser origins (scheme://host[:port]) that
+	// may connect, or "*" for any. Requests without an Origin header (native
+	// peers) are always allowed; same-origin requests are always allowed.
+	AllowedOrigins []string
+
+	MaxMessageBytes   int     // largest accepted message; default 64 KiB
+	MaxPeersPerRoom   int     // default 64 (also bounded by the subnet)
+	MaxRooms          int     // default 10000
+	MaxConnections    int     // open WebSockets; default 10000
+	MessagesPerSecond float64 // per connection, token bucket rate; default 50
+	Burst             int     // token bucket size; default 100
+	SendQueue         int     // messages queued per connection before it counts as a slow reader; default 64
+
+	KeepaliveInterval time.Duration // WebSocket ping period; default 5 s
+	KeepaliveTimeout  time.Duration // silence after which a peer is dead; default 15 s
+	ResumeGrace       time.Duration // how long a vanished peer keeps its id and address; default 10 s
+	ResumeTTL         time.Duration // validity of resume tokens; default 24 h
+	JoinTimeout       time.Duration // time allowed between connect and join; default 10 s
+	WriteTimeout      time.Duration // per message write deadline; default 10 s
+
+	// Logger receives structured logs. Default: slog.Default().
+	Logger *slog.Logger
+	// Registry receives the peerlan_signal_ metrics and is served at
+	// /metrics. Default: a new registry of the Server's own.
+	Registry *prometheus.Registry
+	// Now is the clock, for tests. Default time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	def := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	defd := func(p *time.Duration, v time.Duration) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	if c.Path == "" {
+		c.Path = "/signal"
+	}
+	if !c.Subnet.IsValid() {
+		c.Subnet = DefaultSubnet
+	}
+	def(&c.MaxMessageBytes, 64<<10)
+	def(&c.MaxPeersPerRoom, 64)
+	def(&c.MaxRooms, 10000)
+	def(&c.MaxConnections, 10000)
+	if c.MessagesPerSecond == 0 {
+		c.MessagesPerSecond = 50
+	}
+	def(&c.Burst, 100)
+	def(&c.SendQueue, 64)
+	defd(&c.KeepaliveInterval, 5*time.Second)
+	defd(&c.KeepaliveTimeout, 15*time.Second)
+	defd(&c.ResumeGrace, 10*time.Second)
+	defd(&c.ResumeTTL, 24*time.Hour)
+	defd(&c.JoinTimeout, 10*time.Second)
+	defd(&c.WriteTimeout, 10*time.Second)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Registry == nil {
+		c.Registry = prometheus.NewRegistry()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+func (c *Config) validate() error {
+	if err := checkSubnet(c.Subnet); err != nil {
+		return err
+	}
+	if !strings.HasPrefix(c.Path, "/") {
+		return fmt.Errorf("signal: path %q must start with /", c.Path)
+	}
+	for _, n := range []struct {
+		name string
+		v    int
+	}{{"max message bytes", c.MaxMessageBytes}, {"max peers per room", c.MaxPeersPerRoom},
+		{"max rooms", c.MaxRooms}, {"max connections", c.MaxConnections}, {"burst", c.Burst}, {"send queue", c.SendQueue}} {
+		if n.v < 0 {
+			return fmt.Errorf("signal: %s must not be negative", n.name)
+		}
+	}
+	if c.MaxMessageBytes < 1024 {
+		return errors.New("signal: max message bytes must be at least 1024")
+	}
+	if c.MessagesPerSecond < 0 {
+		return errors.New("signal: messages per second must not be negative")
+	}
+	if c.KeepaliveTimeout <= c.KeepaliveInterval {
+		return errors.New("signal: keepalive timeout must exceed the keepalive interval")
+	}
+	for _, p := range c.TokenRooms {
+		if _, err := path.Match(p, "x"); err != nil {
+			return fmt.Errorf("signal: bad token room pattern %q: %w", p, err)
+		}
+	}
+	for _, o := range c.AllowedOrigins {
+		if o == "*" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return fmt.Errorf("signal: allowed origin %q must look like https://host[:port] or be *", o)
+		}
+	}
+	return nil
+}
+
+// Server is the signaling service, an http.Handler. It serves the signaling
+// WebSocket at Config.Path, /healthz, /metrics and, when configured, the page
+// at /. It does not listen by itself.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	signer   *Signer
+	upgrader websocket.Upgrader
+	m        *metrics
+	static   http.Handler
+	limits   Limits
+
+	wg sync.WaitGroup // every goroutine the Server started
+
+	mu     sync.Mutex
+	closed bool
+	conns  map[*conn]struct{}
+	rooms  map[string]*room
+	npeers int
+}
+
+// room is one LAN. Guarded by Server.mu.
+type room struct {
+	name    string
+	pool    *addrPool
+	members map[PeerID]*member
+	gateway *member
+}
+
+// member is a peer in a room. conn is nil while the peer is within its resume
+// grace period. Guarded by Server.mu.
+type member struct {
+	id    PeerID
+	role  Role
+	ip    netip.Addr
+	room  *room
+	conn  *conn
+	grace *time.Timer
+}
+
+func (m *member) info() PeerInfo { return PeerInfo{ID: m.id, Role: m.role, IP: m.ip} }
+
+// New returns a Server for cfg.
+func New(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	secret := cfg.Secret
+	if secret == nil {
+		secret = make([]byte, 32)
+		if _, err := rand.Read(secret); err != nil {
+			return nil, fmt.Errorf("signal: secret: %w", err)
+		}
+	}
+	signer, err := NewSigner(secret)
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("signal: metrics: %w", err)
+	}
+	maxPeers := min(cfg.MaxPeersPerRoom, newAddrPool(cfg.Subnet).capacity()+1) // +1: the gateway
+	s := &Server{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		signer: signer,
+		m:      m,
+		conns:  make(map[*conn]struct{}),
+		rooms:  make(map[string]*room),
+		limits: Limits{
+			MaxMessageBytes:   cfg.MaxMessageBytes,
+			MessagesPerSecond: cfg.MessagesPerSecond,
+			Burst:             cfg.Burst,
+			MaxPeersPerRoom:   maxPeers,
+		},
+	}
+	s.upgrader = websocket.Upgrader{
+		ReadBufferSize:  1024,
+		WriteBufferSize: 1024,
+		// Idle connections share write buffers instead of holding one each.
+		WriteBufferPool:   &sync.Pool{},
+		HandshakeTimeout:  10 * time.Second,
+		CheckOrigin:       s.checkOrigin,
+		EnableCompression: false,
+	}
+	if cfg.Static != nil {
+		s.static = staticHandler(cfg.Static)
+	}
+	return s, nil
+}
+
+// Signer returns the token signer, for minting tokens in-process.
+func (s *Server) Signer() *Signer { return s.signer }
+
+// Limits returns the limits announced to peers.
+func (s *Server) Limits() Limits { return s.limits }
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case s.cfg.Path:
+		s.serveWebSocket(w, r)
+	case "/healthz":
+		s.mu.Lock()
+		closed := s.closed
+		s.mu.Unlock()
+		if closed {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	case "/metrics":
+		promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+	default:
+		if s.static == nil {
+			http.NotFound(w, r)
+			return
+		}
+		s.static.ServeHTTP(w, r)
+	}
+}
+
+func staticHandler(fsys fs.FS) http.Handler {
+	files := http.FileServer(http.FS(fsys))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		h := w.Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cache-Control", "no-cache")
+		files.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true // not a browser: native peers carry their own authentication (tokens)
+	}
+	for _, o := range s.cfg.AllowedOrigins {
+		if o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
+			return true
+		}
+	}
+	u, err := url.Parse(origin)
+	return err == nil && strings.EqualFold(u.Host, r.Host)
+}
+
+func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
+	if !websocket.IsWebSocketUpgrade(r) {
+		http.Error(w, "this is peerlan's signaling endpoint: connect with a WebSocket", http.StatusBadRequest)
+		return
+	}
+	if !s.checkOrigin(r) {
+		s.m.rejections.WithLabelValues(reasonOrigin).Inc()
+		s.log.Warn("refused connection from a foreign origin", "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
+	}
+	s.mu.Lock()
+	switch {
+	case s.closed:
+		s.mu.Unlock()
+		s.m.rejections.WithLabelValues(reasonShuttingDown).Inc()
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	case len(s.conns) >= s.cfg.MaxConnections:
+		s.mu.Unlock()
+		s.m.rejections.WithLabelValues(reasonTooManyConns).Inc()
+		http.Error(w, "too many connections", http.StatusServiceUnavailable)
+		return
+	}
+	// Reserve the slot (and the WaitGroup entry) before upgrading, so Close
+	// cannot miss a connection that is being set up.
+	c := newConn(s, r.RemoteAddr)
+	s.conns[c] = struct{}{}
+	s.wg.Add(2) // reader (this goroutine) and writer
+	s.mu.Unlock()
+	s.m.connections.Inc()
+
+	ws, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		// Upgrade has answered the request already.
+		s.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
+		s.dropConn(c)
+		s.wg.Done()
+		s.wg.Done()
+		return
+	}
+	c.attach(ws)
+	go c.writeLoop()
+	c.readLoop()
+	s.wg.Done()
+}
+
+// dropConn forgets a finished connection and starts its member's grace
+// period, or removes the member when it left for good.
+func (s *Server) dropConn(c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.conns[c]; !ok {
+		return
+	}
+	delete(s.conns, c)
+	s.m.connections.Dec()
+	m := c.member
+	if m == nil || m.conn != c || s.closed {
+		return
+	}
+	m.conn = nil
+	if c.leaving {
+		s.removeLocked(m, "left")
+		return
+	}
+	c.log.Info("peer disconnected; holding its id and address for resume", "grace", s.cfg.ResumeGrace)
+	m.grace = time.AfterFunc(s.cfg.ResumeGrace, func() { s.expire(m) })
+}
+
+// expire removes a member whose grace period ended without a resume.
+func (s *Server) expire(m *member) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || m.conn != nil || m.room == nil {
+		return
+	}
+	s.removeLocked(m, "resume grace expired")
+}
+
+// removeLocked takes m out of its room, releases its address and tells the
+// others. Caller holds s.mu.
+func (s *Server) removeLocked(m *member, why string) {
+	rm := m.room
+	if rm == nil {
+		return
+	}
+	if m.grace != nil {
+		m.grace.Stop()
+		m.grace = nil
+	}
+	delete(rm.members, m.id)
+	if rm.gateway == m {
+		rm.gateway = nil
+	} else {
+		rm.pool.release(m.ip)
+	}
+	m.room = nil
+	s.npeers--
+	s.m.peers.Set(float64(s.npeers))
+	s.log.Info("peer left", "room", rm.name, "peer", m.id, "ip", m.ip, "why", why)
+	if len(rm.members) == 0 {
+		delete(s.rooms, rm.name)
+		s.m.rooms.Set(float64(len(s.rooms)))
+		s.log.Info("room closed", "room", rm.name)
+		return
+	}
+	s.broadcastLocked(rm, &PeerLeft{ID: m.id}, nil)
+}
+
+// broadcastLocked queues msg to every connected member of rm but skip.
+func (s *Server) broadcastLocked(rm *room, msg any, skip *member) {
+	b, err := Encode(msg)
+	if err != nil {
+		s.log.Error("encode", "err", err)
+		return
+	}
+	for _, o := range rm.members {
+		if o != skip && o.conn != nil {
+			o.conn.sendEncoded(typeOf(msg), b)
+		}
+	}
+}
+
+// Close disconnects every peer with "going away" and waits until every
+// goroutine the Server started has finished. Rooms and resume grace periods
+// are dropped; peers that resume against a restarted Server with the same
+// secret keep their ids and addresses. Close is idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		s.wg.Wait()
+		return nil
+	}
+	s.closed = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	for _, rm := range s.rooms {
+		for _, m := range rm.members {
+			if m.grace != nil {
+				m.grace.Stop()
+			}
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.close(websocket.CloseGoingAway, "server shutting down")
+	}
+	s.wg.Wait()
+	s.log.Info("signaling server stopped", "connections_closed", len(conns))
+	return nil
+}
+
+// newPeerID returns 128 random bits in base64url (22 characters).
+func newPeerID() PeerID {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return PeerID(base64.RawURLEncoding.EncodeToString(b[:]))
+}

@@ -1,0 +1,670 @@
+package signal_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.uber.org/goleak"
+
+	"github.com/peerlan/peerlan/internal/promtext"
+	"github.com/peerlan/peerlan/signal"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+var testSecret = []byte("0123456789abcdef0123456789abcdef")
+
+// testServer is a real signal.Server on a real HTTP listener.
+type testServer struct {
+	*signal.Server
+	http *httptest.Server
+	url  string // ws URL of the signaling endpoint
+}
+
+func startServer(t testing.TB, mod func(*signal.Config)) *testServer {
+	t.Helper()
+	cfg := signal.Config{Secret: testSecret, Logger: discardOrTest(t)}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s, err := signal.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(s)
+	ts := &testServer{Server: s, http: hs, url: "ws" + strings.TrimPrefix(hs.URL, "http") + "/signal"}
+	t.Cleanup(ts.stop)
+	return ts
+}
+
+func (ts *testServer) stop() {
+	ts.Server.Close()
+	ts.http.Close()
+}
+
+func (ts *testServer) metrics(t testing.TB) promtext.Samples {
+	t.Helper()
+	s, err := promtext.Scrape(ts.http.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// discardOrTest logs into the test log with -v, and nowhere otherwise.
+func discardOrTest(t testing.TB) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}
+
+// rawPeer is a bare WebSocket client that speaks the protocol by hand, so
+// tests control every byte and every read.
+type rawPeer struct {
+	t  testing.TB
+	ws *websocket.Conn
+}
+
+func dialRaw(t testing.TB, url string, hdr http.Header) *rawPeer {
+	t.Helper()
+	ws, resp, err := websocket.DefaultDialer.Dial(url, hdr)
+	if err != nil {
+		if resp != nil {
+			t.Fatalf("dial: %v (%s)", err, resp.Status)
+		}
+		t.Fatalf("dial: %v", err)
+	}
+	p := &rawPeer{t: t, ws: ws}
+	t.Cleanup(func() { ws.Close() })
+	return p
+}
+
+func (p *rawPeer) sendRaw(mt int, b []byte) {
+	p.t.Helper()
+	if err := p.ws.WriteMessage(mt, b); err != nil {
+		p.t.Fatalf("write: %v", err)
+	}
+}
+
+func (p *rawPeer) send(m any) {
+	p.t.Helper()
+	b, err := signal.Encode(m)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.sendRaw(websocket.TextMessage, b)
+}
+
+// next reads the next message, failing the test after timeout.
+func (p *rawPeer) next(timeout time.Duration) (any, error) {
+	_ = p.ws.SetReadDeadline(time.Now().Add(timeout))
+	_, b, err := p.ws.ReadMessage()
+	if err != nil {
+		return nil, err
+	}
+	return signal.Decode(b)
+}
+
+func expect[T any](p *rawPeer) T {
+	p.t.Helper()
+	m, err := p.next(5 * time.Second)
+	if err != nil {
+		p.t.Fatalf("expected %T, got error %v", *new(T), err)
+	}
+	v, ok := m.(T)
+	if !ok {
+		p.t.Fatalf("expected %T, got %#v", *new(T), m)
+	}
+	return v
+}
+
+func expectError(p *rawPeer, code signal.ErrorCode) *signal.Error {
+	p.t.Helper()
+	e := expect[*signal.Error](p)
+	if e.Code != code {
+		p.t.Fatalf("expected error %q, got %q (%s)", code, e.Code, e.Message)
+	}
+	return e
+}
+
+// expectSilence asserts that nothing arrives within d.
+func (p *rawPeer) expectSilence(d time.Duration) {
+	p.t.Helper()
+	m, err := p.next(d)
+	if err == nil {
+		p.t.Fatalf("expected no message, got %#v", m)
+	}
+	if ne, ok := err.(interface{ Timeout() bool }); !ok || !ne.Timeout() {
+		p.t.Fatalf("expected silence, connection failed: %v", err)
+	}
+	// A read deadline poisons a gorilla connection; tests call this last.
+}
+
+// expectClosed asserts that the server closes the connection with code.
+func (p *rawPeer) expectClosed(code int) {
+	p.t.Helper()
+	for {
+		_, err := p.next(5 * time.Second)
+		if err == nil {
+			continue
+		}
+		if !websocket.IsCloseError(err, code) {
+			p.t.Fatalf("expected close %d, got %v", code, err)
+		}
+		return
+	}
+}
+
+func joinRaw(t testing.TB, ts *testServer, room string, mod func(*signal.Join)) (*rawPeer, *signal.Welcome) {
+	t.Helper()
+	p := dialRaw(t, ts.url, nil)
+	j := &signal.Join{V: signal.ProtocolVersion, Room: room}
+	if mod != nil {
+		mod(j)
+	}
+	p.send(j)
+	return p, expect[*signal.Welcome](p)
+}
+
+func TestJoinAndPeerLists(t *testing.T) {
+	ts := startServer(t, nil)
+	a, wa := joinRaw(t, ts, "lab", nil)
+	if len(wa.Peers) != 0 || wa.Role != signal.RoleGuest || wa.Room != "lab" {
+		t.Fatalf("first welcome: %+v", wa)
+	}
+	if len(wa.ID) != 22 {
+		t.Fatalf("id %q: want 22 base64url characters (128 bits)", wa.ID)
+	}
+	if wa.Prefix != signal.DefaultSubnet || wa.Gateway != netip.MustParseAddr("10.86.0.1") || wa.IP != netip.MustParseAddr("10.86.0.2") {
+		t.Fatalf("addresses: ip %v prefix %v gateway %v", wa.IP, wa.Prefix, wa.Gateway)
+	}
+	if wa.Limits.MaxMessageBytes != 64<<10 || wa.Resume == "" {
+		t.Fatalf("limits/resume missing: %+v", wa)
+	}
+	b, wb := joinRaw(t, ts, "lab", nil)
+	if len(wb.Peers) != 1 || wb.Peers[0].ID != wa.ID || wb.Peers[0].IP != wa.IP {
+		t.Fatalf("second welcome peers: %+v", wb.Peers)
+	}
+	if wb.ID == wa.ID {
+		t.Fatal("two peers got the same id")
+	}
+	pj := expect[*signal.PeerJoined](a)
+	if pj.Peer.ID != wb.ID || pj.Peer.IP != wb.IP || pj.Peer.Role != signal.RoleGuest {
+		t.Fatalf("peer-joined: %+v", pj)
+	}
+	// A peer in another room is invisible.
+	_, wc := joinRaw(t, ts, "other", nil)
+	if len(wc.Peers) != 0 || wc.IP != wa.IP {
+		t.Fatalf("other room: %+v", wc)
+	}
+	b.send(&signal.Leave{})
+	if pl := expect[*signal.PeerLeft](a); pl.ID != wb.ID {
+		t.Fatalf("peer-left: %+v", pl)
+	}
+	m := ts.metrics(t)
+	if m["peerlan_signal_rooms"] != 2 || m["peerlan_signal_peers"] != 2 {
+		t.Fatalf("rooms/peers gauges: %v %v", m["peerlan_signal_rooms"], m["peerlan_signal_peers"])
+	}
+	if got := m[`peerlan_signal_joins_total{kind="new",role="guest"}`]; got != 3 {
+		t.Fatalf("joins: %v", got)
+	}
+}
+
+func TestRelayOnlyWithinRoom(t *testing.T) {
+	ts := startServer(t, nil)
+	a, wa := joinRaw(t, ts, "lab", nil)
+	b, wb := joinRaw(t, ts, "lab", nil)
+	expect[*signal.PeerJoined](a)
+	c, wc := joinRaw(t, ts, "elsewhere", nil)
+
+	before := ts.metrics(t)
+	payload := json.RawMessage(`{"kind":"offer","sdp":"v=0"}`)
+	a.send(&signal.Signal{To: wb.ID, Data: payload})
+	got := expect[*signal.Signal](b)
+	if got.From != wa.ID || got.To != "" || string(got.Data) != string(payload) {
+		t.Fatalf("relayed signal: %+v", got)
+	}
+	// The sender may not choose its "from".
+	b.send(&signal.Signal{To: wa.ID, From: wc.ID, Data: payload})
+	if got := expect[*signal.Signal](a); got.From != wb.ID {
+		t.Fatalf("forged from passed through: %+v", got)
+	}
+	// An id from another room is as unknown as an id that never existed.
+	a.send(&signal.Signal{To: wc.ID, Data: payload})
+	e1 := expectError(a, signal.CodeUnknownPeer)
+	a.send(&signal.Signal{To: "nonexistent", Data: payload})
+	expectError(a, signal.CodeUnknownPeer)
+	if e1.Fatal {
+		t.Fatal("unknown-peer must not be fatal")
+	}
+	c.send(&signal.Signal{To: wa.ID, Data: payload})
+	expectError(c, signal.CodeUnknownPeer)
+
+	after := ts.metrics(t)
+	enc, _ := signal.Encode(&signal.Signal{From: wa.ID, Data: payload})
+	if d := after[`peerlan_signal_relayed_messages_total{type="signal"}`] - before[`peerlan_signal_relayed_messages_total{type="signal"}`]; d != 2 {
+		t.Fatalf("relayed messages moved by %v, want 2", d)
+	}
+	if d := after[`peerlan_signal_relayed_bytes_total{type="signal"}`] - before[`peerlan_signal_relayed_bytes_total{type="signal"}`]; d != float64(2*len(enc)) {
+		t.Fatalf("relayed bytes moved by %v, want %d", d, 2*len(enc))
+	}
+	if d := after[`peerlan_signal_rejections_total{reason="unknown-peer"}`]; d != 3 {
+		t.Fatalf("unknown-peer rejections %v, want 3", d)
+	}
+	c.expectSilence(200 * time.Millisecond)
+}
+
+func TestTokens(t *testing.T) {
+	now := time.Now()
+	ts := startServer(t, func(c *signal.Config) { c.TokenRooms = []string{"private-*"} })
+	signer := ts.Signer()
+	join := signer.MintFor(signal.TokenJoin, "private-1", time.Hour, now)
+	gw := signer.MintFor(signal.TokenGateway, "private-1", time.Hour, now)
+	other, _ := signal.NewSigner([]byte("another secret, another server!"))
+
+	cases := []struct {
+		name  string
+		room  string
+		role  signal.Role
+		token string
+		want  signal.ErrorCode // "" = welcomed
+	}{
+		{"open room needs nothing", "public", signal.RoleGuest, "", ""},
+		{"missing", "private-1", signal.RoleGuest, "", signal.CodeTokenRequired},
+		{"garbage", "private-1", signal.RoleGuest, "pl1.xxx.yyy", signal.CodeTokenInvalid},
+		{"other server's", "private-1", signal.RoleGuest, other.MintFor(signal.TokenJoin, "private-1", time.Hour, now), signal.CodeTokenInvalid},
+		{"tampered", "private-1", signal.RoleGuest, join[:len(join)-2] + "AA", signal.CodeTokenInvalid},
+		{"expired", "private-1", signal.RoleGuest, signer.MintFor(signal.TokenJoin, "private-1", -time.Second, now), signal.CodeTokenExpired},
+		{"wrong room", "private-1", signal.RoleGuest, signer.MintFor(signal.TokenJoin, "private-2", time.Hour, now), signal.CodeTokenWrongRoom},
+		{"valid", "private-1", signal.RoleGuest, join, ""},
+		{"gateway without token", "public", signal.RoleGateway, "", signal.CodeTokenRequired},
+		{"gateway with join token", "private-1", signal.RoleGateway, join, signal.CodeTokenWrongRoom},
+		{"gateway token of another room", "public", signal.RoleGateway, gw, signal.CodeTokenWrongRoom},
+		{"gateway", "private-1", signal.RoleGateway, gw, ""},
+		{"second gateway", "private-1", signal.RoleGateway, gw, signal.CodeGatewayTaken},
+	}
+	var keep []*rawPeer
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := dialRaw(t, ts.url, nil)
+			p.send(&signal.Join{V: 1, Room: tc.room, Role: tc.role, Token: tc.token})
+			if tc.want == "" {
+				w := expect[*signal.Welcome](p)
+				if tc.role == signal.RoleGateway && w.IP != w.Gateway {
+					t.Fatalf("gateway got %v, want %v", w.IP, w.Gateway)
+				}
+				keep = append(keep, p)
+				return
+			}
+			if e := expectError(p, tc.want); !e.Fatal {
+				t.Fatalf("%s must be fatal", tc.want)
+			}
+			p.expectClosed(websocket.ClosePolicyViolation)
+		})
+	}
+	_ = keep
+}
+
+func TestAddressesUniqueAndReleased(t *testing.T) {
+	ts := startServer(t, func(c *signal.Config) { c.Subnet = netip.MustParsePrefix("192.0.2.0/29") })
+	// A /29 holds .2 to .6 for guests (.0 network, .1 gateway, .7 broadcast).
+	var peers []*rawPeer
+	seen := map[netip.Addr]bool{}
+	for i := 0; i < 5; i++ {
+		p, w := joinRaw(t, ts, "small", nil)
+		if seen[w.IP] || w.IP == w.Gateway || !w.Prefix.Contains(w.IP) {
+			t.Fatalf("bad or duplicate address %v", w.IP)
+		}
+		seen[w.IP] = true
+		peers = append(peers, p)
+	}
+	full := dialRaw(t, ts.url, nil)
+	full.send(&signal.Join{V: 1, Room: "small"})
+	expectError(full, signal.CodeRoomFull)
+
+	// Leaving frees the address for the next peer.
+	third := netip.MustParseAddr("192.0.2.4")
+	peers[2].send(&signal.Leave{})
+	expect[*signal.PeerLeft](peers[4]) // the newest peer has no joins queued
+	_, w := joinRaw(t, ts, "small", nil)
+	if w.IP != third {
+		t.Fatalf("released address not reused: got %v want %v", w.IP, third)
+	}
+}
+
+func TestResumeKeepsIdentity(t *testing.T) {
+	ts := startServer(t, func(c *signal.Config) { c.ResumeGrace = 5 * time.Second })
+	a, wa := joinRaw(t, ts, "lab", nil)
+	b, wb := joinRaw(t, ts, "lab", nil)
+	expect[*signal.PeerJoined](a)
+
+	// B's connection breaks without a close frame (network failure).
+	b.ws.UnderlyingConn().Close()
+	b2, wb2 := joinRaw(t, ts, "lab", func(j *signal.Join) { j.Resume = wb.Resume })
+	if wb2.ID != wb.ID || wb2.IP != wb.IP {
+		t.Fatalf("resume within grace: got %v/%v want %v/%v", wb2.ID, wb2.IP, wb.ID, wb.IP)
+	}
+	// A never saw B leave or join again, and can still reach it.
+	a.send(&signal.Signal{To: wb.ID, Data: json.RawMessage(`1`)})
+	if s := expect[*signal.Signal](b2); s.From != wa.ID {
+		t.Fatalf("signal after resume: %+v", s)
+	}
+	m := ts.metrics(t)
+	if m[`peerlan_signal_joins_total{kind="reattach",role="guest"}`] != 1 {
+		t.Fatal("reattach not counted")
+	}
+
+	// A resume token is bound to its room and is useless elsewhere.
+	_, wx := joinRaw(t, ts, "elsewhere", func(j *signal.Join) { j.Resume = wb.Resume })
+	if wx.ID == wb.ID {
+		t.Fatal("resume token honoured in another room")
+	}
+
+	// A restarted server with the same secret honours resume tokens too.
+	ts.stop()
+	ts2 := startServer(t, nil)
+	_, wa2 := joinRaw(t, ts2, "lab", func(j *signal.Join) { j.Resume = wa.Resume })
+	if wa2.ID != wa.ID || wa2.IP != wa.IP {
+		t.Fatalf("resume after restart: got %v/%v want %v/%v", wa2.ID, wa2.IP, wa.ID, wa.IP)
+	}
+	if got := ts2.metrics(t)[`peerlan_signal_joins_total{kind="resume",role="guest"}`]; got != 1 {
+		t.Fatalf("resume joins %v", got)
+	}
+}
+
+func TestGraceExpiryAnnouncesLeave(t *testing.T) {
+	ts := startServer(t, func(c *signal.Config) { c.ResumeGrace = 100 * time.Millisecond })
+	a, _ := joinRaw(t, ts, "lab", nil)
+	b, wb := joinRaw(t, ts, "lab", nil)
+	expect[*signal.PeerJoined](a)
+	b.ws.UnderlyingConn().Close()
+	if pl := expect[*signal.PeerLeft](a); pl.ID != wb.ID {
+		t.Fatalf("peer-left %+v", pl)
+	}
+	// Its address is free again.
+	_, w := joinRaw(t, ts, "lab", nil)
+	if w.IP != wb.IP {
+		t.Fatalf("address not released: %v", w.IP)
+	}
+}
+
+func TestKeepaliveRemovesDeadPeer(t *testing.T) {
+	ts := startServer(t, func(c *signal.Config) {
+		c.KeepaliveInterval = 50 * time.Millisecond
+		c.KeepaliveTimeout = 300 * time.Millisecond
+		c.ResumeGrace = 100 * time.Millisecond
+	})
+	a, _ := joinRaw(t, ts, "lab", nil)
+	// B's process hangs: it never reads, so it never answers pings.
+	dead := dialRaw(t, ts.url, nil)
+	dead.send(&signal.Join{V: 1, Room: "lab"})
+	start := time.Now()
+	pj := expect[*signal.PeerJoined](a)
+	// A keeps reading, so gorilla answers the server's pings for it.
+	pl := expect[*signal.PeerLeft](a)
+	if pl.ID != pj.Peer.ID {
+		t.Fatalf("wrong peer left: %v", pl.ID)
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Fatalf("dead peer announced after %v", el)
+	}
+}
+
+func TestJoinTimeout(t *testing.T) {
+	ts := startServer(t, func(c *signal.Config) { c.JoinTimeout = 100 * time.Millisecond })
+	p := dialRaw(t, ts.url, nil)
+	if _, err := p.next(3 * time.Second); err == nil {
+		t.Fatal("a connection that never joins was kept open")
+	}
+	if got := ts.metrics(t)[`peerlan_signal_rejections_total{reason="join-timeout"}`]; got != 1 {
+		t.Fatalf("join-timeout rejections %v", got)
+	}
+}
+
+func TestSlowReaderDisconnected(t *testing.T) {
+	ts := startServer(t, func(c *signal.Config) {
+		c.MessagesPerSecond = 1e6
+		c.Burst = 1e6
+		c.SendQueue = 8
+		c.WriteTimeout = 30 * time.Second
+	})
+	a, _ := joinRaw(t, ts, "lab", nil)
+	b, wb := joinRaw(t, ts, "lab", nil)
+	expect[*signal.PeerJoined](a)
+	slow, wslow := joinRaw(t, ts, "lab", nil)
+	expect[*signal.PeerJoined](a)
+	expect[*signal.PeerJoined](b)
+	_ = slow // never read again from here on
+
+	big := json.RawMessage(`"` + strings.Repeat("x", 60<<10) + `"`)
+	small := json.RawMessage(`"ping"`)
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 0; ; i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("slow reader was never disconnected")
+		}
+		a.send(&signal.Signal{To: wslow.ID, Data: big})
+		// Meanwhile B is served promptly.
+		if i%20 == 0 {
+			a.send(&signal.Signal{To: wb.ID, Data: small})
+			start := time.Now()
+			if s := expect[*signal.Signal](b); string(s.Data) != `"ping"` {
+				t.Fatalf("b got %s", s.Data)
+			}
+			if el := time.Since(start); el > time.Second {
+				t.Fatalf("b was held up %v by the slow reader", el)
+			}
+		}
+		if ts.metrics(t)[`peerlan_signal_rejections_total{reason="slow-consumer"}`] == 1 {
+			break
+		}
+	}
+	// The slow reader is gone for others to see once its grace ends; A and B
+	// carry on.
+	a.send(&signal.Signal{To: wb.ID, Data: small})
+	expect[*signal.Signal](b)
+}
+
+func TestBadInput(t *testing.T) {
+	ts := startServer(t, nil)
+	a, wa := joinRaw(t, ts, "lab", nil)
+	b, wb := joinRaw(t, ts, "lab", nil)
+	expect[*signal.PeerJoined](a)
+
+	tt := t
+	check := func(name string, input func(p *rawPeer), code signal.ErrorCode, fatal bool) {
+		t.Run(name, func(t *testing.T) {
+			p, _ := joinRaw(t, ts, "lab", nil)
+			expect[*signal.PeerJoined](a)
+			expect[*signal.PeerJoined](b)
+			p.t, a.t, b.t = t, t, t
+			defer func() { a.t, b.t = tt, tt }()
+			before := ts.metrics(t)[fmt.Sprintf(`peerlan_signal_rejections_total{reason=%q}`, code)]
+			input(p)
+			e := expectError(p, code)
+			if e.Fatal != fatal || e.Message == "" {
+				t.Fatalf("error %+v: want fatal=%v and a message", e, fatal)
+			}
+			if fatal {
+				p.expectClosed(websocket.ClosePolicyViolation)
+			} else {
+				// The connection still works.
+				p.send(&signal.Signal{To: wa.ID, Data: json.RawMessage(`"still here"`)})
+				expect[*signal.Signal](a)
+				p.send(&signal.Leave{})
+			}
+			expect[*signal.PeerLeft](a)
+			expect[*signal.PeerLeft](b)
+			if got := ts.metrics(t)[fmt.Sprintf(`peerlan_signal_rejections_total{reason=%q}`, code)]; got != before+1 {
+				t.Fatalf("rejections{%s} %v -> %v", code, before, got)
+			}
+			// Nothing else was disturbed.
+			a.send(&signal.Signal{To: wb.ID, Data: json.RawMessage(`"ok"`)})
+			expect[*signal.Signal](b)
+		})
+	}
+	text := func(s string) func(*rawPeer) {
+		return func(p *rawPeer) { p.sendRaw(websocket.TextMessage, []byte(s)) }
+	}
+	check("binary frame", func(p *rawPeer) { p.sendRaw(websocket.BinaryMessage, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2}) }, signal.CodeBinary, true)
+	check("oversize", text(`{"type":"signal","to":"x","data":"`+strings.Repeat("a", 70<<10)+`"}`), signal.CodeTooLarge, true)
+	check("malformed json", text(`{"type":"signal",`), signal.CodeBadJSON, false)
+	check("not an object", text(`[1,2,3]`), signal.CodeBadJSON, false)
+	check("no type", text(`{"to":"x"}`), signal.CodeBadJSON, false)
+	check("unknown type", text(`{"type":"frame","data":"AAAA"}`), signal.CodeUnknownType, false)
+	check("server-only type", text(`{"type":"welcome"}`), signal.CodeUnknownType, false)
+	check("second join", text(`{"type":"join","v":1,"room":"lab"}`), signal.CodeAlreadyJoined, false)
+	check("signal without data", text(`{"type":"signal","to":"`+string(wa.ID)+`"}`), signal.CodeBadSignal, false)
+	check("signal to unknown peer", text(`{"type":"signal","to":"AAAAAAAAAAAAAAAAAAAAAA","data":1}`), signal.CodeUnknownPeer, false)
+
+	// Before joining.
+	pre := []struct {
+		name  string
+		input string
+		code  signal.ErrorCode
+	}{
+		{"signal before join", `{"type":"signal","to":"x","data":1}`, signal.CodeNotJoined},
+		{"bad version", `{"type":"join","v":2,"room":"lab"}`, signal.CodeBadVersion},
+		{"bad room", `{"type":"join","v":1,"room":"../etc"}`, signal.CodeBadRoom},
+		{"empty room", `{"type":"join","v":1,"room":""}`, signal.CodeBadRoom},
+		{"bad role", `{"type":"join","v":1,"room":"lab","role":"admin"}`, signal.CodeBadRole},
+	}
+	for _, tc := range pre {
+		t.Run(tc.name, func(t *testing.T) {
+			p := dialRaw(t, ts.url, nil)
+			p.sendRaw(websocket.TextMessage, []byte(tc.input))
+			expectError(p, tc.code)
+		})
+	}
+	a.send(&signal.Signal{To: wb.ID, Data: json.RawMessage(`"ok"`)})
+	expect[*signal.Signal](b)
+}
+
+func TestRateLimit(t *testing.T) {
+	ts := startServer(t, func(c *signal.Config) { c.MessagesPerSecond = 1; c.Burst = 3 })
+	a, _ := joinRaw(t, ts, "lab", nil) // the join spends one token
+	_, wb := joinRaw(t, ts, "lab", nil)
+	expect[*signal.PeerJoined](a)
+	for i := 0; i < 4; i++ {
+		a.send(&signal.Signal{To: wb.ID, Data: json.RawMessage(`1`)})
+	}
+	e := expectError(a, signal.CodeRateLimited)
+	if e.Fatal {
+		t.Fatal("rate limiting must not be fatal")
+	}
+	if got := ts.metrics(t)[`peerlan_signal_rejections_total{reason="rate-limited"}`]; got != 2 {
+		t.Fatalf("rate-limited rejections %v, want 2", got)
+	}
+}
+
+func TestOrigins(t *testing.T) {
+	ts := startServer(t, func(c *signal.Config) { c.AllowedOrigins = []string{"https://lan.example"} })
+	host := strings.TrimPrefix(ts.http.URL, "http://")
+	for _, tc := range []struct {
+		origin string
+		ok     bool
+	}{
+		{"", true},
+		{"http://" + host, true},
+		{"https://lan.example", true},
+		{"https://evil.example", false},
+		{"null", false},
+	} {
+		hdr := http.Header{}
+		if tc.origin != "" {
+			hdr.Set("Origin", tc.origin)
+		}
+		ws, resp, err := websocket.DefaultDialer.Dial(ts.url, hdr)
+		if tc.ok != (err == nil) {
+			t.Errorf("origin %q: ok=%v err=%v", tc.origin, tc.ok, err)
+		}
+		if err == nil {
+			ws.Close()
+		} else if resp == nil || resp.StatusCode != http.StatusForbidden {
+			t.Errorf("origin %q: want 403, got %v", tc.origin, resp)
+		}
+	}
+	if got := ts.metrics(t)[`peerlan_signal_rejections_total{reason="origin"}`]; got != 2 {
+		t.Fatalf("origin rejections %v", got)
+	}
+}
+
+func TestShutdownClosesWithGoingAway(t *testing.T) {
+	ts := startServer(t, nil)
+	a, _ := joinRaw(t, ts, "lab", nil)
+	done := make(chan struct{})
+	go func() { ts.Server.Close(); close(done) }()
+	a.expectClosed(websocket.CloseGoingAway)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	resp, err := http.Get(ts.http.URL + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("healthz after close: %s", resp.Status)
+	}
+}
+
+func TestHTTPEndpoints(t *testing.T) {
+	ts := startServer(t, nil)
+	resp, err := http.Get(ts.http.URL + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("healthz: %s", resp.Status)
+	}
+	resp, err = http.Get(ts.http.URL + "/signal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("plain GET of the WebSocket path: %s", resp.Status)
+	}
+	m := ts.metrics(t)
+	if _, ok := m[`peerlan_signal_relayed_bytes_total{type="signal"}`]; !ok {
+		t.Fatal("relayed bytes series missing before any traffic")
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	for _, cfg := range []signal.Config{
+		{Subnet: netip.MustParsePrefix("10.0.0.1/24")},
+		{Subnet: netip.MustParsePrefix("10.0.0.0/30")},
+		{Subnet: netip.MustParsePrefix("fd00::/64")},
+		{Secret: []byte("short")},
+		{TokenRooms: []string{"["}},
+		{AllowedOrigins: []string{"lan.example"}},
+		{KeepaliveInterval: time.Second, KeepaliveTimeout: time.Second},
+	} {
+		if _, err := signal.New(cfg); err == nil {
+			t.Errorf("config %+v accepted", cfg)
+		}
+	}
+}
