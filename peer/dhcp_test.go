@@ -1,11 +1,15 @@
 package peer
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -780,4 +784,124 @@ func BenchmarkDHCPHandleRequest(b *testing.B) {
 	for b.Loop() {
 		srv.Handle(frame, out)
 	}
+}
+
+// dhcpTestCapture loads a frame captured from busybox udhcpc (see
+// ether/testdata).
+func dhcpTestCapture(t *testing.T, name string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("ether", "testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var digits strings.Builder
+	for line := range strings.Lines(string(raw)) {
+		if !strings.HasPrefix(line, "#") {
+			digits.WriteString(strings.TrimSpace(line))
+		}
+	}
+	b, err := hex.DecodeString(digits.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestDHCPServerOnUdhcpcCaptures(t *testing.T) {
+	env := newDHCPTestEnv(t, DHCPConfig{Lease: netip.MustParsePrefix("192.0.2.23/24")})
+	lease, server := netip.MustParseAddr("192.0.2.23"), netip.MustParseAddr("192.0.2.1")
+	steps := []struct {
+		file   string
+		typ    ether.DHCPMessageType
+		ethDst ether.MAC
+		ipDst  netip.Addr
+	}{
+		{"udhcpc_discover.hex", ether.DHCPOffer, dhcpTestGuest, lease},
+		{"udhcpc_request_selecting.hex", ether.DHCPAck, dhcpTestGuest, lease},
+		{"udhcpc_request_renewing.hex", ether.DHCPAck, dhcpTestGuest, lease},
+		{"udhcpc_release.hex", 0, ether.MAC{}, netip.Addr{}},
+	}
+	for _, s := range steps {
+		n, handled := env.srv.Handle(dhcpTestCapture(t, s.file), env.out)
+		if !handled {
+			t.Fatalf("%s not handled", s.file)
+		}
+		if s.typ == 0 {
+			if n != 0 {
+				t.Fatalf("%s answered", s.file)
+			}
+			continue
+		}
+		if n == 0 {
+			t.Fatalf("%s: no reply", s.file)
+		}
+		e, ip, d := dhcpTestParse(t, env.out[:n])
+		if d.MessageType() != s.typ || e.Dst() != s.ethDst || ip.Dst() != s.ipDst || ip.Src() != server || d.YIAddr() != lease {
+			t.Fatalf("%s: %v to %v %v from %v, yiaddr %v", s.file, d.MessageType(), e.Dst(), ip.Dst(), ip.Src(), d.YIAddr())
+		}
+	}
+	if st := env.srv.Stats(); st.Releases != 1 || st.Acks != 2 || st.Offers != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	// The RELEASE freed the binding: another client may take the address.
+	if env.handle(t, dhcpTestMsg{typ: ether.DHCPDiscover, mac: dhcpTestOther}) == nil {
+		t.Fatal("binding not freed by the captured RELEASE")
+	}
+}
+
+func FuzzDHCPHandle(f *testing.F) {
+	for _, name := range []string{"udhcpc_discover.hex", "udhcpc_request_selecting.hex",
+		"udhcpc_request_renewing.hex", "udhcpc_release.hex", "arp_request.hex"} {
+		raw, err := os.ReadFile(filepath.Join("ether", "testdata", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		var digits strings.Builder
+		for line := range strings.Lines(string(raw)) {
+			if !strings.HasPrefix(line, "#") {
+				digits.WriteString(strings.TrimSpace(line))
+			}
+		}
+		b, _ := hex.DecodeString(digits.String())
+		f.Add(b, false)
+		f.Add(b, true)
+	}
+	f.Add(dhcpTestFrame(dhcpTestMsg{typ: ether.DHCPInform, mac: dhcpTestGuest, ciaddr: netip.MustParseAddr("192.0.2.40")}), true)
+	f.Fuzz(func(t *testing.T, frame []byte, fixChecksums bool) {
+		if fixChecksums {
+			// Let the fuzzer past the checksum checks into the DHCP logic.
+			frame = bytes.Clone(frame)
+			if ip, err := ether.ParseIPv4(frame[min(len(frame), ether.HeaderLen):]); err == nil {
+				ip.SetChecksum(ip.ComputeChecksum())
+				if u, err := ether.ParseUDP(ip.Payload()); err == nil && ip.Protocol() == ether.ProtoUDP {
+					u.SetChecksum(u.ComputeChecksum(ip.Src(), ip.Dst()))
+				}
+			}
+		}
+		srv, err := NewDHCPServer(DHCPConfig{Lease: netip.MustParsePrefix("192.0.2.23/24"), ServiceMAC: dhcpTestService, MTU: 1400})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make([]byte, ether.DHCPMaxFrameLen)
+		n, handled := srv.Handle(frame, out)
+		if n > 0 {
+			if !handled {
+				t.Fatal("reply to an unhandled frame")
+			}
+			_, ip, d := dhcpTestParse(t, out[:n])
+			if ip.Src() != netip.MustParseAddr("192.0.2.1") {
+				t.Fatalf("reply from %v", ip.Src())
+			}
+			if y := d.YIAddr(); y != netip.IPv4Unspecified() && y != netip.MustParseAddr("192.0.2.23") {
+				t.Fatalf("handed out %v", y)
+			}
+		}
+		_, toServer, _ := parseDHCPToServer(frame)
+		if toServer != handled {
+			t.Fatal("Handle and the classifier disagree")
+		}
+		if isDHCPServerMessage(frame) && handled {
+			t.Fatal("a frame both to and from the server port")
+		}
+	})
 }

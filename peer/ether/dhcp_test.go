@@ -238,3 +238,55 @@ func TestParseDHCPErrors(t *testing.T) {
 		t.Fatal("non-Ethernet chaddr returned as a MAC")
 	}
 }
+
+func TestDHCPCaptures(t *testing.T) {
+	none := netip.Addr{}
+	zero := netip.IPv4Unspecified()
+	lease := netip.MustParseAddr("192.0.2.23")
+	server := netip.MustParseAddr("192.0.2.1")
+	tests := []struct {
+		file               string
+		ethDst             MAC
+		ipSrc, ipDst       netip.Addr
+		typ                DHCPMessageType
+		ciaddr             netip.Addr
+		requested, server  netip.Addr
+		hasPRL, hasMaxSize bool
+	}{
+		{"udhcpc_discover.hex", Broadcast, zero, netip.MustParseAddr("255.255.255.255"), DHCPDiscover, zero, none, none, true, true},
+		{"udhcpc_request_selecting.hex", Broadcast, zero, netip.MustParseAddr("255.255.255.255"), DHCPRequest, zero, lease, server, true, true},
+		{"udhcpc_request_renewing.hex", serviceMAC, lease, server, DHCPRequest, lease, none, none, true, true},
+		{"udhcpc_release.hex", serviceMAC, lease, server, DHCPRelease, lease, none, server, false, false},
+	}
+	for _, tt := range tests {
+		frame := readHex(t, tt.file)
+		e, err := ParseEthernet(frame)
+		if err != nil || e.Dst() != tt.ethDst || e.Src() != guestMAC || e.Type() != TypeIPv4 {
+			t.Fatalf("%s: ethernet %v -> %v: %v", tt.file, e.Src(), e.Dst(), err)
+		}
+		ip, err := ParseIPv4(e.Payload())
+		if err != nil || !ip.ValidChecksum() || ip.Src() != tt.ipSrc || ip.Dst() != tt.ipDst {
+			t.Fatalf("%s: ipv4 %v -> %v: %v", tt.file, ip.Src(), ip.Dst(), err)
+		}
+		u, err := ParseUDP(ip.Payload())
+		if err != nil || !u.ValidChecksum(ip.Src(), ip.Dst()) || u.DstPort() != DHCPServerPort {
+			t.Fatalf("%s: udp: %v", tt.file, err)
+		}
+		d, err := ParseDHCP(u.Payload())
+		if err != nil {
+			t.Fatalf("%s: %v", tt.file, err)
+		}
+		req, hasReq := d.RequestedIP()
+		sid, hasSID := d.ServerID()
+		_, hasPRL := d.ParamRequestList()
+		_, hasMax := d.MaxMessageSize()
+		if d.MessageType() != tt.typ || d.CIAddr() != tt.ciaddr || hasReq != tt.requested.IsValid() || (hasReq && req != tt.requested) ||
+			hasSID != tt.server.IsValid() || (hasSID && sid != tt.server) || hasPRL != tt.hasPRL || hasMax != tt.hasMaxSize {
+			t.Errorf("%s: type %v ciaddr %v requested %v/%v server %v/%v prl %v max %v", tt.file,
+				d.MessageType(), d.CIAddr(), req, hasReq, sid, hasSID, hasPRL, hasMax)
+		}
+		if id, ok := d.ClientID(); !ok || !bytes.Equal(id[1:], guestMAC[:]) {
+			t.Errorf("%s: client id %x", tt.file, id)
+		}
+	}
+}

@@ -13,6 +13,9 @@ func addFrameSeeds(f *testing.F) {
 	disc := readHex(f, "udhcpc_discover.hex")
 	f.Add(disc)
 	f.Add(readHex(f, "arp_request.hex"))
+	f.Add(readHex(f, "udhcpc_request_selecting.hex"))
+	f.Add(readHex(f, "udhcpc_request_renewing.hex"))
+	f.Add(readHex(f, "udhcpc_release.hex"))
 	d, _ := ParseDHCP(disc[HeaderLen+IPv4MinHeaderLen+UDPHeaderLen:])
 	out := make([]byte, DHCPMaxFrameLen)
 	var b DHCPBuilder
