@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -121,10 +122,12 @@ var (
 )
 
 func parseUclient(out string) (uclientStats, bool) {
-	m, b := reMsgs.FindStringSubmatch(out), reBytes.FindStringSubmatch(out)
-	if m == nil || b == nil {
+	// uclient prints running totals; the last ones are final.
+	ms, bs := reMsgs.FindAllStringSubmatch(out, -1), reBytes.FindAllStringSubmatch(out, -1)
+	if ms == nil || bs == nil {
 		return uclientStats{}, false
 	}
+	m, b := ms[len(ms)-1], bs[len(bs)-1]
 	atoi := func(s string) int { n, _ := strconv.Atoi(s); return n }
 	return uclientStats{
 		sentMsgs: atoi(m[1]), recvMsgs: atoi(m[2]), sentBytes: atoi(b[1]), recvBytes: atoi(b[2]),
@@ -155,22 +158,30 @@ func TestCoturnClientRelays(t *testing.T) {
 		// relay's own address is allowed.
 		{"client to client", []string{"-W", secret, "-u", "u6", "-c", "-y"}},
 	}
-	var sent, recv, runs int
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			out, ok := lab.uclient(t, append(tc.args, "-n", "20", "-l", "120")...)
-			st, parsed := parseUclient(out)
-			if !ok || !parsed {
-				t.Fatalf("uclient failed (exit ok %v, stats parsed %v)", ok, parsed)
-			}
-			if st.sentMsgs < 20 || st.recvMsgs != st.sentMsgs || !st.lossless {
-				t.Fatalf("uclient stats %+v", st)
-			}
-			sent += st.sentBytes
-			recv += st.recvBytes
-			runs++
-		})
-	}
+	var (
+		mu               sync.Mutex
+		sent, recv, runs int
+	)
+	t.Run("clients", func(t *testing.T) {
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				out, ok := lab.uclient(t, append(tc.args, "-n", "20", "-l", "120")...)
+				st, parsed := parseUclient(out)
+				if !ok || !parsed {
+					t.Fatalf("uclient failed (exit ok %v, stats parsed %v)", ok, parsed)
+				}
+				if st.sentMsgs < 20 || st.recvMsgs != st.sentMsgs || !st.lossless {
+					t.Fatalf("uclient stats %+v", st)
+				}
+				mu.Lock()
+				sent += st.sentBytes
+				recv += st.recvBytes
+				runs++
+				mu.Unlock()
+			})
+		}
+	})
 	m := lab.server.metrics
 	out, in := metricValue(m.bytesOut), metricValue(m.bytesIn)
 	t.Logf("%d runs: uclient sent %d and received %d bytes; relay counted %v out, %v in", runs, sent, recv, out, in)
