@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/songgao/water"
+	"go.uber.org/goleak"
 
 	"github.com/peerlan/peerlan/peer/ether"
 )
@@ -32,6 +33,8 @@ import (
 // broadcast-flag client taking the released address again.
 func TestDHCPUdhcpcOnTAP(t *testing.T) {
 	udhcpc := requireDHCPTestTAP(t)
+	// Registered first, so it runs after every other cleanup.
+	t.Cleanup(func() { goleak.VerifyNone(t) })
 
 	suffix := dhcpTestSuffix(t)
 	ns := "peerlan-dhcp-" + suffix
