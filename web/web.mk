@@ -1,3 +1,77 @@
-# Page assets: filled in by the browser work.
-.PHONY: web-assets
-web-assets:
+# Page assets (included by the top-level Makefile; paths are relative to the
+# repository root). `web-assets` installs the pinned npm packages, copies the
+# files the page serves into web/dist/ and builds the wasm peer when its
+# source exists. Others write into web/dist/ too (guest/, bios/): only the
+# files named here are ever created or replaced, never the folder itself.
+
+.PHONY: web-assets web-wasm
+
+WEB_NPM_STAMP := web/node_modules/.peerlan-installed
+WEB_V86_SRC := web/node_modules/v86
+WEB_XTERM_SRC := web/node_modules/@xterm/xterm
+WEB_FIT_SRC := web/node_modules/@xterm/addon-fit
+
+# The emulator as an ES module, its wasm (the fallback build serves browsers
+# without the wasm features the main one needs) and the licence notices the
+# BSD/MIT licences ask us to ship with the copies.
+WEB_VENDORED := \
+	web/dist/v86/libv86.mjs \
+	web/dist/v86/v86.wasm \
+	web/dist/v86/v86-fallback.wasm \
+	web/dist/v86/LICENSE \
+	web/dist/xterm/xterm.mjs \
+	web/dist/xterm/xterm.css \
+	web/dist/xterm/addon-fit.mjs \
+	web/dist/xterm/LICENSE
+
+web-assets: $(WEB_VENDORED) web-wasm
+
+# npm ci wipes node_modules, so it runs only when the lock file changed; the
+# stamp is newer than the lock after a successful install.
+$(WEB_NPM_STAMP): web/package-lock.json web/package.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+web/dist/v86/%.mjs: $(WEB_NPM_STAMP)
+	@mkdir -p $(@D)
+	cp $(WEB_V86_SRC)/build/$(@F) $@
+
+web/dist/v86/%.wasm: $(WEB_NPM_STAMP)
+	@mkdir -p $(@D)
+	cp $(WEB_V86_SRC)/build/$(@F) $@
+
+web/dist/v86/LICENSE: $(WEB_NPM_STAMP)
+	@mkdir -p $(@D)
+	cp $(WEB_V86_SRC)/LICENSE $@
+
+web/dist/xterm/xterm.mjs: $(WEB_NPM_STAMP)
+	@mkdir -p $(@D)
+	cp $(WEB_XTERM_SRC)/lib/xterm.mjs $@
+
+web/dist/xterm/xterm.css: $(WEB_NPM_STAMP)
+	@mkdir -p $(@D)
+	cp $(WEB_XTERM_SRC)/css/xterm.css $@
+
+web/dist/xterm/addon-fit.mjs: $(WEB_NPM_STAMP)
+	@mkdir -p $(@D)
+	cp $(WEB_FIT_SRC)/lib/addon-fit.mjs $@
+
+web/dist/xterm/LICENSE: $(WEB_NPM_STAMP)
+	@mkdir -p $(@D)
+	cp $(WEB_XTERM_SRC)/LICENSE $@
+
+# The wasm peer is the lead's (wasm/); until its source exists the page runs
+# without a network and says so. Go decides what is stale, so this always runs
+# go build; wasm_exec.js must come from the same Go that built the module.
+WEB_WASM_SOURCES := $(wildcard wasm/*.go)
+
+web-wasm:
+ifneq ($(WEB_WASM_SOURCES),)
+	@mkdir -p web/dist
+	GOOS=js GOARCH=wasm $(GO) build -trimpath -ldflags=-s -o web/dist/peerlan.wasm ./wasm
+	cp "$$($(GO) env GOROOT)/lib/wasm/wasm_exec.js" web/dist/wasm_exec.js
+	@raw=$$(stat -c %s web/dist/peerlan.wasm); gz=$$(gzip -9c web/dist/peerlan.wasm | wc -c); \
+		echo "web/dist/peerlan.wasm: $$raw bytes raw, $$gz bytes gzip -9"
+else
+	@echo "web/dist/peerlan.wasm: skipped, no wasm/*.go yet (the page runs without a network)"
+endif

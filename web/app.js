@@ -1,0 +1,690 @@
+// peerlan page: boots a small Linux guest in v86, shows its serial console in
+// xterm.js, and bridges its network card to the wasm peer (globalThis.peerlan),
+// which carries the Ethernet frames to the other guests of the room over
+// WebRTC. Everything is served from the page's own origin.
+//
+// URL parameters
+//   room=NAME    the room to join; when absent a readable random name is made
+//                and put into the URL, so the address bar is the share link.
+//   relay=all|relay|direct   ICE policy handed to the wasm peer (default all).
+//   token=T      join token, for rooms that need one.
+//   nic=virtio|ne2k          emulated network card (default virtio).
+//
+// Test hooks (stable; e2e/browser_helpers_test.go relies on them):
+//   window.peerlanPage = {
+//     phase     "loading" (fetching the emulator and the guest image),
+//               "booting" (the emulator runs), "ready" (the guest printed
+//               "peerlan guest ready"), "error" (the guest cannot run; see
+//               error). The guest does not need the network to reach ready.
+//     error     why phase is "error", "" otherwise.
+//     net       {state, error}: state is "loading", "joining", "connected",
+//               "unavailable" (no wasm peer is built or served) or "error"
+//               (the wasm peer failed or the join was refused; see error).
+//     lan       the object peerlan.join() resolved to, or null.
+//     mac       the guest NIC's MAC address, "" until the emulator made it.
+//     frames    {toLan, fromLan, dropped}: frames bridged each way, and
+//               frames of the guest dropped because no lan was joined yet.
+//     timings   milliseconds since navigation start: imagesLoaded,
+//               emulatorStarted, guestReady, netJoined (when they happened).
+//     emulator  the V86 instance, or null.
+//     consoleText()  everything the guest printed on its serial console
+//               (the last 1 MiB), ANSI escape sequences and CRs removed.
+//     type(text)     sends text to the guest's serial console as keystrokes
+//               (UTF-8), as if typed into the terminal.
+//   }
+
+const MEMORY_BYTES = 128 << 20;
+const VGA_MEMORY_BYTES = 2 << 20; // the guest uses the serial console only
+const READY_MARKER = "peerlan guest ready";
+const LEASE_RE = /peerlan: eth0 (\S+) router (\S+) mtu (\d+)/g;
+const CONSOLE_LIMIT = 1 << 20; // characters of console text kept for consoleText()
+const ROOM_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/; // signal.ValidRoomName
+const RELAY_POLICIES = ["all", "relay", "direct"];
+const NICS = ["virtio", "ne2k"];
+const STATUS_INTERVAL_MS = 1000;
+const PEERLAN_WAIT_MS = 3000; // how long the wasm peer may take to define globalThis.peerlan
+
+// The files of the guest, relative to the page (built by `make build`).
+const GUEST_FILES = {
+  bios: "dist/bios/seabios.bin",
+  vgaBios: "dist/bios/vgabios.bin",
+  bzimage: "dist/guest/bzImage",
+  initrd: "dist/guest/initrd.gz",
+};
+const CMDLINE_FILE = "dist/guest/cmdline.txt";
+const V86_MODULE = "./dist/v86/libv86.mjs";
+const V86_WASM = "dist/v86/v86.wasm";
+const XTERM_MODULE = "./dist/xterm/xterm.mjs";
+const FIT_MODULE = "./dist/xterm/addon-fit.mjs";
+const PEER_WASM = "dist/peerlan.wasm";
+const PEER_WASM_EXEC = "dist/wasm_exec.js";
+
+const $ = (id) => document.getElementById(id);
+
+// ---- the console log behind consoleText() ----
+
+// ConsoleLog keeps the text the guest printed, bounded to about its last
+// `limit` characters, and strips terminal control sequences when read.
+class ConsoleLog {
+  #decoder = new TextDecoder("utf-8");
+  #chunks = [];
+  #size = 0;
+  #tail = ""; // the last characters, so a marker split across writes is found
+  #limit;
+
+  constructor(limit) {
+    this.#limit = limit;
+  }
+
+  // append decodes bytes (a stream: a UTF-8 sequence may span calls) and
+  // returns the new text together with the characters just before it.
+  append(bytes) {
+    const text = this.#decoder.decode(bytes, { stream: true });
+    this.#chunks.push(text);
+    this.#size += text.length;
+    if (this.#size > this.#limit) {
+      const joined = this.#chunks.join("");
+      const kept = joined.slice(joined.length - Math.floor(this.#limit / 2));
+      this.#chunks = [kept];
+      this.#size = kept.length;
+    }
+    const recent = this.#tail + text;
+    this.#tail = recent.slice(-128);
+    return recent;
+  }
+
+  text() {
+    return stripTerminal(this.#chunks.join(""));
+  }
+}
+
+// stripTerminal removes ANSI/VT escape sequences (CSI, OSC, two-byte ESC
+// sequences) and carriage returns.
+function stripTerminal(s) {
+  return s.replace(
+    // eslint-disable-next-line no-control-regex
+    /\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[ -/]*[0-~]|\r/g,
+    "",
+  );
+}
+
+// ---- page state and test hooks ----
+
+const consoleLog = new ConsoleLog(CONSOLE_LIMIT);
+
+const page = {
+  phase: "loading",
+  error: "",
+  net: { state: "loading", error: "" },
+  lan: null,
+  mac: "",
+  frames: { toLan: 0, fromLan: 0, dropped: 0 },
+  timings: {},
+  emulator: null,
+  consoleText: () => consoleLog.text(),
+  type: (text) => sendToGuest(String(text)),
+};
+window.peerlanPage = page;
+
+function mark(name) {
+  page.timings[name] = Math.round(performance.now());
+}
+
+function setPhase(phase, error = "") {
+  if (page.phase === "error") return; // terminal: keep the first cause
+  page.phase = phase;
+  page.error = error;
+  if (phase === "error") {
+    showBoot(false);
+    setAlert("guest", "error", `The guest cannot run: ${error}`);
+    console.error("peerlan: guest:", error);
+  }
+}
+
+function setNet(state, error = "") {
+  page.net = { state, error };
+  const labels = {
+    loading: "loading the network peer…",
+    joining: "joining the room…",
+    connected: "joined",
+    unavailable: "unavailable",
+    error: "failed",
+  };
+  $("net-state").textContent = labels[state] + (error ? ` – ${error}` : "");
+  $("net-state").className = state === "connected" ? "good" : state === "joining" || state === "loading" ? "" : "bad";
+  if (state === "unavailable") {
+    setAlert("net", "warn", `No network: ${error} The guest runs without a network.`);
+  } else if (state === "error") {
+    setAlert("net", "error", `Network failed: ${error} The guest keeps running without a network.`);
+  } else {
+    setAlert("net", null);
+  }
+  if (error) console.warn(`peerlan: network ${state}: ${error}`);
+}
+
+// ---- alerts: one message per key, replaced in place ----
+
+const alerts = new Map();
+
+function setAlert(key, level, message) {
+  let li = alerts.get(key);
+  if (!level) {
+    if (li) li.remove();
+    alerts.delete(key);
+    return;
+  }
+  if (!li) {
+    li = document.createElement("li");
+    alerts.set(key, li);
+    $("alerts").append(li);
+  }
+  li.className = `alert ${level}`;
+  li.setAttribute("role", level === "error" ? "alert" : "status");
+  li.textContent = message;
+}
+
+window.addEventListener("error", (ev) => {
+  setAlert("uncaught", "error", `Page error: ${ev.message}`);
+});
+window.addEventListener("unhandledrejection", (ev) => {
+  setAlert("uncaught", "error", `Page error: ${errorText(ev.reason)}`);
+});
+
+function errorText(err) {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}
+
+// ---- URL parameters and the share link ----
+
+const WORDS_A = ["amber", "brisk", "calm", "clever", "coral", "crisp", "dusky", "eager", "fuzzy", "gentle",
+  "golden", "happy", "hazel", "jolly", "keen", "lively", "lucky", "mellow", "misty", "nimble", "olive",
+  "plucky", "quiet", "rapid", "rosy", "sandy", "shy", "silver", "sunny", "swift", "tidy", "witty"];
+const WORDS_B = ["badger", "beaver", "bison", "crane", "dingo", "dolphin", "eagle", "falcon", "ferret",
+  "gecko", "heron", "ibex", "koala", "lemur", "lynx", "marmot", "moose", "newt", "otter", "owl", "panda",
+  "puffin", "quail", "raven", "seal", "sloth", "stoat", "tapir", "toucan", "walrus", "wombat", "yak"];
+
+function randomRoom() {
+  const r = new Uint32Array(3);
+  crypto.getRandomValues(r);
+  const n = 1000 + (r[2] % 9000);
+  return `${WORDS_A[r[0] % WORDS_A.length]}-${WORDS_B[r[1] % WORDS_B.length]}-${n}`;
+}
+
+function readParams() {
+  const url = new URL(location.href);
+  const q = url.searchParams;
+  let room = q.get("room");
+  if (room === null || room === "") {
+    room = randomRoom();
+    q.set("room", room);
+    history.replaceState(null, "", url);
+  }
+  const problems = [];
+  let relay = q.get("relay") || "all";
+  if (!RELAY_POLICIES.includes(relay)) {
+    problems.push(`relay=${relay} is not one of ${RELAY_POLICIES.join(", ")}; using all.`);
+    relay = "all";
+  }
+  let nic = q.get("nic") || "virtio";
+  if (!NICS.includes(nic)) {
+    problems.push(`nic=${nic} is not one of ${NICS.join(", ")}; using virtio.`);
+    nic = "virtio";
+  }
+  if (problems.length) setAlert("params", "warn", problems.join(" "));
+  return { room, roomValid: ROOM_RE.test(room), relay, nic, token: q.get("token") || "" };
+}
+
+function setupShare(params) {
+  $("share-link").value = location.href;
+  $("net-room").textContent = params.room;
+  $("net-relay").textContent =
+    params.relay === "all" ? "direct, relay as fallback" : params.relay === "relay" ? "relay only" : "direct only";
+  $("copy-link").addEventListener("click", async () => {
+    const status = $("copy-status");
+    try {
+      if (navigator.clipboard && window.isSecureContext) {
+        await navigator.clipboard.writeText(location.href);
+      } else {
+        // Plain http on a LAN address is no secure context: copy the old way.
+        const input = $("share-link");
+        input.select();
+        if (!document.execCommand("copy")) throw new Error("the browser refused to copy");
+      }
+      status.textContent = "Copied.";
+    } catch (err) {
+      $("share-link").select();
+      status.textContent = `Copy failed (${errorText(err)}): the link is selected, copy it by hand.`;
+    }
+    setTimeout(() => { status.textContent = ""; }, 4000);
+  });
+}
+
+// ---- boot progress ----
+
+function showBoot(visible, text, fraction) {
+  const box = $("boot");
+  box.hidden = !visible;
+  if (!visible) return;
+  $("boot-text").textContent = text;
+  const bar = $("boot-progress");
+  if (fraction === undefined) bar.removeAttribute("value");
+  else bar.value = fraction;
+}
+
+function formatBytes(n) {
+  if (!Number.isFinite(n)) return "–";
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1024 * 1024 * 1024) return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+  return `${(n / 1024 / 1024 / 1024).toFixed(2)} GiB`;
+}
+
+// fetchFiles downloads every file of `files` ({name: url}) in parallel,
+// reporting the summed progress, and resolves to {name: ArrayBuffer}. A file
+// that is missing fails with a message that says how to build it.
+async function fetchFiles(files, onProgress) {
+  const names = Object.keys(files);
+  const loaded = new Map(names.map((n) => [n, 0]));
+  const totals = new Map(names.map((n) => [n, 0]));
+  const report = () => {
+    let got = 0;
+    let total = 0;
+    for (const n of names) {
+      got += loaded.get(n);
+      total += totals.get(n);
+    }
+    onProgress(got, total);
+  };
+  const one = async (name) => {
+    const url = files[name];
+    let resp;
+    try {
+      resp = await fetch(url);
+    } catch (err) {
+      throw new Error(`could not fetch ${url}: ${errorText(err)}`);
+    }
+    if (!resp.ok) {
+      const hint = resp.status === 404 ? " – the guest image is not built; run `make build`" : "";
+      throw new Error(`${url}: HTTP ${resp.status}${hint}`);
+    }
+    totals.set(name, Number(resp.headers.get("Content-Length")) || 0);
+    const parts = [];
+    let size = 0;
+    const reader = resp.body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      parts.push(value);
+      size += value.length;
+      loaded.set(name, size);
+      report();
+    }
+    const buf = new Uint8Array(size);
+    let off = 0;
+    for (const p of parts) {
+      buf.set(p, off);
+      off += p.length;
+    }
+    return [name, buf.buffer];
+  };
+  return Object.fromEntries(await Promise.all(names.map(one)));
+}
+
+async function requireFile(url, what) {
+  let resp;
+  try {
+    resp = await fetch(url, { method: "HEAD" });
+  } catch (err) {
+    throw new Error(`could not fetch ${url}: ${errorText(err)}`);
+  }
+  if (!resp.ok) {
+    throw new Error(`${what} (${url}) is missing: HTTP ${resp.status}; run \`make build\``);
+  }
+}
+
+// ---- the terminal and the serial console ----
+
+let term = null;
+let emulator = null;
+const pendingOutput = [];
+let flushQueued = false;
+
+async function setupTerminal() {
+  try {
+    const [{ Terminal }, { FitAddon }] = await Promise.all([import(XTERM_MODULE), import(FIT_MODULE)]);
+    term = new Terminal({
+      cursorBlink: true,
+      scrollback: 5000,
+      fontSize: 14,
+      screenReaderMode: false,
+      theme: { background: "#101418", foreground: "#e6e6e6" },
+    });
+    const fit = new FitAddon();
+    term.loadAddon(fit);
+    term.open($("terminal"));
+    term.textarea?.setAttribute("aria-label", "Guest serial console input");
+    const refit = () => {
+      try {
+        fit.fit();
+      } catch {
+        // hidden or zero-sized container: fit again on the next resize
+      }
+    };
+    refit();
+    new ResizeObserver(refit).observe($("terminal"));
+    term.onData((data) => sendToGuest(data));
+  } catch (err) {
+    // The guest still runs; consoleText() and type() keep working.
+    setAlert("terminal", "error", `The terminal could not load (${errorText(err)}); run \`make build\`.`);
+    term = null;
+  }
+}
+
+const encoder = new TextEncoder();
+
+function sendToGuest(text) {
+  if (!emulator) return;
+  emulator.serial_send_bytes(0, encoder.encode(text));
+}
+
+// onSerialByte receives the guest's console output one byte at a time (that
+// is how v86 reports it); bytes are batched until the end of the current task,
+// so the terminal and the log see one write per emulator slice.
+function onSerialByte(byte) {
+  pendingOutput.push(byte);
+  if (!flushQueued) {
+    flushQueued = true;
+    queueMicrotask(flushOutput);
+  }
+}
+
+function flushOutput() {
+  flushQueued = false;
+  const bytes = Uint8Array.from(pendingOutput);
+  pendingOutput.length = 0;
+  if (term) term.write(bytes);
+  const recent = consoleLog.append(bytes);
+  if (page.phase === "booting" && recent.includes(READY_MARKER)) {
+    mark("guestReady");
+    setPhase("ready");
+    showBoot(false);
+    if (term) term.focus();
+  }
+  for (const m of recent.matchAll(LEASE_RE)) {
+    $("net-lease").textContent = `${m[1]} (router ${m[2]}, MTU ${m[3]})`;
+  }
+}
+
+// ---- the guest ----
+
+async function bootGuest(params) {
+  showBoot(true, "Downloading the emulator and the guest image…", 0);
+  let V86;
+  let files;
+  let cmdline;
+  try {
+    const v86Module = import(V86_MODULE).catch((err) => {
+      throw new Error(`the emulator (${V86_MODULE}) did not load: ${errorText(err)}; run \`make build\``);
+    });
+    const cmdlineText = fetch(CMDLINE_FILE).then(async (resp) => {
+      if (!resp.ok) throw new Error(`${CMDLINE_FILE}: HTTP ${resp.status} – the guest image is not built; run \`make build\``);
+      return (await resp.text()).trim();
+    });
+    [{ V86 }, files, cmdline] = await Promise.all([
+      v86Module,
+      fetchFiles(GUEST_FILES, (got, total) => {
+        const text = total ? `Downloading the guest: ${formatBytes(got)} of ${formatBytes(total)}` : `Downloading the guest: ${formatBytes(got)}`;
+        showBoot(true, text, total ? got / total : undefined);
+      }),
+      cmdlineText,
+      // v86 retries a missing wasm for ever without telling; ask first.
+      requireFile(V86_WASM, "the emulator's wasm"),
+    ]);
+  } catch (err) {
+    setPhase("error", errorText(err));
+    return;
+  }
+  mark("imagesLoaded");
+  showBoot(true, "Starting the emulator…");
+
+  try {
+    emulator = new V86({
+      wasm_path: V86_WASM,
+      memory_size: MEMORY_BYTES,
+      vga_memory_size: VGA_MEMORY_BYTES,
+      bios: { buffer: files.bios },
+      vga_bios: { buffer: files.vgaBios },
+      bzimage: { buffer: files.bzimage },
+      initrd: { buffer: files.initrd },
+      cmdline,
+      // No relay_url: v86 makes no network adapter of its own; the bridge
+      // below connects the card to the wasm peer.
+      net_device: { type: params.nic },
+      autostart: true,
+      fastboot: true,
+      disable_keyboard: true,
+      disable_mouse: true,
+      disable_speaker: true,
+    });
+  } catch (err) {
+    setPhase("error", `the emulator did not start: ${errorText(err)}`);
+    return;
+  }
+  page.emulator = emulator;
+  // Listeners go on before the emulator makes its devices (it does that after
+  // loading its wasm), so the NIC's "net0-mac" is not missed.
+  emulator.add_listener("serial0-output-byte", onSerialByte);
+  emulator.add_listener("net0-mac", (mac) => {
+    page.mac = mac;
+    $("net-mac").textContent = mac;
+  });
+  emulator.add_listener("net0-send", onGuestFrame);
+  emulator.add_listener("download-error", (ev) => {
+    setPhase("error", `${ev.file_name} did not download`);
+  });
+  emulator.add_listener("emulator-loaded", () => {
+    mark("emulatorStarted");
+    setPhase("booting");
+    showBoot(true, "Booting Linux…");
+  });
+}
+
+// ---- the frame bridge ----
+
+// onGuestFrame gets each Ethernet frame the guest's NIC sends. The lan copies
+// it before returning (v86 reuses the buffer of the ne2k card).
+function onGuestFrame(frame) {
+  const lan = page.lan;
+  if (!lan) {
+    page.frames.dropped++;
+    return;
+  }
+  try {
+    lan.send(frame);
+    page.frames.toLan++;
+  } catch (err) {
+    page.frames.dropped++;
+    setAlert("send", "error", `Sending a frame failed: ${errorText(err)}`);
+  }
+}
+
+// onLanFrame hands a frame from the LAN to the guest's NIC, which copies it
+// into guest memory before returning.
+function onLanFrame(frame) {
+  if (!emulator) return;
+  page.frames.fromLan++;
+  emulator.bus.send("net0-receive", frame);
+}
+
+// ---- the wasm peer ----
+
+function loadScript(src) {
+  return new Promise((resolve, reject) => {
+    const s = document.createElement("script");
+    s.src = src;
+    s.onload = resolve;
+    s.onerror = () => reject(new Error(`${src} did not load`));
+    document.head.append(s);
+  });
+}
+
+function signalURL() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}/signal`;
+}
+
+class Unavailable extends Error {}
+
+async function startPeer() {
+  const head = await fetch(PEER_WASM, { method: "HEAD" }).catch(() => null);
+  if (!head || head.status === 404) {
+    throw new Unavailable(`the wasm peer (${PEER_WASM}) is not served; build it with \`make build\`.`);
+  }
+  if (!head.ok) throw new Error(`${PEER_WASM}: HTTP ${head.status}`);
+  if (typeof globalThis.Go !== "function") {
+    try {
+      await loadScript(PEER_WASM_EXEC);
+    } catch (err) {
+      throw new Unavailable(`${errorText(err)}; build it with \`make build\`.`);
+    }
+  }
+  const go = new globalThis.Go();
+  let instance;
+  try {
+    const resp = fetch(PEER_WASM);
+    try {
+      ({ instance } = await WebAssembly.instantiateStreaming(resp, go.importObject));
+    } catch (err) {
+      if (!(err instanceof TypeError)) throw err; // TypeError: served without application/wasm
+      const bytes = await (await fetch(PEER_WASM)).arrayBuffer();
+      ({ instance } = await WebAssembly.instantiate(bytes, go.importObject));
+    }
+  } catch (err) {
+    throw new Error(`the wasm peer did not load: ${errorText(err)}`);
+  }
+  go.run(instance).then(() => {
+    if (page.net.state === "connected" || page.net.state === "joining") {
+      setNet("error", "the wasm peer stopped.");
+    }
+  });
+  const deadline = performance.now() + PEERLAN_WAIT_MS;
+  while (!globalThis.peerlan || typeof globalThis.peerlan.join !== "function") {
+    if (performance.now() > deadline) {
+      throw new Error("the wasm peer started but did not define globalThis.peerlan.join.");
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return globalThis.peerlan;
+}
+
+async function startNetwork(params) {
+  if (!params.roomValid) {
+    setNet("error", `"${params.room}" is not a valid room name (1–64 letters, digits, ".", "_" or "-", starting with a letter or digit).`);
+    return;
+  }
+  setNet("loading");
+  let peerlan;
+  try {
+    peerlan = await startPeer();
+  } catch (err) {
+    setNet(err instanceof Unavailable ? "unavailable" : "error", errorText(err));
+    return;
+  }
+  setNet("joining");
+  let lan;
+  try {
+    lan = await peerlan.join({ signal: signalURL(), room: params.room, token: params.token, relay: params.relay });
+  } catch (err) {
+    setNet("error", `joining room ${params.room} failed: ${errorText(err)}`);
+    return;
+  }
+  page.lan = lan;
+  lan.onframe = onLanFrame;
+  mark("netJoined");
+  setNet("connected");
+  renderStatus();
+  setInterval(renderStatus, STATUS_INTERVAL_MS);
+}
+
+// ---- the network panel ----
+
+const PATH_LABELS = { host: "direct (host)", srflx: "direct (srflx)", prflx: "direct (prflx)", relay: "RELAY" };
+const BAD_PEER_STATES = new Set(["failed", "disconnected", "closed"]);
+
+function renderStatus() {
+  const lan = page.lan;
+  if (!lan) return;
+  let st;
+  try {
+    st = lan.status();
+  } catch (err) {
+    setAlert("status", "error", `Reading the network status failed: ${errorText(err)}`);
+    return;
+  }
+  setAlert("status", null);
+  $("net-ip").textContent = st.ip ? `${st.ip}/${st.prefix}` + (st.gateway ? ` (gateway ${st.gateway})` : "") : "–";
+  const sig = $("net-signal");
+  sig.textContent = st.signal || "–";
+  sig.className = st.signal === "connected" ? "good" : st.signal === "reconnecting" || st.signal === "closed" ? "bad" : "";
+  if (st.signal === "reconnecting") {
+    setAlert("signal", "warn", "The signaling server is unreachable; reconnecting. Existing peer links keep working.");
+  } else if (st.signal === "closed") {
+    setAlert("signal", "error", `Left the signaling server${st.error ? `: ${st.error}` : "."}`);
+  } else {
+    setAlert("signal", null);
+  }
+  if (st.error && st.signal !== "closed") setAlert("lan", "warn", `Network: ${st.error}`);
+  else setAlert("lan", null);
+
+  const peers = Array.isArray(st.peers) ? st.peers : [];
+  renderPeers(peers);
+  const unreachable = peers.filter((p) => BAD_PEER_STATES.has(p.state));
+  if (unreachable.length) {
+    const names = unreachable.map((p) => `${p.ip || p.id} (${p.state})`).join(", ");
+    setAlert("peers", "warn", `Unreachable peer${unreachable.length > 1 ? "s" : ""}: ${names}; retrying.`);
+  } else {
+    setAlert("peers", null);
+  }
+  const drops = st.drops && typeof st.drops === "object" ? Object.entries(st.drops).filter(([, n]) => n > 0) : [];
+  $("net-drops").textContent = drops.length ? `Dropped frames: ${drops.map(([r, n]) => `${r} ${n}`).join(", ")}` : "";
+}
+
+function renderPeers(peers) {
+  const body = $("peer-rows");
+  const rows = peers.map((p) => {
+    const tr = document.createElement("tr");
+    tr.dataset.peer = p.id;
+    if (BAD_PEER_STATES.has(p.state)) tr.className = "bad";
+    const cell = (text, cls) => {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (cls) td.className = cls;
+      tr.append(td);
+      return td;
+    };
+    const ip = cell(p.ip || "–");
+    ip.title = `peer ${p.id}`;
+    cell(p.role === "gateway" ? "GATEWAY" : "guest", p.role === "gateway" ? "gateway" : "");
+    const path = PATH_LABELS[p.path] || "connecting…";
+    cell(path, p.path === "relay" ? "relay" : "");
+    cell(Number.isFinite(p.rtt_ms) ? `${Math.round(p.rtt_ms)} ms` : "–");
+    cell(formatBytes(p.rx_bytes));
+    cell(formatBytes(p.tx_bytes));
+    cell(p.state || "–");
+    return tr;
+  });
+  body.replaceChildren(...rows);
+  $("peers-empty").hidden = peers.length > 0;
+}
+
+// ---- start ----
+
+async function main() {
+  const params = readParams();
+  setupShare(params);
+  await setupTerminal();
+  await Promise.all([bootGuest(params), startNetwork(params)]);
+}
+
+main().catch((err) => setPhase("error", errorText(err)));
