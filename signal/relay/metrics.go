@@ -38,8 +38,9 @@ type metrics struct {
 	drops            *prometheus.CounterVec
 
 	// Hot-path children, resolved once.
-	bytesOut, bytesIn     prometheus.Counter
-	packetsOut, packetsIn prometheus.Counter
+	bytesOut, bytesIn             prometheus.Counter
+	packetsOut, packetsIn         prometheus.Counter
+	dropNoPerm, dropOwn, dropPeer prometheus.Counter
 
 	reg        prometheus.Registerer
 	registered []prometheus.Collector
@@ -81,6 +82,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.bytesIn = m.bytes.WithLabelValues(dirPeerToClient)
 	m.packetsOut = m.packets.WithLabelValues(dirClientToPeer)
 	m.packetsIn = m.packets.WithLabelValues(dirPeerToClient)
+	m.dropNoPerm = m.drops.WithLabelValues(dropNoPermission)
+	m.dropOwn = m.drops.WithLabelValues(dropOwnPort)
+	m.dropPeer = m.drops.WithLabelValues(dropRefusedPeer)
 	for _, r := range []string{ReasonAuth, ReasonQuota, ReasonPermissionQuota} {
 		m.refusals.WithLabelValues(r)
 	}

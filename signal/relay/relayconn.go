@@ -193,7 +193,7 @@ func (rc *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			m.packetsIn.Inc()
 			return n, addr, nil
 		}
-		m.drops.WithLabelValues(dropNoPermission).Inc()
+		m.dropNoPerm.Inc()
 	}
 }
 
@@ -209,11 +209,11 @@ func (rc *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	case s.allowListed(a):
 	case a == s.cfg.RelayIP:
 		if ua.Port < int(s.cfg.MinPort) || ua.Port > int(s.cfg.MaxPort) {
-			s.metrics.drops.WithLabelValues(dropOwnPort).Inc()
+			s.metrics.dropOwn.Inc()
 			return 0, fmt.Errorf("%w: %s", errOwnAddressPort, ua)
 		}
 	case ClassifyAddr(a) != ClassGlobal:
-		s.metrics.drops.WithLabelValues(dropRefusedPeer).Inc()
+		s.metrics.dropPeer.Inc()
 		return 0, fmt.Errorf("%w: %s", errRefusedPeer, a)
 	}
 	n, err := rc.PacketConn.WriteTo(p, addr)

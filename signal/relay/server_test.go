@@ -752,3 +752,28 @@ func TestCloseWithLiveAllocations(t *testing.T) {
 		t.Fatalf("second close: %v", err)
 	}
 }
+
+// Datagrams from a peer without a permission never reach the client and are
+// counted as dropped.
+func TestUnsolicitedPeerDropped(t *testing.T) {
+	s := startServer(t, loopbackConfig(t))
+	relay := allocate(t, dialClient(t, s, "udp", mint("alice", time.Hour)))
+	stranger, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	for range 5 {
+		if _, err := stranger.WriteTo([]byte("unsolicited"), relay.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "5 dropped datagrams", func() bool { return metricValue(s.metrics.dropNoPerm) == 5 })
+	_ = relay.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, from, err := relay.ReadFrom(make([]byte, 64)); err == nil {
+		t.Fatalf("client received %d bytes from %v without a permission", n, from)
+	}
+	if got := metricValue(s.metrics.bytesIn); got != 0 {
+		t.Fatalf("%v bytes counted as relayed", got)
+	}
+}
