@@ -53,3 +53,16 @@ func BenchmarkRelayUDP(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkClassifyAddr is the per-datagram cost of the defence-in-depth
+// check on every relayed write.
+func BenchmarkClassifyAddr(b *testing.B) {
+	addrs := []netip.Addr{
+		netip.MustParseAddr("203.0.113.7"), netip.MustParseAddr("10.0.0.1"),
+		netip.MustParseAddr("::ffff:198.51.100.1"), netip.MustParseAddr("2606:4700::1111"),
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		_ = ClassifyAddr(addrs[i%len(addrs)])
+	}
+}

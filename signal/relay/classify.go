@@ -31,10 +31,7 @@ const (
 // Documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24,
 // 2001:db8::/32) are deliberately absent: nothing routes them, and test
 // networks use them as their "internet".
-var refusedPrefixes = []struct {
-	prefix netip.Prefix
-	class  AddrClass
-}{
+var refusedPrefixes = []refusedPrefix{
 	{netip.MustParsePrefix("0.0.0.0/8"), ClassThisNetwork},
 	{netip.MustParsePrefix("10.0.0.0/8"), ClassPrivate},
 	{netip.MustParsePrefix("100.64.0.0/10"), ClassCGNAT},
@@ -89,10 +86,34 @@ func ClassifyAddr(a netip.Addr) AddrClass {
 	case a.IsLoopback():
 		return ClassLoopback
 	}
-	for _, r := range refusedPrefixes {
+	table := refusedV6
+	if a.Is4() {
+		table = refusedV4
+	}
+	for _, r := range table {
 		if r.prefix.Contains(a) {
 			return r.class
 		}
 	}
 	return ClassGlobal
+}
+
+type refusedPrefix = struct {
+	prefix netip.Prefix
+	class  AddrClass
+}
+
+// refusedV4 and refusedV6 split refusedPrefixes by family, halving the scan
+// on the per-datagram path.
+var refusedV4, refusedV6 = splitByFamily(refusedPrefixes)
+
+func splitByFamily(all []refusedPrefix) (v4, v6 []refusedPrefix) {
+	for _, r := range all {
+		if r.prefix.Addr().Is4() {
+			v4 = append(v4, r)
+		} else {
+			v6 = append(v6, r)
+		}
+	}
+	return v4, v6
 }
