@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"github.com/peerlan/peerlan/web"
 )
 
@@ -20,17 +22,20 @@ func uniqueRoom(prefix string) string {
 	return fmt.Sprintf("%s-%08x", prefix, rand.Uint32())
 }
 
-// withoutDir hides every file under dir from fsys, as if it had not been built.
-type withoutDir struct {
+// hidePaths hides the named files and folders (with everything under them)
+// of an FS, as if they had not been built.
+type hidePaths struct {
 	fs.FS
-	dir string
+	paths []string
 }
 
-func (w withoutDir) Open(name string) (fs.File, error) {
-	if name == w.dir || strings.HasPrefix(name, w.dir+"/") {
-		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+func (h hidePaths) Open(name string) (fs.File, error) {
+	for _, p := range h.paths {
+		if name == p || strings.HasPrefix(name, p+"/") {
+			return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+		}
 	}
-	return w.FS.Open(name)
+	return h.FS.Open(name)
 }
 
 // TestBrowserPageWithoutGuest checks what the page does on its own, with no
@@ -38,7 +43,7 @@ func (w withoutDir) Open(name string) (fs.File, error) {
 func TestBrowserPageWithoutGuest(t *testing.T) {
 	RequireChromium(t)
 	RequirePageAssets(t)
-	base := ServePage(t, withoutDir{web.FS(), "dist/guest"})
+	base := ServePage(t, hidePaths{web.FS(), []string{"dist/guest"}})
 	b := StartBrowser(t)
 
 	t.Run("RandomRoomInURL", func(t *testing.T) {
@@ -126,4 +131,132 @@ func waitNet(t *testing.T, tab *Tab, want string, timeout time.Duration) pageSta
 		}
 		tab.sleep(pollInterval)
 	}
+}
+
+// withoutPeer is the page without the wasm peer, as before the lead's
+// wasm/ lands or when its build failed.
+func withoutPeer() fs.FS {
+	return hidePaths{web.FS(), []string{"dist/peerlan.wasm", "dist/wasm_exec.js"}}
+}
+
+// TestBrowserGuestBoots boots the guest in a real Chromium tab to its shell,
+// runs commands on its serial console, and checks that without a wasm peer
+// the page says the network is unavailable while the guest keeps working.
+func TestBrowserGuestBoots(t *testing.T) {
+	RequireChromium(t)
+	RequireGuestImage(t)
+	base := ServePage(t, withoutPeer())
+	b := StartBrowser(t)
+	tab := b.OpenTab(t, "guest", base+"/?room="+uniqueRoom("boot"), true)
+
+	st := tab.WaitShell()
+	t.Logf("timings (ms since navigation): %v", st.Timings)
+
+	m := tab.Command("uname -a", regexp.MustCompile(`(?m)^Linux (\S+) (\d+\.\d+\S*) .*$`), CommandTimeout)
+	t.Logf("guest: %s", m[0])
+
+	// The page's network state is settled long before the guest boots.
+	st = tab.State()
+	if st.Net.State != "unavailable" {
+		t.Errorf("network state %q (%s), want unavailable without a wasm peer", st.Net.State, st.Net.Error)
+	}
+	if !strings.Contains(st.Net.Error, "peerlan.wasm") {
+		t.Errorf("network error %q does not name the missing dist/peerlan.wasm", st.Net.Error)
+	}
+	alerts := Eval[string](tab, `document.getElementById("alerts").textContent`)
+	if !strings.Contains(alerts, "No network") {
+		t.Errorf("the page does not tell the user there is no network; alerts: %q", alerts)
+	}
+	if st.Frames.ToLan != 0 || st.Frames.FromLan != 0 {
+		t.Errorf("frames bridged without a lan: %+v", st.Frames)
+	}
+
+	// The NIC exists in the guest with the MAC the page shows.
+	mac := tab.Command("cat /sys/class/net/eth0/address", regexp.MustCompile(`(?m)^([0-9a-f]{2}(?::[0-9a-f]{2}){5})$`), CommandTimeout)[1]
+	if st.MAC == "" || !strings.EqualFold(mac, st.MAC) {
+		t.Errorf("guest eth0 MAC %s, page says %q", mac, st.MAC)
+	}
+	if shown := Eval[string](tab, `document.getElementById("net-mac").textContent`); !strings.EqualFold(shown, mac) {
+		t.Errorf("network panel shows MAC %q, want %s", shown, mac)
+	}
+	// With no lan the guest's DHCP discovers are counted as dropped.
+	if st := tab.State(); st.Frames.Dropped == 0 {
+		t.Errorf("no guest frame reached the bridge (dropped 0): is the NIC wired to net0-send?")
+	}
+
+	// The shell still computes: the output, not the echo, must match.
+	tab.Command("echo $((6*7))ok", regexp.MustCompile(`(?m)^42ok$`), CommandTimeout)
+}
+
+// TestBrowserHiddenTabKeepsRunning hides the guest's tab the way a desktop
+// browser does (another tab of the same window becomes active) and checks
+// that the guest keeps its clock and keeps answering its console although
+// Chromium throttles the hidden page's timers.
+//
+// v86 survives this because it schedules its emulation slices through a
+// dedicated Worker (timers in workers are not throttled) whose messages wake
+// the page. What does stop it is page freezing (Page.setWebLifecycleState
+// "frozen"), which Chrome applies only to CPU-heavy tabs hidden for 5 minutes
+// under Energy Saver, and not to pages with an open RTCDataChannel.
+func TestBrowserHiddenTabKeepsRunning(t *testing.T) {
+	RequireChromium(t)
+	RequireGuestImage(t)
+	base := ServePage(t, withoutPeer())
+	// Intensive wake-up throttling (main-thread timers of a hidden page run
+	// once a minute) normally starts after 5 minutes hidden; start it after
+	// 5 seconds so this test sees the worst case.
+	b := StartBrowser(t, chromedp.Flag("enable-features", "IntensiveWakeUpThrottling:grace_period_seconds/5"))
+	tab := b.OpenTab(t, "hidden", base+"/?room="+uniqueRoom("hidden"), false)
+	tab.WaitShell()
+
+	// A page timer that would tick 10 times a second when visible.
+	Eval[chromedp.Void](tab, `window.__probeTicks = 0; setInterval(() => window.__probeTicks++, 100)`)
+
+	b.OpenTab(t, "cover", "about:blank", false).Activate()
+	if vis := Eval[string](tab, `document.visibilityState`); vis != "hidden" {
+		t.Fatalf("guest tab is %q after another tab became active; the test would prove nothing", vis)
+	}
+	tab.sleep(8 * time.Second) // past the grace period
+
+	ticks0 := Eval[int](tab, `window.__probeTicks`)
+	guest0, wall0 := guestClock(t, tab)
+
+	// Console input is answered and guest timers fire on time.
+	start := time.Now()
+	tab.Command("sleep 10; echo slept$((1+1))", regexp.MustCompile(`(?m)^slept2$`), CommandTimeout)
+	slept := time.Since(start)
+
+	guest1, wall1 := guestClock(t, tab)
+	ticks := Eval[int](tab, `window.__probeTicks`) - ticks0
+	wall := wall1.Sub(wall0).Seconds()
+	t.Logf("hidden for %.1fs: page timer ticked %d times (100 when visible), guest clock advanced %ds, `sleep 10` took %v",
+		wall, ticks, guest1-guest0, slept.Round(100*time.Millisecond))
+
+	if vis := Eval[string](tab, `document.visibilityState`); vis != "hidden" {
+		t.Fatalf("guest tab became %q during the test", vis)
+	}
+	// Proof that the tab really is backgrounded: its timers are throttled.
+	if limit := int(wall * 10 / 2); ticks > limit {
+		t.Errorf("a 100 ms page timer ticked %d times in %.1fs hidden: Chromium did not throttle the tab, so this test does not show a background tab", ticks, wall)
+	}
+	if slept < 10*time.Second || slept > 25*time.Second {
+		t.Errorf("`sleep 10` in the hidden guest took %v", slept)
+	}
+	guestElapsed := float64(guest1 - guest0)
+	if diff := guestElapsed - wall; diff < -max(3, wall/5) || diff > max(3, wall/5) {
+		t.Errorf("guest clock advanced %.0fs while %.1fs passed: the guest does not keep time in a hidden tab", guestElapsed, wall)
+	}
+}
+
+// guestClock reads the guest's clock (seconds since the epoch) and the wall
+// clock at the same moment, within the console's polling delay.
+func guestClock(t *testing.T, tab *Tab) (int64, time.Time) {
+	t.Helper()
+	m := tab.Command("echo clock:$(date +%s):", regexp.MustCompile(`(?m)^clock:(\d+):$`), CommandTimeout)
+	now := time.Now()
+	var s int64
+	if _, err := fmt.Sscan(m[1], &s); err != nil {
+		t.Fatalf("guest clock %q: %v", m[1], err)
+	}
+	return s, now
 }

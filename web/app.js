@@ -10,6 +10,10 @@
 //   token=T      join token, for rooms that need one.
 //   nic=virtio|ne2k          emulated network card (default virtio).
 //
+// The network comes from globalThis.peerlan (see startPeer): the page loads
+// dist/wasm_exec.js and dist/peerlan.wasm to define it, unless a script that
+// ran before this module defined it already.
+//
 // Test hooks (stable; e2e/browser_helpers_test.go relies on them):
 //   window.peerlanPage = {
 //     phase     "loading" (fetching the emulator and the guest image),
@@ -537,6 +541,8 @@ function signalURL() {
 class Unavailable extends Error {}
 
 async function startPeer() {
+  // A page that embeds this one, or a test, may provide the peer itself.
+  if (globalThis.peerlan && typeof globalThis.peerlan.join === "function") return globalThis.peerlan;
   const head = await fetch(PEER_WASM, { method: "HEAD" }).catch(() => null);
   if (!head || head.status === 404) {
     throw new Unavailable(`the wasm peer (${PEER_WASM}) is not served; build it with \`make build\`.`);
