@@ -1,0 +1,459 @@
+package peer
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/peerlan/peerlan/signal"
+)
+
+// linkState is where a link to a remote peer stands.
+//
+//	waiting ──offer received──► connecting ──data channel open──► open
+//	   ▲                          │   ▲                              │
+//	   │                          ▼   │ (offerer: retry, backoff)    │
+//	   └──────────────────────  failed ◄─── ICE failed, channel closed
+type linkState string
+
+const (
+	linkWaiting    linkState = "waiting"    // answerer, no offer yet
+	linkConnecting linkState = "connecting" // a session is negotiating
+	linkOpen       linkState = "open"       // the data channel carries frames
+	linkFailed     linkState = "failed"     // no session; the offerer retries
+)
+
+// link is this peer's view of one remote peer. Owned by the event loop.
+type link struct {
+	info    signal.PeerInfo
+	offerer bool   // we offer (we joined after them), also on renegotiation
+	session uint32 // current session, 0 for none
+	pc      *webrtc.PeerConnection
+	dc      *webrtc.DataChannel
+	port    *meshLinkPort // attached to the switch while open
+
+	remoteSet bool                      // remote description applied
+	pending   []webrtc.ICECandidateInit // candidates that came before it
+
+	state     linkState
+	started   time.Time     // when the current session began
+	openedIn  time.Duration // how long the last session took to open
+	backoff   time.Duration
+	retryAt   time.Time
+	lastError string
+	pair      pairInfo  // selected candidate pair, refreshed while open
+	pairAt    time.Time // when pair was last requested
+}
+
+// maxPendingCandidates bounds candidates buffered before the remote
+// description; a well-behaved peer sends a handful.
+const maxPendingCandidates = 64
+
+func (m *Mesh) newLink(info signal.PeerInfo, offerer bool) *link {
+	return &link{info: info, offerer: offerer, state: linkWaiting}
+}
+
+func portName(id signal.PeerID) string { return "peer:" + string(id) }
+
+// newSession returns a random non-zero session number.
+func newSession() uint32 {
+	for {
+		if s := rand.Uint32(); s != 0 {
+			return s
+		}
+	}
+}
+
+// startOffer begins a new session as the offerer.
+func (m *Mesh) startOffer(l *link) {
+	m.teardownSession(l)
+	l.offerer = true
+	l.session = newSession()
+	l.state = linkConnecting
+	l.started = time.Now()
+	l.retryAt = time.Time{}
+	if err := m.openSession(l); err != nil {
+		m.failLink(l, err.Error())
+		return
+	}
+	offer, err := l.pc.CreateOffer(nil)
+	if err == nil {
+		err = l.pc.SetLocalDescription(offer)
+	}
+	if err != nil {
+		m.failLink(l, fmt.Sprintf("create offer: %v", err))
+		return
+	}
+	m.log.Debug("offering", "peer", l.info.ID, "session", l.session)
+	m.sendNegotiation(l, &negotiation{Kind: kindOffer, Session: l.session, SDP: offer.SDP})
+}
+
+// openSession creates the peer connection and the pre-negotiated channel of
+// l's current session and wires their callbacks to the event loop.
+func (m *Mesh) openSession(l *link) error {
+	cfg := webrtc.Configuration{ICEServers: m.iceServersFor(), ICETransportPolicy: webrtc.ICETransportPolicyAll}
+	if m.cfg.Relay == RelayOnly {
+		cfg.ICETransportPolicy = webrtc.ICETransportPolicyRelay
+	}
+	pc, err := m.api.NewPeerConnection(cfg)
+	if err != nil {
+		return fmt.Errorf("new peer connection: %w", err)
+	}
+	dc, err := pc.CreateDataChannel(dataChannelLabel, dataChannelInit())
+	if err != nil {
+		_ = pc.Close()
+		return fmt.Errorf("create data channel: %w", err)
+	}
+	id, session := l.info.ID, l.session
+	post := func(ev linkEvent) {
+		ev.peer, ev.session = id, session
+		m.events.post(ev)
+	}
+	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
+		if c != nil {
+			init := c.ToJSON()
+			post(linkEvent{kind: evCandidate, candidate: &init})
+		}
+	})
+	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		post(linkEvent{kind: evConnState, state: s})
+	})
+	dc.OnOpen(func() { post(linkEvent{kind: evChannelOpen}) })
+	l.pc, l.dc = pc, dc
+	return nil
+}
+
+// iceServersFor returns the ICE servers the relay policy allows.
+func (m *Mesh) iceServersFor() []webrtc.ICEServer {
+	if m.cfg.Relay != RelayNever {
+		return m.iceServers
+	}
+	// Direct only: keep STUN (it finds direct server-reflexive paths), drop TURN.
+	var out []webrtc.ICEServer
+	for _, s := range m.iceServers {
+		var urls []string
+		for _, u := range s.URLs {
+			if len(u) >= 5 && (u[:5] == "stun:" || (len(u) >= 6 && u[:6] == "stuns:")) {
+				urls = append(urls, u)
+			}
+		}
+		if len(urls) > 0 {
+			out = append(out, webrtc.ICEServer{URLs: urls})
+		}
+	}
+	return out
+}
+
+func (m *Mesh) sendNegotiation(l *link, n *negotiation) {
+	b, err := json.Marshal(n)
+	if err != nil {
+		m.log.Error("encode negotiation", "err", err)
+		return
+	}
+	if err := m.client.Send(l.info.ID, b); err != nil {
+		// Lost: the offerer renegotiates once the server is back (onWelcome)
+		// or when the session times out.
+		m.log.Debug("negotiation not sent", "peer", l.info.ID, "kind", n.Kind, "err", err)
+	}
+}
+
+// onNegotiation handles a payload from a remote peer.
+func (m *Mesh) onNegotiation(from signal.PeerID, data []byte) {
+	n, err := decodeNegotiation(data)
+	if err != nil {
+		m.log.Warn("ignoring negotiation", "peer", from, "err", err)
+		return
+	}
+	l := m.links[from]
+	switch n.Kind {
+	case kindOffer:
+		if l == nil {
+			info, ok := m.members[from]
+			if !ok {
+				info = signal.PeerInfo{ID: from}
+			}
+			l = m.newLink(info, false)
+			m.links[from] = l
+		}
+		m.onOffer(l, n)
+	case kindAnswer:
+		if l == nil || !l.offerer || n.Session != l.session || l.remoteSet || l.pc == nil {
+			return // stale
+		}
+		if err := l.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: m.filterSDP(n.SDP)}); err != nil {
+			m.failLink(l, fmt.Sprintf("apply answer: %v", err))
+			return
+		}
+		l.remoteSet = true
+		m.flushCandidates(l)
+	case kindCandidate:
+		if l == nil || n.Session != l.session || l.pc == nil {
+			return
+		}
+		if m.cfg.Relay == RelayNever && isRelayCandidate(n.Candidate.Candidate) {
+			return
+		}
+		if !l.remoteSet {
+			if len(l.pending) < maxPendingCandidates {
+				l.pending = append(l.pending, *n.Candidate)
+			}
+			return
+		}
+		if err := l.pc.AddICECandidate(*n.Candidate); err != nil {
+			m.log.Debug("bad remote candidate", "peer", l.info.ID, "err", err)
+		}
+	}
+}
+
+func (m *Mesh) onOffer(l *link, n *negotiation) {
+	if n.Session == l.session && l.pc != nil {
+		return // duplicate
+	}
+	if l.offerer && l.state == linkConnecting {
+		// Glare: both sides offered. The peer with the greater id wins, so
+		// exactly one of the two offers survives.
+		if m.ownID() > l.info.ID {
+			m.log.Debug("glare: keeping our offer", "peer", l.info.ID)
+			return
+		}
+		m.log.Debug("glare: taking their offer", "peer", l.info.ID)
+	}
+	m.teardownSession(l)
+	l.offerer = false
+	l.session = n.Session
+	l.state = linkConnecting
+	l.started = time.Now()
+	l.retryAt = time.Time{}
+	if err := m.openSession(l); err != nil {
+		m.failLink(l, err.Error())
+		return
+	}
+	err := l.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: m.filterSDP(n.SDP)})
+	if err != nil {
+		m.failLink(l, fmt.Sprintf("apply offer: %v", err))
+		return
+	}
+	l.remoteSet = true
+	answer, err := l.pc.CreateAnswer(nil)
+	if err == nil {
+		err = l.pc.SetLocalDescription(answer)
+	}
+	if err != nil {
+		m.failLink(l, fmt.Sprintf("create answer: %v", err))
+		return
+	}
+	m.sendNegotiation(l, &negotiation{Kind: kindAnswer, Session: l.session, SDP: answer.SDP})
+}
+
+func (m *Mesh) filterSDP(sdp string) string {
+	if m.cfg.Relay == RelayNever {
+		return stripRelayCandidates(sdp)
+	}
+	return sdp
+}
+
+func (m *Mesh) flushCandidates(l *link) {
+	for _, c := range l.pending {
+		if err := l.pc.AddICECandidate(c); err != nil {
+			m.log.Debug("bad remote candidate", "peer", l.info.ID, "err", err)
+		}
+	}
+	l.pending = nil
+}
+
+func (m *Mesh) ownID() signal.PeerID {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.status.ID
+}
+
+// onLinkEvent handles an event posted by pion's callbacks or a link port.
+func (m *Mesh) onLinkEvent(ev linkEvent) {
+	l := m.links[ev.peer]
+	if ev.kind == evStats {
+		if l != nil && ev.session == l.session {
+			l.pair = ev.pair
+		}
+		return
+	}
+	if l == nil || ev.session != l.session || l.pc == nil {
+		return // an event of a session that is gone
+	}
+	switch ev.kind {
+	case evCandidate:
+		if m.cfg.Relay == RelayNever && isRelayCandidate(ev.candidate.Candidate) {
+			return
+		}
+		m.sendNegotiation(l, &negotiation{Kind: kindCandidate, Session: l.session, Candidate: ev.candidate})
+	case evConnState:
+		switch ev.state {
+		case webrtc.PeerConnectionStateConnected:
+			m.refreshPair(l)
+		case webrtc.PeerConnectionStateDisconnected:
+			m.log.Warn("link disconnected; waiting for ICE to recover", "peer", l.info.ID)
+		case webrtc.PeerConnectionStateFailed:
+			why := "ICE failed: no working path"
+			if m.cfg.Relay == RelayNever {
+				why = "ICE failed: no direct path (relay policy: direct)"
+			}
+			m.failLink(l, why)
+		}
+	case evChannelOpen:
+		if l.state == linkOpen {
+			return
+		}
+		lp, err := newLinkPort(l.dc, m.cfg.MaxBuffered)
+		if err != nil {
+			m.failLink(l, err.Error())
+			return
+		}
+		l.port = &meshLinkPort{linkPort: lp, onEnd: func(err error) {
+			m.events.post(linkEvent{peer: ev.peer, session: ev.session, kind: evPortEnded, err: err})
+		}}
+		if err := m.sw.AddPort(portName(l.info.ID), PortKindLink, l.port); err != nil {
+			l.port = nil
+			m.failLink(l, fmt.Sprintf("attach to switch: %v", err))
+			return
+		}
+		l.state = linkOpen
+		l.openedIn = time.Since(l.started)
+		l.backoff = 0
+		l.lastError = ""
+		m.refreshPair(l)
+		m.log.Info("link open", "peer", l.info.ID, "ip", l.info.IP, "role", l.info.Role,
+			"offerer", l.offerer, "took", l.openedIn.Round(time.Millisecond))
+	case evPortEnded:
+		if l.state == linkOpen {
+			m.failLink(l, fmt.Sprintf("data channel closed: %v", ev.err))
+		}
+	}
+}
+
+// failLink ends l's session; the offerer retries with backoff.
+func (m *Mesh) failLink(l *link, why string) {
+	m.teardownSession(l)
+	l.state = linkFailed
+	l.lastError = why
+	if l.offerer {
+		l.backoff = min(max(2*l.backoff, 500*time.Millisecond), maxRetryBackoff)
+		l.retryAt = time.Now().Add(l.backoff)
+	}
+	m.log.Warn("link failed", "peer", l.info.ID, "why", why, "offerer", l.offerer, "retry_in", l.backoff)
+}
+
+// closeLink ends l for good.
+func (m *Mesh) closeLink(l *link, why string) {
+	m.teardownSession(l)
+	l.state = linkFailed
+	m.log.Info("link closed", "peer", l.info.ID, "why", why)
+}
+
+// teardownSession detaches and closes l's current session, if any.
+func (m *Mesh) teardownSession(l *link) {
+	if l.port != nil {
+		_ = m.sw.RemovePort(portName(l.info.ID))
+		l.port = nil
+	}
+	if pc := l.pc; pc != nil {
+		// Closing waits for pion's goroutines; keep the event loop moving.
+		m.closes.Add(1)
+		go func() {
+			defer m.closes.Done()
+			_ = pc.Close()
+		}()
+	}
+	l.pc, l.dc = nil, nil
+	l.remoteSet = false
+	l.pending = nil
+	l.pair = pairInfo{}
+	l.session = 0
+}
+
+// refreshPair looks up the selected candidate pair in the background.
+func (m *Mesh) refreshPair(l *link) {
+	pc, id, session := l.pc, l.info.ID, l.session
+	if pc == nil {
+		return
+	}
+	l.pairAt = time.Now()
+	go func() {
+		p, err := selectedPair(pc)
+		if err != nil {
+			return
+		}
+		m.events.post(linkEvent{peer: id, session: session, kind: evStats, pair: p})
+	}()
+}
+
+// meshLinkPort reports the end of a link port to the mesh.
+type meshLinkPort struct {
+	*linkPort
+	onEnd func(error)
+	once  sync.Once
+}
+
+func (p *meshLinkPort) Read(b []byte) (int, error) {
+	n, err := p.linkPort.Read(b)
+	if err != nil && !errors.Is(err, ErrDropped) {
+		p.once.Do(func() { p.onEnd(err) })
+	}
+	return n, err
+}
+
+// Events from pion callbacks and link ports to the event loop.
+type linkEventKind uint8
+
+const (
+	evCandidate linkEventKind = iota + 1
+	evConnState
+	evChannelOpen
+	evPortEnded
+	evStats
+)
+
+type linkEvent struct {
+	peer      signal.PeerID
+	session   uint32
+	kind      linkEventKind
+	candidate *webrtc.ICECandidateInit
+	state     webrtc.PeerConnectionState
+	err       error
+	pair      pairInfo
+}
+
+// eventQueue is an unbounded FIFO that pion's callbacks post to without ever
+// blocking: a blocked callback could deadlock a PeerConnection.Close that the
+// event loop is waiting on. Events are few (states, candidates), so growth is
+// bounded in practice by the number of sessions.
+type eventQueue struct {
+	mu     sync.Mutex
+	events []linkEvent
+	notify chan struct{}
+}
+
+func newEventQueue() *eventQueue { return &eventQueue{notify: make(chan struct{}, 1)} }
+
+func (q *eventQueue) post(ev linkEvent) {
+	q.mu.Lock()
+	q.events = append(q.events, ev)
+	q.mu.Unlock()
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (q *eventQueue) ready() <-chan struct{} { return q.notify }
+
+func (q *eventQueue) drain() []linkEvent {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	evs := q.events
+	q.events = nil
+	return evs
+}

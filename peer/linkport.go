@@ -1,0 +1,14 @@
+package peer
+
+import "sync/atomic"
+
+// linkPortCounters are what a link port counts beyond the switch's view.
+type linkPortCounters struct {
+	busy     atomic.Uint64 // frames dropped because the channel's send buffer was over the cap
+	oversize atomic.Uint64 // messages from the remote peer larger than a frame, dropped
+}
+
+// maxLinkMessage is the largest data channel message a link reads. Honest
+// peers send at most MaxFrameSize; anything up to this is read and dropped,
+// and a larger message ends the link (SCTP cannot skip it).
+const maxLinkMessage = 64 << 10

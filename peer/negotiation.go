@@ -1,0 +1,108 @@
+package peer
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// Negotiation payloads travel as the opaque "data" of signal messages (see
+// package signal). Every payload names the session it belongs to: a session
+// is one RTCPeerConnection between two peers, identified by a random number
+// the offerer picks. A new session (after a failure, a restart or glare)
+// supersedes the old one; payloads of other sessions are ignored.
+//
+//	{"kind":"offer","session":3735928559,"sdp":"v=0\r\n…"}
+//	{"kind":"answer","session":3735928559,"sdp":"v=0\r\n…"}
+//	{"kind":"candidate","session":3735928559,"candidate":{"candidate":"candidate:1 1 udp …","sdpMid":"0","sdpMLineIndex":0}}
+//
+// The data channel itself is pre-negotiated (DESIGN.md invariant 3): both
+// sides create channel id 0, label "peerlan", unordered, maxRetransmits 0, so
+// no in-band open handshake delays it. Each message on it is exactly one
+// Ethernet frame, with no header of ours.
+
+const (
+	kindOffer     = "offer"
+	kindAnswer    = "answer"
+	kindCandidate = "candidate"
+)
+
+// negotiation is one payload.
+type negotiation struct {
+	Kind      string                   `json:"kind"`
+	Session   uint32                   `json:"session"`
+	SDP       string                   `json:"sdp,omitempty"`
+	Candidate *webrtc.ICECandidateInit `json:"candidate,omitempty"`
+}
+
+// maxSDPLen bounds an SDP we will parse; the signaling server bounds whole
+// messages too, but a peer should not depend on the server's limits.
+const maxSDPLen = 32 << 10
+
+var errBadNegotiation = errors.New("peer: malformed negotiation payload")
+
+func decodeNegotiation(b []byte) (*negotiation, error) {
+	var n negotiation
+	if err := json.Unmarshal(b, &n); err != nil {
+		return nil, fmt.Errorf("%w: %v", errBadNegotiation, err)
+	}
+	switch n.Kind {
+	case kindOffer, kindAnswer:
+		if n.SDP == "" || len(n.SDP) > maxSDPLen {
+			return nil, fmt.Errorf("%w: %s without a usable sdp", errBadNegotiation, n.Kind)
+		}
+	case kindCandidate:
+		if n.Candidate == nil {
+			return nil, fmt.Errorf("%w: candidate missing", errBadNegotiation)
+		}
+	default:
+		return nil, fmt.Errorf("%w: unknown kind %.20q", errBadNegotiation, n.Kind)
+	}
+	if n.Session == 0 {
+		return nil, fmt.Errorf("%w: no session", errBadNegotiation)
+	}
+	return &n, nil
+}
+
+// dataChannelInit is the pre-negotiated channel both sides create.
+func dataChannelInit() *webrtc.DataChannelInit {
+	ordered := false
+	retransmits := uint16(0)
+	negotiated := true
+	id := uint16(0)
+	return &webrtc.DataChannelInit{Ordered: &ordered, MaxRetransmits: &retransmits, Negotiated: &negotiated, ID: &id}
+}
+
+const dataChannelLabel = "peerlan"
+
+// isRelayCandidate reports whether an ICE candidate line is a TURN relay
+// candidate ("... typ relay ...").
+func isRelayCandidate(line string) bool {
+	f := strings.Fields(line)
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "typ" {
+			return f[i+1] == "relay"
+		}
+	}
+	return false
+}
+
+// stripRelayCandidates removes relay candidates from an SDP, for the direct
+// policy: a path through the remote side's TURN server is a relay too.
+func stripRelayCandidates(sdp string) string {
+	if !strings.Contains(sdp, "typ relay") {
+		return sdp
+	}
+	lines := strings.SplitAfter(sdp, "\n")
+	out := lines[:0]
+	for _, l := range lines {
+		if strings.HasPrefix(l, "a=candidate:") && isRelayCandidate(l) {
+			continue
+		}
+		out = append(out, l)
+	}
+	return strings.Join(out, "")
+}

@@ -1,0 +1,99 @@
+//go:build !js
+
+package peer
+
+import (
+	"errors"
+	"fmt"
+
+	"slices"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/transport/v4"
+	"github.com/pion/webrtc/v4"
+)
+
+const defaultMaxBuffered = DefaultMaxBuffered
+
+// TransportConfig holds native WebRTC settings. The zero value gathers host
+// candidates on every interface but loopback.
+type TransportConfig struct {
+	// Net replaces the host's network stack, e.g. with a pion/transport vnet
+	// in tests. Nil uses the real network.
+	Net transport.Net
+	// Interfaces, when set, limits host candidates to these interface names.
+	Interfaces []string
+	// IncludeLoopback gathers loopback candidates too (single-host labs).
+	IncludeLoopback bool
+	// UDPPortMin and UDPPortMax bound the local UDP ports ICE uses (both or
+	// neither).
+	UDPPortMin, UDPPortMax uint16
+	// SCTPReceiveBuffer is the SCTP receive window in bytes; 0 keeps pion's
+	// default (1 MiB).
+	SCTPReceiveBuffer uint32
+	// Tune, when set, may adjust the setting engine last (benchmarks).
+	Tune func(*webrtc.SettingEngine)
+}
+
+type webrtcAPI = webrtc.API
+
+func newWebRTCAPI(tc *TransportConfig) (*webrtcAPI, error) {
+	if tc == nil {
+		tc = &TransportConfig{}
+	}
+	var se webrtc.SettingEngine
+	// Frames go through detached channels: no callback goroutine, no copy.
+	se.DetachDataChannels()
+	// No multicast DNS: nothing leaves the host as multicast, and candidates
+	// carry plain addresses (peers learn them anyway when they connect).
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	// Notice a dead path within seconds; declare it failed soon after, so the
+	// offerer renegotiates instead of waiting out pion's 25 s default.
+	se.SetICETimeouts(4*time.Second, 12*time.Second, 2*time.Second)
+	if tc.Net != nil {
+		se.SetNet(tc.Net)
+	}
+	if len(tc.Interfaces) > 0 {
+		names := slices.Clone(tc.Interfaces)
+		se.SetInterfaceFilter(func(name string) bool { return slices.Contains(names, name) })
+	}
+	se.SetIncludeLoopbackCandidate(tc.IncludeLoopback || slices.Contains(tc.Interfaces, "lo"))
+	if tc.UDPPortMin != 0 || tc.UDPPortMax != 0 {
+		if err := se.SetEphemeralUDPPortRange(tc.UDPPortMin, tc.UDPPortMax); err != nil {
+			return nil, fmt.Errorf("peer: UDP port range: %w", err)
+		}
+	}
+	if tc.SCTPReceiveBuffer != 0 {
+		se.SetSCTPMaxReceiveBufferSize(tc.SCTPReceiveBuffer)
+	}
+	if tc.Tune != nil {
+		tc.Tune(&se)
+	}
+	return webrtc.NewAPI(webrtc.WithSettingEngine(se)), nil
+}
+
+var errNoPair = errors.New("peer: no selected candidate pair yet")
+
+// selectedPair reads the selected candidate pair and its round-trip time.
+func selectedPair(pc *webrtc.PeerConnection) (pairInfo, error) {
+	sctp := pc.SCTP()
+	if sctp == nil || sctp.Transport() == nil || sctp.Transport().ICETransport() == nil {
+		return pairInfo{}, errNoPair
+	}
+	pair, err := sctp.Transport().ICETransport().GetSelectedCandidatePair()
+	if err != nil || pair == nil {
+		return pairInfo{}, errNoPair
+	}
+	p := pairInfo{local: pair.Local.Typ.String(), remote: pair.Remote.Typ.String()}
+	for _, s := range pc.GetStats() {
+		cp, ok := s.(webrtc.ICECandidatePairStats)
+		if !ok || !cp.Nominated || cp.State != webrtc.StatsICECandidatePairStateSucceeded {
+			continue
+		}
+		if cp.CurrentRoundTripTime > 0 {
+			p.rtt = time.Duration(cp.CurrentRoundTripTime * float64(time.Second))
+		}
+	}
+	return p, nil
+}
