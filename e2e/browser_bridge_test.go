@@ -126,13 +126,16 @@ func checkPanel(t *testing.T, tab *Tab) {
 		t.Fatalf("peer table rows %q, want 2", rows)
 	}
 	gw := strings.Join(rows[0], "|")
-	for _, want := range []string{"10.86.0.1", "GATEWAY", "RELAY", "12 ms", "2.0 KiB", "1.0 KiB"} {
+	for _, want := range []string{"10.86.0.1", "GATEWAY", "RELAY", "12 ms", "in 2.0 KiB", "out 1.0 KiB"} {
 		if !strings.Contains(gw, want) {
 			t.Errorf("gateway row %q lacks %q", gw, want)
 		}
 	}
 	if n := Eval[int](tab, `document.querySelectorAll("#peer-rows td.relay").length`); n != 1 {
 		t.Errorf("%d relay cells highlighted, want 1", n)
+	}
+	if failed := strings.Join(rows[1], "|"); !strings.Contains(failed, "unreachable (failed)") {
+		t.Errorf("failed peer row %q does not say it is unreachable", failed)
 	}
 	if sig := Eval[string](tab, `document.getElementById("net-signal").textContent`); sig != "connected" {
 		t.Errorf("signaling shown as %q", sig)

@@ -657,30 +657,37 @@ function renderStatus() {
 }
 
 function renderPeers(peers) {
-  const body = $("peer-rows");
   const rows = peers.map((p) => {
+    const bad = BAD_PEER_STATES.has(p.state);
     const tr = document.createElement("tr");
     tr.dataset.peer = p.id;
-    if (BAD_PEER_STATES.has(p.state)) tr.className = "bad";
-    const cell = (text, cls) => {
+    if (bad) tr.className = "bad";
+    const cell = (cls, ...lines) => {
       const td = document.createElement("td");
-      td.textContent = text;
       if (cls) td.className = cls;
+      lines.forEach((line, i) => {
+        if (i) td.append(document.createElement("br"));
+        td.append(line);
+      });
       tr.append(td);
       return td;
     };
-    const ip = cell(p.ip || "–");
-    ip.title = `peer ${p.id}`;
-    cell(p.role === "gateway" ? "GATEWAY" : "guest", p.role === "gateway" ? "gateway" : "");
-    const path = PATH_LABELS[p.path] || "connecting…";
-    cell(path, p.path === "relay" ? "relay" : "");
-    cell(Number.isFinite(p.rtt_ms) ? `${Math.round(p.rtt_ms)} ms` : "–");
-    cell(formatBytes(p.rx_bytes));
-    cell(formatBytes(p.tx_bytes));
-    cell(p.state || "–");
+    const who = cell("", p.ip || "–");
+    who.title = `peer ${p.id}`;
+    if (p.role === "gateway") {
+      const badge = document.createElement("strong");
+      badge.className = "gateway";
+      badge.textContent = "GATEWAY";
+      who.append(document.createElement("br"), badge);
+    }
+    let path = PATH_LABELS[p.path] || "connecting…";
+    if (bad) path = `unreachable (${p.state})`;
+    cell(p.path === "relay" && !bad ? "relay" : "", path);
+    cell("", Number.isFinite(p.rtt_ms) ? `${Math.round(p.rtt_ms)} ms` : "–");
+    cell("traffic", `in ${formatBytes(p.rx_bytes)}`, `out ${formatBytes(p.tx_bytes)}`);
     return tr;
   });
-  body.replaceChildren(...rows);
+  $("peer-rows").replaceChildren(...rows);
   $("peers-empty").hidden = peers.length > 0;
 }
 
