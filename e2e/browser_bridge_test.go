@@ -62,6 +62,7 @@ const scriptedLANJS = `(() => {
 // lan.onframe → net0-receive. The wasm peer is replaced by a scripted lan, so
 // the page, v86's NIC and the guest kernel are what is under test.
 func TestBrowserFrameBridge(t *testing.T) {
+	VerifyNoLeaks(t)
 	RequireChromium(t)
 	RequireGuestImage(t)
 	base := ServePage(t, withoutPeer())
@@ -287,4 +288,86 @@ func inetChecksum(b []byte) uint16 {
 		sum = sum>>16 + sum&0xffff
 	}
 	return ^uint16(sum)
+}
+
+// TestBrowserTwoBrowsersWire boots a guest in each of two separate Chromium
+// processes and joins their frame bridges with a wire that the test plays
+// (every frame one page's lan sends is delivered to the other's), so the two
+// v86 guests resolve each other with ARP and ping. With the wasm peer, WebRTC
+// data channels take the place of this wire.
+func TestBrowserTwoBrowsersWire(t *testing.T) {
+	VerifyNoLeaks(t)
+	RequireChromium(t)
+	RequireGuestImage(t)
+	base := ServePage(t, withoutPeer())
+	room := uniqueRoom("wire")
+	var tabs [2]*Tab
+	for i, name := range []string{"a", "b"} {
+		tab := StartBrowser(t).OpenTab(t, name, "", true)
+		tab.InitScript(scriptedLANJS)
+		tab.Navigate(base + "/?room=" + room)
+		tabs[i] = tab
+	}
+	addrs := [2]string{"10.86.0.7", "10.86.0.8"}
+	for i, tab := range tabs {
+		tab.WaitShell()
+		tab.Command("ip addr add "+addrs[i]+"/24 dev eth0; ip link set eth0 up; echo up$((1+1))",
+			regexp.MustCompile(`(?m)^up2$`), CommandTimeout)
+	}
+	stop := joinByWire(t, tabs[0], tabs[1])
+	m := tabs[0].Command("ping -c 3 -W 5 "+addrs[1],
+		regexp.MustCompile(`(\d+) packets transmitted, (\d+) packets received`), CommandTimeout)
+	aToB, bToA := stop()
+	t.Logf("a → b %d frames, b → a %d frames; %s", aToB, bToA, m[0])
+	if m[2] != "3" {
+		t.Errorf("guest a pinging guest b: %s; want 3 received", m[0])
+	}
+	if aToB < 4 || bToA < 4 { // an ARP request and 3 echo requests; their answers
+		t.Errorf("the wire carried %d frames a → b and %d b → a, want ≥4 each", aToB, bToA)
+	}
+}
+
+// joinByWire carries frames between the scripted lans of two tabs until the
+// returned stop func is called, which returns how many went each way.
+func joinByWire(t *testing.T, a, b *Tab) (stop func() (aToB, bToA int)) {
+	done := make(chan struct{})
+	result := make(chan [2]int, 1)
+	go func() {
+		var n [2]int
+		defer func() { result <- n }()
+		ends := [2]*Tab{a, b}
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			for i, from := range ends {
+				to := ends[1-i]
+				frames, err := TryEval[[]string](from, `globalThis.__scriptedLAN.take()`)
+				if err != nil {
+					t.Logf("wire: taking from %s: %v", from.name, err)
+					return
+				}
+				for _, f := range frames {
+					if _, err := TryEval[bool](to, `(globalThis.__scriptedLAN.deliver("`+f+`"), true)`); err != nil {
+						t.Logf("wire: delivering to %s: %v", to.name, err)
+						return
+					}
+					n[i]++
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	var n [2]int
+	stop = func() (int, int) {
+		once.Do(func() {
+			close(done)
+			n = <-result
+		})
+		return n[0], n[1]
+	}
+	t.Cleanup(func() { stop() })
+	return stop
 }

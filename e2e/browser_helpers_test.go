@@ -33,6 +33,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/target"
 	"github.com/chromedp/chromedp"
+	"go.uber.org/goleak"
 
 	"github.com/peerlan/peerlan/web"
 )
@@ -62,6 +63,15 @@ var pageAssetFiles = []string{
 	"dist/v86/libv86.mjs",
 	"dist/v86/v86.wasm",
 	"dist/xterm/xterm.mjs",
+}
+
+// VerifyNoLeaks fails the test if goroutines it started (the browser's
+// readers, console pipes, HTTP servers) outlive it. Call it first, so its
+// check runs after every other cleanup.
+func VerifyNoLeaks(t testing.TB) {
+	t.Helper()
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
 }
 
 // RequireChromium skips the test when Debian's chromium is not installed.

@@ -41,6 +41,7 @@ func (h hidePaths) Open(name string) (fs.File, error) {
 // TestBrowserPageWithoutGuest checks what the page does on its own, with no
 // guest image served: the room link, the URL parameters, and a clear failure.
 func TestBrowserPageWithoutGuest(t *testing.T) {
+	VerifyNoLeaks(t)
 	RequireChromium(t)
 	RequirePageAssets(t)
 	base := ServePage(t, hidePaths{web.FS(), []string{"dist/guest"}})
@@ -143,6 +144,7 @@ func withoutPeer() fs.FS {
 // runs commands on its serial console, and checks that without a wasm peer
 // the page says the network is unavailable while the guest keeps working.
 func TestBrowserGuestBoots(t *testing.T) {
+	VerifyNoLeaks(t)
 	RequireChromium(t)
 	RequireGuestImage(t)
 	base := ServePage(t, withoutPeer())
@@ -199,6 +201,7 @@ func TestBrowserGuestBoots(t *testing.T) {
 // "frozen"), which Chrome applies only to CPU-heavy tabs hidden for 5 minutes
 // under Energy Saver, and not to pages with an open RTCDataChannel.
 func TestBrowserHiddenTabKeepsRunning(t *testing.T) {
+	VerifyNoLeaks(t)
 	RequireChromium(t)
 	RequireGuestImage(t)
 	base := ServePage(t, withoutPeer())
