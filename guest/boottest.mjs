@@ -17,6 +17,9 @@
 //                       ARP and ping for 10.86.0.1; check the lease line, the
 //                       applied address/route/MTU/DNS, `ping -c 3` and that
 //                       Ctrl-C stops a running ping
+//   --net-delay SECONDS with --net: drop the guest's frames for this long
+//                       after start, as when the page attaches the network
+//                       late; the guest must keep asking for a lease
 //   --timeout SECONDS   limit for each wait (default 120)
 //   --cmdline TEXT      kernel command line (default: IMAGE_DIR/cmdline.txt)
 //   --bios DIR          folder with seabios.bin and vgabios.bin
@@ -30,10 +33,10 @@ import { pathToFileURL } from "node:url";
 
 const PROMPT = "guest:/# ";
 const READY = "peerlan guest ready";
-const usage = "usage: node guest/boottest.mjs V86_DIR IMAGE_DIR [--nic virtio|ne2k] [--net] [--timeout SECONDS] [--cmdline TEXT] [--bios DIR] [--console]";
+const usage = "usage: node guest/boottest.mjs V86_DIR IMAGE_DIR [--nic virtio|ne2k] [--net [--net-delay SECONDS]] [--timeout SECONDS] [--cmdline TEXT] [--bios DIR] [--console]";
 
 function parseArgs(argv) {
-	const opts = { nic: "virtio", net: false, timeout: 120, cmdline: null, bios: null, console: false, positional: [] };
+	const opts = { nic: "virtio", net: false, netDelay: 0, timeout: 120, cmdline: null, bios: null, console: false, positional: [] };
 	for (let i = 0; i < argv.length; i++) {
 		const a = argv[i];
 		const value = () => {
@@ -43,6 +46,7 @@ function parseArgs(argv) {
 		switch (a) {
 		case "--nic": opts.nic = value(); break;
 		case "--net": opts.net = true; break;
+		case "--net-delay": opts.netDelay = Number(value()); break;
 		case "--timeout": opts.timeout = Number(value()); break;
 		case "--cmdline": opts.cmdline = value(); break;
 		case "--bios": opts.bios = value(); break;
@@ -56,6 +60,8 @@ function parseArgs(argv) {
 	if (opts.positional.length !== 2) throw new Error("need V86_DIR and IMAGE_DIR");
 	if (!["virtio", "ne2k"].includes(opts.nic)) throw new Error(`--nic must be virtio or ne2k, not ${opts.nic}`);
 	if (!(opts.timeout > 0)) throw new Error("--timeout must be a positive number of seconds");
+	if (!(opts.netDelay >= 0)) throw new Error("--net-delay must be a number of seconds");
+	if (opts.netDelay && !opts.net) throw new Error("--net-delay needs --net");
 	return opts;
 }
 
@@ -268,11 +274,17 @@ async function main() {
 	}
 	const [v86Dir, imageDir] = opts.positional.map((p) => resolve(p));
 	const biosDir = resolve(opts.bios ?? join(imageDir, "..", "bios"));
-	const cmdline = opts.cmdline ?? readFileSync(join(imageDir, "cmdline.txt"), "utf8").trim();
+	const cmdline = opts.cmdline ?? new TextDecoder().decode(readBuffer(join(imageDir, "cmdline.txt"))).trim();
 	const limit = opts.timeout * 1000;
 
-	const pkg = JSON.parse(readFileSync(join(v86Dir, "package.json"), "utf8"));
-	const { V86 } = await import(pathToFileURL(join(v86Dir, "build", "libv86.mjs")).href);
+	let pkg;
+	let V86;
+	try {
+		pkg = JSON.parse(readFileSync(join(v86Dir, "package.json"), "utf8"));
+		({ V86 } = await import(pathToFileURL(join(v86Dir, "build", "libv86.mjs")).href));
+	} catch (err) {
+		throw new Error(`${v86Dir} is not the v86 npm package: ${err.message}`);
+	}
 
 	const con = new Console(opts.console);
 	const result = { nic: opts.nic, v86: pkg.version, cmdline, memory_mib: 128 };
@@ -298,6 +310,7 @@ async function main() {
 	let framesOut = 0;
 	if (opts.net) {
 		emulator.add_listener("net0-send", (frame) => {
+			if (performance.now() - t0 < opts.netDelay * 1000) return; // not attached yet
 			framesOut++;
 			const reply = lanReply(frame);
 			if (reply) {
@@ -339,6 +352,14 @@ async function main() {
 		result.ready_ms = Math.round(performance.now() - t0);
 		await con.waitFor(PROMPT, ready, limit, "the first shell prompt");
 		result.boot_ms = Math.round(performance.now() - t0);
+		if (opts.net) {
+			// Before any command, so the lease line cannot land in its output.
+			const lease = `peerlan: eth0 ${LAN.guest.join(".")}/${LAN.prefix} router ${LAN.router.join(".")} mtu ${LAN.mtu}`;
+			await con.waitFor(lease, 0, limit, "the DHCP lease line");
+			result.lease_ms = Math.round(performance.now() - t0);
+			if (opts.netDelay) result.lease_after_attach_ms = result.lease_ms - opts.netDelay * 1000;
+			result.lease = lease;
+		}
 
 		result.uname = await run("uname -a");
 		check(/^Linux \S+ 6\.1\.\S* .* i[3-6]86/.test(result.uname), "uname -a names Linux 6.1 on i386", result.uname);
@@ -350,10 +371,6 @@ async function main() {
 		check(result.eth0_driver === wantDriver, `eth0 is driven by ${wantDriver}`, drv);
 
 		if (opts.net) {
-			const lease = `peerlan: eth0 ${LAN.guest.join(".")}/${LAN.prefix} router ${LAN.router.join(".")} mtu ${LAN.mtu}`;
-			await con.waitFor(lease, 0, limit, "the DHCP lease line");
-			result.lease_ms = Math.round(performance.now() - t0);
-			result.lease = lease;
 			const state = await run("ip -4 addr show dev eth0; ip route; cat /etc/resolv.conf; cat /sys/class/net/eth0/mtu");
 			check(state.includes(`inet ${LAN.guest.join(".")}/${LAN.prefix}`), "eth0 has the leased address", state);
 			check(state.includes(`default via ${LAN.router.join(".")} dev eth0`), "the default route goes to the router", state);
@@ -385,6 +402,6 @@ async function main() {
 }
 
 main().catch((err) => {
-	console.error(`boottest: ${err.stack ?? err}`);
+	console.error(`boottest: ${err.message ?? err}`);
 	process.exit(1);
 });
