@@ -21,11 +21,12 @@ const (
 	DefaultDNSTimeout     = 2 * time.Second
 	DefaultDNSMaxInFlight = 256
 	DefaultDNSMaxTCPConns = 64
-	// maxClientUDPSize caps the UDP answers the forwarder sends to guests at
-	// the DNS Flag Day 2020 size: larger ones would be IP-fragmented on the
-	// way through the mesh, whose MTU is small. Bigger answers get the TC bit
-	// and the guest retries over TCP.
-	maxClientUDPSize = 1232
+	// maxUDPSize caps DNS over UDP at the DNS Flag Day 2020 size, both the
+	// answers to guests (larger ones would be IP-fragmented on the way
+	// through the mesh, whose MTU is small) and the buffer advertised
+	// upstream (fragmented answers are unreliable and spoofable). Bigger
+	// answers come over TCP: the TC bit tells the guest to retry.
+	maxUDPSize = 1232
 	// dnsAttempts bounds the upstreams tried for one query, so that a guest
 	// gets SERVFAIL before its own resolver (5 s in glibc) gives up.
 	dnsAttempts       = 2
@@ -154,7 +155,7 @@ func NewDNSForwarder(ctx context.Context, cfg DNSConfig) (*DNSForwarder, error) 
 	upstreams := cfg.Upstreams
 	if len(upstreams) == 0 {
 		var err error
-		if upstreams, err = upstreamsFromResolvConf(ctx, cfg.ResolvConf, 53, log); err != nil {
+		if upstreams, err = upstreamsFromResolvConf(ctx, cfg.ResolvConf, systemdResolvedUpstreams, 53, log); err != nil {
 			return nil, err
 		}
 	}
@@ -325,7 +326,7 @@ func (d *DNSForwarder) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 	if !isTCP {
 		size := dns.MinMsgSize
 		if opt := req.IsEdns0(); opt != nil {
-			size = max(size, min(int(opt.UDPSize()), maxClientUDPSize))
+			size = max(size, min(int(opt.UDPSize()), maxUDPSize))
 		}
 		wasTruncated := resp.Truncated
 		resp.Truncate(size)
@@ -341,6 +342,9 @@ func (d *DNSForwarder) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 func (d *DNSForwarder) forward(req *dns.Msg) (*dns.Msg, error) {
 	q := req.Copy()
 	q.Id = dns.Id()
+	if opt := q.IsEdns0(); opt != nil && opt.UDPSize() > maxUDPSize {
+		opt.SetUDPSize(maxUDPSize)
+	}
 	var lastErr error
 	for i := range min(dnsAttempts, len(d.upstreams)) {
 		up := d.upstreams[i]

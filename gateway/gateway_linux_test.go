@@ -379,9 +379,9 @@ func TestGatewayRateLimit(t *testing.T) {
 	// of size bytes takes at least (size - rate) / rate seconds. Allow one
 	// more second of slack for timing and TCP's first window.
 	minSeconds := float64(size-2*rate) / rate
-	transfer := func(t *testing.T, args ...string) {
+	transfer := func(t *testing.T, url string, args ...string) {
 		t.Helper()
-		out, err := guestCurl(tb.guest, "", append([]string{"-o", "/dev/null", "-w", "%{time_total} %{size_download} %{size_upload}", "--max-time", "60"}, args...)...)
+		out, err := guestCurl(tb.guest, url, append([]string{"-o", "/dev/null", "-w", "%{time_total} %{size_download} %{size_upload}", "--max-time", "60"}, args...)...)
 		if err != nil {
 			t.Fatalf("curl: %v: %s", err, out)
 		}
@@ -407,7 +407,7 @@ func TestGatewayRateLimit(t *testing.T) {
 		if err := os.WriteFile(file, make([]byte, size), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		transfer(t, "--data-binary", "@"+file, "http://"+webAddr+"/upload")
+		transfer(t, "http://"+webAddr+"/upload", "--data-binary", "@"+file)
 	})
 	if after := tb.gw.counters(tableName("lan0")).Drops[DropRateLimit]; after <= before {
 		t.Errorf("drop_ratelimit %d -> %d: the limiter never acted", before, after)

@@ -67,15 +67,18 @@ func parseResolvConf(r io.Reader) []netip.Addr {
 // (a container, `ip netns exec`). If only an unreachable 127.0.0.53 is listed,
 // the resolvers systemd-resolved forwards to are read from
 // /run/systemd/resolve/resolv.conf instead.
-func upstreamsFromResolvConf(ctx context.Context, path string, port uint16, log *slog.Logger) ([]netip.AddrPort, error) {
+//
+// fallback is the systemd-resolved file and port the DNS port (53; tests
+// pass others).
+func upstreamsFromResolvConf(ctx context.Context, path, fallback string, port uint16, log *slog.Logger) ([]netip.AddrPort, error) {
 	addrs, err := readResolvConf(path)
 	if err != nil {
 		return nil, err
 	}
 	out, droppedStub := filterReachable(ctx, addrs, port, log)
 	if len(out) == 0 && droppedStub {
-		if more, err := readResolvConf(systemdResolvedUpstreams); err == nil {
-			log.Info("using systemd-resolved's upstream resolvers", "file", systemdResolvedUpstreams)
+		if more, err := readResolvConf(fallback); err == nil {
+			log.Info("using systemd-resolved's upstream resolvers", "file", fallback)
 			out, _ = filterReachable(ctx, more, port, log)
 		}
 	}
