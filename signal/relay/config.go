@@ -94,8 +94,8 @@ type Config struct {
 
 	// AllowPeers lists prefixes relayed to even though their class is
 	// refused, for deliberate lab set-ups. The relay's own RelayIP is
-	// always allowed (at relay ports only), so that two clients of one
-	// relay reach each other's relayed addresses.
+	// always allowed (at its allocations' ports only), so that two clients
+	// of one relay reach each other's relayed addresses.
 	AllowPeers []netip.Prefix
 
 	// MaxAllocationsPerUser defaults to DefaultMaxAllocationsPerUser. The

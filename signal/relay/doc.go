@@ -28,8 +28,8 @@
 // class of ClassifyAddr but ClassGlobal. Two exceptions: the relay's own
 // RelayIP, so clients of one relay reach each other's relayed addresses,
 // and Config.AllowPeers for labs. Writes are checked again per datagram:
-// a write to RelayIP outside [MinPort, MaxPort] (the TURN listener, other
-// services on the host) is dropped, as is a write to a refused class, in
+// a write to RelayIP at a port that is not a live allocation's (the TURN
+// listeners, other services on the host) is dropped, as is a write to a refused class, in
 // case a permission ever got past the handler. Datagrams from peers without
 // a permission are dropped before pion sees them.
 //

@@ -135,7 +135,7 @@ func (r *relayPorts) all() []*relayConn {
 //   - drops datagrams from peers without a permission before pion sees them
 //     (pion would drop them too, logging each at Info),
 //   - refuses writes to refused addresses again (defence in depth) and to
-//     the relay's own address outside the relay ports,
+//     the relay's own address at any port that is not an allocation's,
 //   - closes itself at MaxAllocationLifetime, which ends the allocation.
 type relayConn struct {
 	net.PacketConn
@@ -208,7 +208,10 @@ func (rc *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	switch {
 	case s.allowListed(a):
 	case a == s.cfg.RelayIP:
-		if ua.Port < int(s.cfg.MinPort) || ua.Port > int(s.cfg.MaxPort) {
+		// Only ports that are relayed addresses right now: not the TURN
+		// listeners (whose ephemeral port may lie inside the range) nor
+		// anything else on the host.
+		if ua.Port < int(s.cfg.MinPort) || ua.Port > int(s.cfg.MaxPort) || s.ports.lookup(ua.Port) == nil {
 			s.metrics.dropOwn.Inc()
 			return 0, fmt.Errorf("%w: %s", errOwnAddressPort, ua)
 		}

@@ -39,7 +39,13 @@ type Server struct {
 	mu      sync.Mutex
 	users   map[string]*userState   // by credential user; guarded by mu
 	clients map[string][]*relayConn // by client transport address; guarded by mu
+	live    int                     // allocations reported created and not yet deleted; guarded by mu
+	drained chan struct{}           // closed when live reaches 0 during Close; guarded by mu
 }
+
+// closeDrainTimeout bounds how long Close waits for pion to report every
+// allocation deleted after their sockets were closed.
+const closeDrainTimeout = 2 * time.Second
 
 // userState counts a user's allocations. pending holds quota slots granted
 // to Allocates in flight, by client address, so that concurrent Allocates
@@ -254,6 +260,20 @@ func (s *Server) Close() error {
 		for _, rc := range s.ports.all() {
 			_ = rc.Close()
 		}
+		// pion deletes each allocation from its own goroutine once the
+		// relay socket reports closed; wait so that Close is synchronous.
+		s.mu.Lock()
+		drained := make(chan struct{})
+		if s.live == 0 {
+			close(drained)
+		}
+		s.drained = drained
+		s.mu.Unlock()
+		select {
+		case <-drained:
+		case <-time.After(closeDrainTimeout):
+			s.log.Warn("relay: allocations still open after close", "timeout", closeDrainTimeout)
+		}
 		s.metrics.unregister()
 		if err != nil {
 			s.closeErr = fmt.Errorf("relay: closing: %w", err)
@@ -389,6 +409,7 @@ func (s *Server) onAllocationCreated(src, _ net.Addr, _, username, _ string, rel
 	}
 	delete(u.pending, src.String())
 	u.allocs++
+	s.live++
 	if rc != nil {
 		rc.user, rc.client = user, src.String()
 		s.clients[rc.client] = append(s.clients[rc.client], rc)
@@ -409,6 +430,11 @@ func (s *Server) onAllocationDeleted(src, _ net.Addr, _, username, _ string) {
 		if u.allocs <= 0 && len(u.pending) == 0 {
 			delete(s.users, user)
 		}
+	}
+	s.live--
+	if s.live == 0 && s.drained != nil {
+		close(s.drained)
+		s.drained = nil
 	}
 	key := src.String()
 	kept := s.clients[key][:0]

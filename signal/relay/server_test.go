@@ -37,13 +37,32 @@ func testLogger(tb testing.TB) *slog.Logger {
 	if os.Getenv("RELAY_TEST_DEBUG") != "" {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: level}))
+	w := &tbWriter{tb: tb}
+	tb.Cleanup(w.stop)
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
-type tbWriter struct{ tb testing.TB }
+// tbWriter forwards log lines to the test until it ends: pion client
+// goroutines may still log a moment later, and t.Log after a test has
+// finished is a data race.
+type tbWriter struct {
+	tb      testing.TB
+	mu      sync.Mutex
+	stopped bool
+}
 
-func (w tbWriter) Write(p []byte) (int, error) {
-	w.tb.Log(strings.TrimRight(string(p), "\n"))
+func (w *tbWriter) stop() {
+	w.mu.Lock()
+	w.stopped = true
+	w.mu.Unlock()
+}
+
+func (w *tbWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.stopped {
+		w.tb.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
 }
 
@@ -410,19 +429,30 @@ func TestPermissionRefusedForPrivateSpace(t *testing.T) {
 }
 
 // The relay's own address is allowed so clients reach each other's relayed
-// addresses, but only at relay ports: not the TURN listener or anything
-// else on the host.
+// addresses, but only at live allocations' ports: not the TURN listener
+// (even when its port lies in the relay range) nor a free relay port.
 func TestOwnAddressOnlyAtRelayPorts(t *testing.T) {
 	s := startServer(t, loopbackConfig(t))
 	relay := allocate(t, dialClient(t, s, "udp", mint("alice", time.Hour)))
 	listener := s.Addrs().UDP[0].(*net.UDPAddr)
-	for range 3 {
+	// The client sends before its CreatePermission completes, so early
+	// datagrams may meet no permission yet; keep sending.
+	eventually(t, "own-address drops", func() bool {
 		if _, err := relay.WriteTo([]byte("loop"), listener); err != nil {
 			t.Fatalf("permission to own address refused: %v", err)
 		}
+		return metricValue(s.metrics.dropOwn) >= 1
+	})
+	free := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(s.cfg.MinPort)}
+	for s.ports.lookup(free.Port) != nil {
+		free.Port++
 	}
-	eventually(t, "own-address drops", func() bool {
-		return metricValue(s.metrics.drops.WithLabelValues(dropOwnPort)) >= 1
+	before := metricValue(s.metrics.dropOwn)
+	eventually(t, "drops at a free relay port", func() bool {
+		if _, err := relay.WriteTo([]byte("free"), free); err != nil {
+			t.Fatal(err)
+		}
+		return metricValue(s.metrics.dropOwn) > before
 	})
 	if got := metricValue(s.metrics.bytesOut); got != 0 {
 		t.Fatalf("%v bytes relayed to the listener", got)
