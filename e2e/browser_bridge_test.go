@@ -27,6 +27,8 @@ const scriptedLANJS = `(() => {
     onframe: null,
     send(frame) {
       if (!(frame instanceof Uint8Array)) throw new TypeError("lan.send wants a Uint8Array");
+      const s = globalThis.__scriptedLAN;
+      if (s.countOnly) { s.count++; return; } // benchmarks: no per-frame work
       if (sent.length < 4096) sent.push(hex(frame));
     },
     status() {
@@ -46,6 +48,9 @@ const scriptedLANJS = `(() => {
   };
   globalThis.__scriptedLAN = {
     joined: null,
+    countOnly: false,
+    count: 0,
+    deliverBytes(u8) { lan.onframe(u8); },
     take() { return sent.splice(0); },
     deliver(h) {
       lan.onframe(new Uint8Array(h.match(/../g).map((x) => parseInt(x, 16))));

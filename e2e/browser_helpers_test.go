@@ -245,10 +245,11 @@ func StartBrowser(t testing.TB, extra ...chromedp.ExecAllocatorOption) *Browser 
 
 // Tab is one page of a Browser.
 type Tab struct {
-	t    testing.TB
-	name string
-	ctx  context.Context
-	log  *safeLog
+	t     testing.TB
+	name  string
+	ctx   context.Context
+	log   *safeLog
+	close func() // closes the tab and waits for its console reader; idempotent
 }
 
 // OpenTab opens url in a new tab of the browser and pipes the page's console
@@ -295,15 +296,22 @@ func (p *Tab) pipeConsole(closeTab func()) {
 			p.log.Logf("[%s console.%s] %s", p.name, m.Type, text)
 		}
 	}()
-	p.t.Cleanup(func() {
-		closeTab()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			p.log.Logf("tab %s: the console reader did not stop", p.name)
-		}
-	})
+	var once sync.Once
+	p.close = func() {
+		once.Do(func() {
+			closeTab()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				p.log.Logf("tab %s: the console reader did not stop", p.name)
+			}
+		})
+	}
+	p.t.Cleanup(p.close)
 }
+
+// Close closes the tab before the test ends (its cleanup does it otherwise).
+func (p *Tab) Close() { p.close() }
 
 // Navigate loads url in the tab and adds scripts that must run before the
 // page's own (see InitScript).
@@ -340,6 +348,9 @@ func Eval[T any](p *Tab, expr string) T {
 	p.t.Helper()
 	v, err := TryEval[T](p, expr)
 	if err != nil {
+		if len(expr) > 200 {
+			expr = expr[:200] + "…"
+		}
 		p.t.Fatalf("tab %s: evaluating %q: %v", p.name, expr, err)
 	}
 	return v
