@@ -487,7 +487,12 @@ async function bootGuest(params) {
   emulator.add_listener("download-error", (ev) => {
     setPhase("error", `${ev.file_name} did not download`);
   });
+  const slowStart = setTimeout(() => {
+    setAlert("slow", "warn", "The emulator has not started after a minute; is the machine very busy, or did dist/v86/v86.wasm fail to load?");
+  }, 60000);
   emulator.add_listener("emulator-loaded", () => {
+    clearTimeout(slowStart);
+    setAlert("slow", null);
     mark("emulatorStarted");
     setPhase("booting");
     showBoot(true, "Booting Linux…");
@@ -607,6 +612,14 @@ async function startNetwork(params) {
   }
   page.lan = lan;
   lan.onframe = onLanFrame;
+  // Tell the room at once when the tab goes away, rather than by timeout.
+  window.addEventListener("pagehide", () => {
+    try {
+      lan.leave();
+    } catch {
+      // the page is going away; nothing to report to
+    }
+  });
   mark("netJoined");
   setNet("connected");
   renderStatus();
@@ -618,12 +631,12 @@ async function startNetwork(params) {
 const PATH_LABELS = { host: "direct (host)", srflx: "direct (srflx)", prflx: "direct (prflx)", relay: "RELAY" };
 const BAD_PEER_STATES = new Set(["failed", "disconnected", "closed"]);
 
-function renderStatus() {
+async function renderStatus() {
   const lan = page.lan;
   if (!lan) return;
   let st;
   try {
-    st = lan.status();
+    st = await lan.status(); // a plain object; a promise is tolerated
   } catch (err) {
     setAlert("status", "error", `Reading the network status failed: ${errorText(err)}`);
     return;

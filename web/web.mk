@@ -63,15 +63,16 @@ web/dist/xterm/LICENSE: $(WEB_NPM_STAMP)
 # The wasm peer is the lead's (wasm/); until its source exists the page runs
 # without a network and says so. Go decides what is stale, so this always runs
 # go build; wasm_exec.js must come from the same Go that built the module.
-WEB_WASM_SOURCES := $(wildcard wasm/*.go)
+WEB_WASM_DIR ?= wasm
+WEB_WASM_SOURCES := $(wildcard $(WEB_WASM_DIR)/*.go)
 
 web-wasm:
 ifneq ($(WEB_WASM_SOURCES),)
 	@mkdir -p web/dist
-	GOOS=js GOARCH=wasm $(GO) build -trimpath -ldflags=-s -o web/dist/peerlan.wasm ./wasm
+	GOOS=js GOARCH=wasm $(GO) build -trimpath -ldflags=-s -o web/dist/peerlan.wasm ./$(WEB_WASM_DIR)
 	cp "$$($(GO) env GOROOT)/lib/wasm/wasm_exec.js" web/dist/wasm_exec.js
 	@raw=$$(stat -c %s web/dist/peerlan.wasm); gz=$$(gzip -9c web/dist/peerlan.wasm | wc -c); \
 		echo "web/dist/peerlan.wasm: $$raw bytes raw, $$gz bytes gzip -9"
 else
-	@echo "web/dist/peerlan.wasm: skipped, no wasm/*.go yet (the page runs without a network)"
+	@echo "web/dist/peerlan.wasm: skipped, no $(WEB_WASM_DIR)/*.go yet (the page runs without a network)"
 endif
