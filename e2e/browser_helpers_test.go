@@ -448,7 +448,8 @@ func (p *Tab) WaitConsole(re *regexp.Regexp, timeout time.Duration) []string {
 	return p.WaitConsoleAfter(0, re, timeout)
 }
 
-// WaitConsoleAfter is WaitConsole on the output after offset (see ConsoleLen).
+// WaitConsoleAfter is WaitConsole on the output after offset (see ConsoleLen;
+// offsets hold while the console text stays under the page's 1 MiB bound).
 // Remember that the guest's shell echoes what is typed: match the output of a
 // command, not its text (e.g. type `echo $((6*7))ok`, wait for `42ok`).
 func (p *Tab) WaitConsoleAfter(offset int, re *regexp.Regexp, timeout time.Duration) []string {
