@@ -68,8 +68,8 @@ fi
 		d="$(dirname "${f#./}")"
 		while [ "$d" != . ]; do echo "/$d"; d="$(dirname "$d")"; done
 	done <"$stage/rootfs.list" | LC_ALL=C sort -u | while read -r d; do
-		case " /etc /usr /usr/share /var /root " in
-		*" $d "*) ;;
+		case "$d" in
+		/etc | /usr | /usr/share | /var | /root) ;; # listed above
 		*) echo "dir $d 0755 0 0" ;;
 		esac
 	done

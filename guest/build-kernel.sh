@@ -42,7 +42,7 @@ check_config() {
 		CONFIG_*=*)
 			if ! grep -qxF -- "$line" "$2"; then
 				sym="${line%%=*}"
-				echo "guest: kernel config: wanted $line, got: $(grep -E "^(# )?$sym[= ]" "$2" || echo "(absent: a dependency is unmet)")" >&2
+				echo "guest: kernel config: wanted $line, got: $(grep -E "^(# )?${sym}[= ]" "$2" || echo "(absent: a dependency is unmet)")" >&2
 				bad=1
 			fi
 			;;

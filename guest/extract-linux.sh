@@ -26,9 +26,9 @@ echo "guest: extracting $tarball"
 rm -rf "$src.new" "$src" "$kbuild"
 mkdir -p "$src.new"
 tar -xJf "$tarball" -C "$src.new" --strip-components=1
-[ -f "$src.new/Makefile" ] && [ -f "$src.new/usr/gen_init_cpio.c" ] || {
+if [ ! -f "$src.new/Makefile" ] || [ ! -f "$src.new/usr/gen_init_cpio.c" ]; then
 	echo "guest: $tarball does not look like a Linux source tree" >&2
 	exit 1
-}
+fi
 echo "$tarball $(stat -c '%s %Y' "$tarball")" >"$src.new/.peerlan-extracted"
 mv "$src.new" "$src"
