@@ -57,9 +57,11 @@ type DNSConfig struct {
 	// interface go unanswered, so the forwarder is no open resolver even if
 	// another network routes to .1. Set it to the LAN interface.
 	Interface string
-	// Upstreams are the resolvers to forward to, tried in order. Default:
-	// the nameservers of ResolvConf (see upstreamsFromResolvConf for
-	// loopback stubs such as systemd-resolved's 127.0.0.53). At most 8.
+	// Upstreams are the resolvers to forward to, tried in order; at most 8.
+	// Default: the nameservers of ResolvConf, where a loopback stub (such as
+	// systemd-resolved's 127.0.0.53) is kept only if it answers, and an
+	// unreachable 127.0.0.53 is replaced by the resolvers listed in
+	// /run/systemd/resolve/resolv.conf.
 	Upstreams []netip.AddrPort
 	// ResolvConf is read when Upstreams is empty; default DefaultResolvConf.
 	ResolvConf string

@@ -167,6 +167,26 @@ func TestGatewayEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("uplink forwarding does not route other networks", func(t *testing.T) {
+		// Another network behind the gateway host, not the room: switching
+		// on up0's forwarding for the room must not open a path to it.
+		side := newNetns(t, "side")
+		vethPair(t, tb.gw, "side0", side, "eth0")
+		tb.gw.must("ip", "addr", "add", "192.168.88.1/24", "dev", "side0")
+		tb.gw.must("ip", "link", "set", "side0", "up")
+		side.must("ip", "addr", "add", "192.168.88.2/24", "dev", "eth0")
+		side.must("ip", "link", "set", "eth0", "up")
+		tb.inet.must("ip", "route", "add", "192.168.88.0/24", "via", gwUplinkAddr)
+		defer tb.inet.must("ip", "route", "del", "192.168.88.0/24", "via", gwUplinkAddr)
+		before := tb.gw.counters(table).Drops[DropUplink]
+		if out, err := tb.inet.run("ping", "-c", "1", "-W", "1", "192.168.88.2"); err == nil {
+			t.Errorf("reached a host behind the gateway from the uplink: %s", out)
+		}
+		if after := tb.gw.counters(table).Drops[DropUplink]; after <= before {
+			t.Errorf("drop_uplink %d -> %d: the packet was not stopped by the guard", before, after)
+		}
+	})
+
 	t.Run("metrics", func(t *testing.T) {
 		m := scrape(t, tb.gw)
 		for _, name := range []string{
@@ -275,6 +295,28 @@ func stripVolatile(v any) {
 			stripVolatile(x)
 		}
 	}
+}
+
+// TestGatewayAllowList opens what TestGatewayEndToEnd proves blocked: the
+// same guest, routes and servers, only the policy differs.
+func TestGatewayAllowList(t *testing.T) {
+	requireNetns(t)
+	requireTools(t, "curl")
+	tb := newTestbed(t)
+	tb.startInternet()
+	cfg := tb.gatewayConfig()
+	cfg.Allow = []string{metadataAddr + "/32", "192.168.77.0/24"}
+	gw := tb.startGateway(cfg)
+	defer gw.stop(syscall.SIGTERM)
+	for _, url := range []string{"http://" + metadataAddr + "/", "http://" + hostPrivAddr + ":" + hostServicePort + "/"} {
+		if out, err := guestCurl(tb.guest, url); err != nil {
+			t.Errorf("allow-listed %s unreachable: %v: %s", url, err, out)
+		}
+	}
+	expectBlocked(t, tb, DropPrivate, func() (string, error) { return guestCurl(tb.guest, "http://"+blockedPrivAddr+"/") })
+	expectBlocked(t, tb, DropHost, func() (string, error) {
+		return guestCurl(tb.guest, "http://"+gwUplinkAddr+":"+hostServicePort+"/")
+	})
 }
 
 func TestGatewayCrashRecovery(t *testing.T) {
@@ -469,6 +511,16 @@ func TestGatewayRefusals(t *testing.T) {
 			untouched(t)
 		})
 	}
+	t.Run("no default route to pick the uplink from", func(t *testing.T) {
+		tb.gw.must("ip", "route", "del", "default")
+		defer tb.gw.must("ip", "route", "add", "default", "via", inetUplinkAddr)
+		got, msg := tb.refuse(tb.gatewayConfig(), nil)
+		t.Logf("refusal: %s", msg)
+		if got != "no_default_route" {
+			t.Errorf("got %s (%s), want no_default_route", got, msg)
+		}
+		untouched(t)
+	})
 	t.Run("second gateway for the same LAN", func(t *testing.T) {
 		requireTools(t, "curl")
 		gw := tb.startGateway(tb.gatewayConfig())

@@ -262,12 +262,13 @@ func helperGateway(log *slog.Logger) error {
 
 // refusalSentinels names the errors a refusal test may expect.
 var refusalSentinels = map[string]error{
-	"not_privileged":  errNotPrivileged,
-	"nft_missing":     errNftMissing,
-	"subnet_overlap":  errSubnetOverlap,
-	"uplink_missing":  errUplinkNotFound,
-	"lan_missing":     errLANNotFound,
-	"already_running": errAlreadyRunning,
+	"not_privileged":   errNotPrivileged,
+	"nft_missing":      errNftMissing,
+	"subnet_overlap":   errSubnetOverlap,
+	"uplink_missing":   errUplinkNotFound,
+	"lan_missing":      errLANNotFound,
+	"already_running":  errAlreadyRunning,
+	"no_default_route": errNoDefaultRoute,
 }
 
 func helperRefuse(log *slog.Logger) error {

@@ -181,6 +181,10 @@ func (h *Host) findUplink(routes []route) (*net.Interface, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: default route interface %d: %w", errUplinkNotFound, routes[best].OIF, err)
 	}
+	// The name goes into the ruleset: hold it to the same rules as a configured one.
+	if err := validIfName(ifi.Name); err != nil {
+		return nil, fmt.Errorf("%w: default route interface: %w; set Uplink", errInvalidConfig, err)
+	}
 	return ifi, nil
 }
 

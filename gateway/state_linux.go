@@ -167,7 +167,7 @@ func syncDir(dir string) error {
 // belong to the open file, so two Hosts in one process also exclude each
 // other, and the kernel drops the lock when the process dies.
 func lockFile(ctx context.Context, path string, wait bool) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errStateFile, err)
 	}
@@ -196,7 +196,7 @@ func lockFile(ctx context.Context, path string, wait bool) (*os.File, error) {
 
 // lockHeld reports whether some open file holds a lock on path, without taking it.
 func lockHeld(path string) bool {
-	f, err := os.OpenFile(path, os.O_RDWR|unix.O_CLOEXEC, 0)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return false
 	}
