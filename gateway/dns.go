@@ -21,6 +21,9 @@ const (
 	DefaultDNSTimeout     = 2 * time.Second
 	DefaultDNSMaxInFlight = 256
 	DefaultDNSMaxTCPConns = 64
+	// DefaultDNSMaxInFlightPerClient keeps one guest from taking every slot:
+	// a flooding VM gets SERVFAIL while the rest of the room resolves.
+	DefaultDNSMaxInFlightPerClient = 32
 	// maxUDPSize caps DNS over UDP at the DNS Flag Day 2020 size, both the
 	// answers to guests (larger ones would be IP-fragmented on the way
 	// through the mesh, whose MTU is small) and the buffer advertised
@@ -69,8 +72,12 @@ type DNSConfig struct {
 	// query gets at most two attempts.
 	Timeout time.Duration
 	// MaxInFlight bounds concurrently forwarded queries; beyond it queries
-	// are answered SERVFAIL at once. Default DefaultDNSMaxInFlight.
+	// are answered SERVFAIL at once (DNSFailOverload). Default
+	// DefaultDNSMaxInFlight.
 	MaxInFlight int
+	// MaxInFlightPerClient bounds the queries of one client address within
+	// MaxInFlight; default DefaultDNSMaxInFlightPerClient.
+	MaxInFlightPerClient int
 	// MaxTCPConns bounds open client TCP connections; default DefaultDNSMaxTCPConns.
 	MaxTCPConns int
 	// Logger default slog.Default().
@@ -95,8 +102,16 @@ type DNSForwarder struct {
 	log       *slog.Logger
 	upstreams []netip.AddrPort
 	timeout   time.Duration
-	sem       chan struct{}
 	addr      netip.AddrPort
+	// preferred is the index of the upstream that answered last: queries
+	// start there, so a dead first resolver costs one timeout, not one per query.
+	preferred atomic.Uint32
+
+	slotsMu   sync.Mutex // guards inFlight and perClient
+	inFlight  int
+	perClient map[netip.Addr]int // only clients with queries in flight
+	maxTotal  int
+	maxClient int
 
 	ctx    context.Context // cancelled by Close: aborts upstream exchanges
 	cancel context.CancelFunc
@@ -135,14 +150,17 @@ func NewDNSForwarder(ctx context.Context, cfg DNSConfig) (*DNSForwarder, error) 
 			return nil, fmt.Errorf("%w: upstream %v is the forwarder itself", errDNSConfig, u)
 		}
 	}
-	if cfg.Timeout < 0 || cfg.MaxInFlight < 0 || cfg.MaxTCPConns < 0 {
-		return nil, fmt.Errorf("%w: negative Timeout, MaxInFlight or MaxTCPConns", errDNSConfig)
+	if cfg.Timeout < 0 || cfg.MaxInFlight < 0 || cfg.MaxInFlightPerClient < 0 || cfg.MaxTCPConns < 0 {
+		return nil, fmt.Errorf("%w: negative Timeout, MaxInFlight, MaxInFlightPerClient or MaxTCPConns", errDNSConfig)
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultDNSTimeout
 	}
 	if cfg.MaxInFlight == 0 {
 		cfg.MaxInFlight = DefaultDNSMaxInFlight
+	}
+	if cfg.MaxInFlightPerClient == 0 {
+		cfg.MaxInFlightPerClient = DefaultDNSMaxInFlightPerClient
 	}
 	if cfg.MaxTCPConns == 0 {
 		cfg.MaxTCPConns = DefaultDNSMaxTCPConns
@@ -170,7 +188,9 @@ func NewDNSForwarder(ctx context.Context, cfg DNSConfig) (*DNSForwarder, error) 
 		log:       log,
 		upstreams: upstreams,
 		timeout:   cfg.Timeout,
-		sem:       make(chan struct{}, cfg.MaxInFlight),
+		perClient: make(map[netip.Addr]int),
+		maxTotal:  cfg.MaxInFlight,
+		maxClient: cfg.MaxInFlightPerClient,
 		addr:      netip.AddrPortFrom(cfg.Listen.Addr(), uint16(ln.Addr().(*net.TCPAddr).Port)),
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
@@ -304,14 +324,13 @@ func (d *DNSForwarder) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 		w.WriteMsg(new(dns.Msg).SetRcode(req, dns.RcodeNotImplemented))
 		return
 	}
-	select {
-	case d.sem <- struct{}{}:
-		defer func() { <-d.sem }()
-	default:
+	client := clientAddr(w.RemoteAddr())
+	if !d.acquire(client) {
 		d.fail(DNSFailOverload)
 		w.WriteMsg(new(dns.Msg).SetRcode(req, dns.RcodeServerFailure))
 		return
 	}
+	defer d.release(client)
 	resp, err := d.forward(req)
 	if err != nil {
 		reason := DNSFailUpstream
@@ -339,8 +358,41 @@ func (d *DNSForwarder) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 	w.WriteMsg(resp)
 }
 
+// acquire takes a forwarding slot for client, unless the forwarder or the
+// client is at its limit.
+func (d *DNSForwarder) acquire(client netip.Addr) bool {
+	d.slotsMu.Lock()
+	defer d.slotsMu.Unlock()
+	if d.inFlight >= d.maxTotal || d.perClient[client] >= d.maxClient {
+		return false
+	}
+	d.inFlight++
+	d.perClient[client]++
+	return true
+}
+
+func (d *DNSForwarder) release(client netip.Addr) {
+	d.slotsMu.Lock()
+	defer d.slotsMu.Unlock()
+	d.inFlight--
+	if d.perClient[client]--; d.perClient[client] <= 0 {
+		delete(d.perClient, client)
+	}
+}
+
+func clientAddr(a net.Addr) netip.Addr {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		return a.AddrPort().Addr().Unmap()
+	case *net.TCPAddr:
+		return a.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
 // forward sends the query upstream with a fresh random ID, retrying a
-// truncated UDP answer over TCP and a failed upstream on the next one.
+// truncated UDP answer over TCP and a failed upstream on the next one,
+// which then stays preferred.
 func (d *DNSForwarder) forward(req *dns.Msg) (*dns.Msg, error) {
 	q := req.Copy()
 	q.Id = dns.Id()
@@ -348,8 +400,11 @@ func (d *DNSForwarder) forward(req *dns.Msg) (*dns.Msg, error) {
 		opt.SetUDPSize(maxUDPSize)
 	}
 	var lastErr error
-	for i := range min(dnsAttempts, len(d.upstreams)) {
-		up := d.upstreams[i]
+	n := len(d.upstreams)
+	start := int(d.preferred.Load())
+	for i := range min(dnsAttempts, n) {
+		idx := (start + i) % n
+		up := d.upstreams[idx]
 		resp, err := d.exchange("udp", q, up)
 		if err == nil && resp.Truncated {
 			d.tcpRetries.Add(1)
@@ -359,6 +414,9 @@ func (d *DNSForwarder) forward(req *dns.Msg) (*dns.Msg, error) {
 			err = errQuestionMismatch
 		}
 		if err == nil {
+			if i > 0 {
+				d.preferred.Store(uint32(idx))
+			}
 			return resp, nil
 		}
 		lastErr = fmt.Errorf("upstream %v: %w", up, err)

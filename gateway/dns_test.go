@@ -194,6 +194,67 @@ func TestDNSFailover(t *testing.T) {
 	}
 }
 
+func TestDNSFailoverSticks(t *testing.T) {
+	hang := make(chan struct{})
+	dead := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) { <-hang })
+	t.Cleanup(func() { close(hang) })
+	good := startUpstream(t, zoneHandler(1))
+	d := startForwarder(t, DNSConfig{Upstreams: []netip.AddrPort{dead.addr, good.addr}, Timeout: 300 * time.Millisecond})
+	for range 3 {
+		if resp := query(t, "udp", d.Addr(), "www.example.test", 0); resp.Rcode != dns.RcodeSuccess {
+			t.Fatalf("rcode %s", dns.RcodeToString[resp.Rcode])
+		}
+	}
+	// Only the first query waited for the silent resolver.
+	if n := len(dead.seen()); n != 1 {
+		t.Errorf("the silent upstream got %d queries, want 1", n)
+	}
+	if n := len(good.seen()); n != 3 {
+		t.Errorf("the working upstream got %d queries, want 3", n)
+	}
+}
+
+func TestDNSPerClientLimit(t *testing.T) {
+	hang := make(chan struct{})
+	arrived := make(chan struct{}, 1)
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		if strings.HasPrefix(r.Question[0].Name, "slow.") {
+			arrived <- struct{}{}
+			<-hang
+			return
+		}
+		zoneHandler(1)(w, r)
+	})
+	t.Cleanup(func() { close(hang) })
+	d := startForwarder(t, DNSConfig{
+		Listen:               netip.MustParseAddrPort("127.0.0.1:0"),
+		Upstreams:            []netip.AddrPort{up.addr},
+		MaxInFlightPerClient: 1,
+		Timeout:              30 * time.Second,
+	})
+	// 127.0.0.1 uses its one slot on a query the upstream sits on.
+	c, err := net.Dial("udp", d.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	slow, _ := new(dns.Msg).SetQuestion("slow.example.test.", dns.TypeA).Pack()
+	c.Write(slow)
+	<-arrived
+	if resp := query(t, "udp", d.Addr(), "www.example.test", 0); resp.Rcode != dns.RcodeServerFailure {
+		t.Errorf("second query of a busy client: rcode %s, want SERVFAIL", dns.RcodeToString[resp.Rcode])
+	}
+	// Another client (source 127.0.0.2) is still served.
+	other := dns.Client{Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)}}, Timeout: 5 * time.Second}
+	resp, _, err := other.Exchange(new(dns.Msg).SetQuestion("www.example.test.", dns.TypeA), d.Addr().String())
+	if err != nil || resp.Rcode != dns.RcodeSuccess {
+		t.Errorf("other client: %v, %v", resp, err)
+	}
+	if n := d.Stats().Failures[DNSFailOverload]; n != 1 {
+		t.Errorf("overload failures = %d, want 1", n)
+	}
+}
+
 func TestDNSTimeout(t *testing.T) {
 	hang := make(chan struct{})
 	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) { <-hang })

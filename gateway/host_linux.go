@@ -65,7 +65,9 @@ func SetupHost(ctx context.Context, cfg HostConfig) (*Host, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("%w: %w", errStateFile, err)
 	}
-	dirLock, err := lockFile(ctx, dirLockPath(cfg.StateDir), true)
+	lockCtx, cancel := context.WithTimeout(ctx, dirLockWait)
+	defer cancel()
+	dirLock, err := lockFile(lockCtx, dirLockPath(cfg.StateDir), true)
 	if err != nil {
 		return nil, err
 	}
@@ -403,13 +405,17 @@ func (h *Host) Close() error {
 
 func (h *Host) teardown() error {
 	defer h.lanLock.Close()
+	lockCtx, cancelLock := context.WithTimeout(context.Background(), dirLockWait)
+	defer cancelLock()
+	// Undo even without the directory lock: leaving the host changed is
+	// worse than racing another gateway's decision about a shared uplink.
+	if dirLock, err := lockFile(lockCtx, dirLockPath(h.cfg.StateDir), true); err != nil {
+		h.log.Warn("tearing down without the state directory lock", "err", err)
+	} else {
+		defer dirLock.Close()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
 	defer cancel()
-	dirLock, err := lockFile(ctx, dirLockPath(h.cfg.StateDir), true)
-	if err != nil {
-		return err
-	}
-	defer dirLock.Close()
 	if err := h.undo(ctx, &h.state); err != nil {
 		// Keep the state file: the next start retries.
 		return err
