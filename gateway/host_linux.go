@@ -46,10 +46,14 @@ type Host struct {
 // change it is about to make in the state directory, then makes them. On
 // error it has undone its own changes.
 //
-// It refuses, before changing anything, without CAP_NET_ADMIN, without the
-// nft binary, when the LAN or uplink interface is missing, when another
-// gateway runs for the same LAN, and when the subnet overlaps a route on
-// another interface.
+// It refuses, before changing anything (beyond undoing a previous run's
+// leftovers), without CAP_NET_ADMIN, without the nft binary, when the LAN or
+// uplink interface is missing, when no uplink is named and there is no
+// default route, when another gateway runs for the same LAN, and when the
+// subnet overlaps a route on another interface.
+//
+// Close the returned Host to undo everything; a process that dies instead
+// leaves the state file for the next SetupHost with the same LAN and StateDir.
 func SetupHost(ctx context.Context, cfg HostConfig) (*Host, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
