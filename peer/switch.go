@@ -81,8 +81,10 @@ type SwitchConfig struct {
 	// Logger receives the switch's logs. Defaults to discarding them.
 	Logger *slog.Logger
 
-	// Now is the clock for MAC aging and the broadcast budget. Defaults to
-	// time.Now; tests inject a fake one.
+	// Now is the switch's clock. The broadcast budget reads it for each
+	// group frame from a link; MAC aging samples it once per tick (1/64 of
+	// MACAgingTime, from 100 ms to 1 s), so aging is late by up to a tick.
+	// Defaults to time.Now; tests inject a fake one.
 	Now func() time.Time
 }
 
@@ -177,10 +179,16 @@ func (c SwitchConfig) validate() error {
 //     flag. Neither is ever held while calling into a Port, and mu is
 //     taken before tableMu where both are needed.
 type Switch struct {
-	cfg     SwitchConfig
-	log     *slog.Logger
-	start   time.Time // origin of the switch's clock (nanoseconds since start)
-	refresh int64     // ns: how stale a table entry's lastSeen may get before a frame refreshes it
+	cfg   SwitchConfig
+	log   *slog.Logger
+	start time.Time // origin of the switch's clocks (nanoseconds since start)
+
+	// coarseNow is the MAC table's clock: cfg.Now sampled by the janitor
+	// every tick. Reading the real clock costs about as much as the rest
+	// of forwarding a frame (more in a browser), while aging needs no
+	// better than tick precision.
+	coarseNow atomic.Int64
+	tick      time.Duration
 
 	ports atomic.Pointer[portSet] // the forwarding path's view of the ports
 	table atomic.Pointer[macTable]
@@ -216,7 +224,7 @@ func (ps *portSet) with(sp *switchPort) *portSet {
 	n.byName[sp.name] = sp
 	n.all = append(slices.Clip(ps.all), sp)
 	n.locals = slices.Clip(ps.locals)
-	if sp.kind == LocalPort {
+	if sp.kind == PortKindLocal {
 		n.locals = append(n.locals, sp)
 	}
 	return n
@@ -256,6 +264,7 @@ type macEntry struct {
 	lastSeen atomic.Int64
 }
 
+// expired reports whether e has aged out at now (on the coarse clock).
 func (s *Switch) expired(e *macEntry, now int64) bool {
 	return now-e.lastSeen.Load() > int64(s.cfg.MACAgingTime)
 }
@@ -346,11 +355,10 @@ func NewSwitch(cfg SwitchConfig) (*Switch, error) {
 		cfg:   cfg,
 		log:   cfg.Logger,
 		start: cfg.Now(),
-		// Refreshing an entry at most every 1/64 of the aging time keeps
-		// frames from writing a shared cache line each, at an aging
-		// error of under 2%.
-		refresh: int64(cfg.MACAgingTime / 64),
-		done:    make(chan struct{}),
+		// Aging is then late by at most 1/64 of the aging time (and at
+		// most a second): 5 minutes become up to 5 min 1 s.
+		tick: min(max(cfg.MACAgingTime/64, 100*time.Millisecond), time.Second),
+		done: make(chan struct{}),
 	}
 	s.ports.Store(&portSet{byName: map[string]*switchPort{}})
 	s.table.Store(&macTable{})
@@ -359,8 +367,15 @@ func NewSwitch(cfg SwitchConfig) (*Switch, error) {
 	return s, nil
 }
 
-// now returns the switch's clock: nanoseconds since NewSwitch.
+// now reads the precise clock: nanoseconds since NewSwitch.
 func (s *Switch) now() int64 { return int64(s.cfg.Now().Sub(s.start)) }
+
+// sampleClock advances the coarse clock to the precise one.
+func (s *Switch) sampleClock() int64 {
+	now := s.now()
+	s.coarseNow.Store(now)
+	return now
+}
 
 // AddPort attaches p under a unique name and starts forwarding its frames.
 // The switch owns p from then on and closes it when the port is removed.
@@ -368,7 +383,7 @@ func (s *Switch) AddPort(name string, kind PortKind, p Port) error {
 	switch {
 	case name == "" || len(name) > maxPortNameLen || strings.ContainsFunc(name, isControl):
 		return fmt.Errorf("%w: %q (want 1 to %d printable bytes)", errBadPortName, name, maxPortNameLen)
-	case kind != LocalPort && kind != LinkPort:
+	case kind != PortKindLocal && kind != PortKindLink:
 		return fmt.Errorf("%w: %v", errBadPortKind, kind)
 	case p == nil:
 		return errNilPort
@@ -393,7 +408,7 @@ func (s *Switch) AddPort(name string, kind PortKind, p Port) error {
 		writerDone: make(chan struct{}),
 	}
 	sp.q = newFrameQueue(s.cfg.QueueLen, &sp.drops[DropQueueFull])
-	if kind == LinkPort {
+	if kind == PortKindLink {
 		sp.budget = newTokenBucket(s.cfg.BroadcastRate, s.cfg.BroadcastBurst)
 		sp.budget.tat = s.now()
 	}
@@ -590,14 +605,16 @@ func (s *Switch) forward(in *switchPort, frame []byte) {
 		return
 	}
 
-	now := s.now()
+	now := s.coarseNow.Load()
 	table := *s.table.Load()
 	if !s.learn(in, keyOf(src), table, now, frame) {
 		return
 	}
 
 	if dst.IsGroup() {
-		if in.kind == LinkPort && !in.budget.allow(now) {
+		// The budget reads the precise clock: its resolution matters, and
+		// group frames from links are few (at most the budget passes).
+		if in.kind == PortKindLink && !in.budget.allow(s.now()) {
 			s.drop(in, DropBroadcastBudget, frame)
 			return
 		}
@@ -606,7 +623,7 @@ func (s *Switch) forward(in *switchPort, frame []byte) {
 	}
 	if e := table[keyOf(dst)]; e != nil && !s.expired(e, now) {
 		out := e.port
-		if out == in || (in.kind == LinkPort && out.kind == LinkPort) {
+		if out == in || (in.kind == PortKindLink && out.kind == PortKindLink) {
 			s.drop(in, DropFiltered, frame)
 			return
 		}
@@ -620,7 +637,7 @@ func (s *Switch) forward(in *switchPort, frame []byte) {
 func (s *Switch) flood(in *switchPort, frame []byte) {
 	ports := s.ports.Load()
 	targets := ports.all
-	if in.kind == LinkPort {
+	if in.kind == PortKindLink {
 		targets = ports.locals
 	}
 	for _, out := range targets {
@@ -633,17 +650,18 @@ func (s *Switch) flood(in *switchPort, frame []byte) {
 func (s *Switch) send(out *switchPort, frame []byte) { out.q.push(frame) }
 
 // learn records that src was seen on in, and reports whether the frame may
-// go on. The common case, src already learned on in, is a map lookup and at
-// most one atomic store.
+// go on. The common case, src already learned on in, is a map lookup and an
+// atomic store once per clock tick (not per frame: that would bounce the
+// entry's cache line between cores).
 func (s *Switch) learn(in *switchPort, src macKey, table macTable, now int64, frame []byte) bool {
 	if e := table[src]; e != nil {
 		if e.port == in {
-			if now-e.lastSeen.Load() >= s.refresh {
+			if e.lastSeen.Load() != now {
 				e.lastSeen.Store(now)
 			}
 			return true
 		}
-		if in.kind == LinkPort && !s.expired(e, now) {
+		if in.kind == PortKindLink && !s.expired(e, now) {
 			s.drop(in, DropSpoofedSource, frame)
 			return false
 		}
@@ -665,7 +683,7 @@ func (s *Switch) learnSlow(in *switchPort, src macKey, now int64, frame []byte) 
 			old.lastSeen.Store(now)
 			return true
 		}
-		if in.kind == LinkPort && !s.expired(old, now) {
+		if in.kind == PortKindLink && !s.expired(old, now) {
 			s.drop(in, DropSpoofedSource, frame)
 			return false
 		}
@@ -725,30 +743,33 @@ func (s *Switch) rebuildTable(gone func(*macEntry) bool) int {
 	return removed
 }
 
-// janitor is the switch's housekeeping goroutine: it sweeps expired MACs so
-// the table and the per-port counts stay bounded by live addresses. Lookups
+// janitor is the switch's housekeeping goroutine. Every tick it samples the
+// clock for the MAC table; every 16 ticks it sweeps expired MACs so that the
+// table and the per-port counts stay bounded by live addresses. Lookups
 // ignore expired entries on their own, so the sweep only reclaims space.
 func (s *Switch) janitor() {
 	defer s.wg.Done()
-	s.log.Debug("switch: janitor started")
+	s.log.Debug("switch: janitor started", "tick", s.tick)
 	defer s.log.Debug("switch: janitor stopped")
 
-	every := min(max(s.cfg.MACAgingTime/4, 250*time.Millisecond), time.Minute)
-	t := time.NewTicker(every)
+	t := time.NewTicker(s.tick)
 	defer t.Stop()
-	for {
+	for n := 1; ; n++ {
 		select {
 		case <-s.done:
 			return
 		case <-t.C:
-			s.sweep()
+			s.sampleClock()
+			if n%16 == 0 {
+				s.sweep()
+			}
 		}
 	}
 }
 
 // sweep removes expired entries from the MAC table.
 func (s *Switch) sweep() {
-	now := s.now()
+	now := s.sampleClock()
 	s.tableMu.Lock()
 	defer s.tableMu.Unlock()
 	if n := s.rebuildTable(func(e *macEntry) bool { return s.expired(e, now) }); n > 0 {
@@ -799,9 +820,10 @@ func (s *Switch) Stats() SwitchStats {
 	return st
 }
 
-// MACTable returns the live (unexpired) entries of the MAC table, sorted by MAC.
+// MACTable returns the live (unexpired) entries of the MAC table, sorted by
+// MAC. Ages have the janitor's tick as resolution.
 func (s *Switch) MACTable() []SwitchMAC {
-	now := s.now()
+	now := s.coarseNow.Load()
 	var out []SwitchMAC
 	for k, e := range *s.table.Load() {
 		if s.expired(e, now) {

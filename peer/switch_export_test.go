@@ -11,3 +11,7 @@ func (s *Switch) ForwardForTest(port string, frame []byte) {
 
 // SweepForTest runs the janitor's sweep of expired MACs now.
 func (s *Switch) SweepForTest() { s.sweep() }
+
+// SampleClockForTest makes the MAC table see the current time of the
+// injected clock now rather than at the janitor's next tick.
+func (s *Switch) SampleClockForTest() { s.sampleClock() }

@@ -1,9 +1,19 @@
 package peer
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 )
+
+// writerSpins is how many times a writer that found its queue empty yields
+// (runtime.Gosched) before it parks. A stream of frames then rarely parks
+// and wakes it, which costs more than the frames themselves: flooding to 8
+// links took 780 ns per frame without spinning and 530 ns with 5 to 200
+// spins, a one-frame ping 550 ns against 460 ns (BenchmarkSwitchFlood8Links,
+// BenchmarkSwitchPingLocalToLink). The cost is a microsecond or so of CPU
+// each time a port goes idle.
+const writerSpins = 8
 
 // frameSlot holds one queued frame. Slots are allocated once per queue, so
 // queueing a frame is a copy and never an allocation.
@@ -52,6 +62,11 @@ type frameQueue struct {
 	// whoever reads it afterwards.
 	dropped *atomic.Uint64
 
+	// nonEmpty is pending.count > 0, set and cleared under mu, so that a
+	// spinning writer can poll it without taking the lock. Only the
+	// empty-to-non-empty push writes it, not every push.
+	nonEmpty atomic.Bool
+
 	mu sync.Mutex
 	// Guarded by mu:
 	pending frameRing
@@ -84,6 +99,9 @@ func (q *frameQueue) push(frame []byte) {
 	s := r.at(r.count)
 	s.n = copy(s.buf[:], frame)
 	r.count++
+	if r.count == 1 {
+		q.nonEmpty.Store(true)
+	}
 	wake := q.waiting
 	q.waiting = false
 	q.mu.Unlock()
@@ -98,6 +116,14 @@ func (q *frameQueue) push(frame []byte) {
 func (q *frameQueue) take(batch *frameRing) bool {
 	q.mu.Lock()
 	for q.pending.count == 0 && !q.closed {
+		q.mu.Unlock()
+		for i := 0; i < writerSpins && !q.nonEmpty.Load(); i++ {
+			runtime.Gosched()
+		}
+		q.mu.Lock()
+		if q.pending.count > 0 || q.closed {
+			break
+		}
 		q.waiting = true
 		q.mu.Unlock()
 		<-q.wake
@@ -108,6 +134,7 @@ func (q *frameQueue) take(batch *frameRing) bool {
 		return false
 	}
 	*batch, q.pending = q.pending, frameRing{slots: batch.slots}
+	q.nonEmpty.Store(false)
 	q.mu.Unlock()
 	return true
 }

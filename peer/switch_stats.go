@@ -12,19 +12,19 @@ import (
 type PortKind uint8
 
 const (
-	// LocalPort is this peer's own guest (a TAP device or the browser
+	// PortKindLocal is this peer's own guest (a TAP device or the browser
 	// emulator's NIC). Its frames are trusted and may go anywhere.
-	LocalPort PortKind = iota + 1
-	// LinkPort is a remote peer of the mesh. Its frames go only to local
+	PortKindLocal PortKind = iota + 1
+	// PortKindLink is a remote peer of the mesh. Its frames go only to local
 	// ports (split horizon) and are checked against spoofing.
-	LinkPort
+	PortKindLink
 )
 
 func (k PortKind) String() string {
 	switch k {
-	case LocalPort:
+	case PortKindLocal:
 		return "local"
-	case LinkPort:
+	case PortKindLink:
 		return "link"
 	}
 	return "PortKind(" + strconv.Itoa(int(k)) + ")"

@@ -201,27 +201,27 @@ func TestSwitchConfigValidate(t *testing.T) {
 
 func TestSwitchAddPortErrors(t *testing.T) {
 	sw := newSwitch(t, peer.SwitchConfig{MaxPorts: 2})
-	addPort(t, sw, "a", peer.LocalPort)
+	addPort(t, sw, "a", peer.PortKindLocal)
 	cases := []struct {
 		name string
 		kind peer.PortKind
 		p    peer.Port
 	}{
-		{"", peer.LinkPort, porttest.NewSink()},
-		{"bad\nname", peer.LinkPort, porttest.NewSink()},
-		{strings.Repeat("x", 129), peer.LinkPort, porttest.NewSink()},
+		{"", peer.PortKindLink, porttest.NewSink()},
+		{"bad\nname", peer.PortKindLink, porttest.NewSink()},
+		{strings.Repeat("x", 129), peer.PortKindLink, porttest.NewSink()},
 		{"b", peer.PortKind(0), porttest.NewSink()},
 		{"b", peer.PortKind(9), porttest.NewSink()},
-		{"b", peer.LinkPort, nil},
-		{"a", peer.LinkPort, porttest.NewSink()}, // duplicate
+		{"b", peer.PortKindLink, nil},
+		{"a", peer.PortKindLink, porttest.NewSink()}, // duplicate
 	}
 	for _, tc := range cases {
 		if err := sw.AddPort(tc.name, tc.kind, tc.p); err == nil {
 			t.Errorf("AddPort(%q, %v, %v) succeeded, want error", tc.name, tc.kind, tc.p)
 		}
 	}
-	addPort(t, sw, "b", peer.LinkPort)
-	if err := sw.AddPort("c", peer.LinkPort, porttest.NewSink()); err == nil {
+	addPort(t, sw, "b", peer.PortKindLink)
+	if err := sw.AddPort("c", peer.PortKindLink, porttest.NewSink()); err == nil {
 		t.Error("AddPort beyond MaxPorts succeeded")
 	}
 	if err := sw.RemovePort("nope"); err == nil {
@@ -230,17 +230,17 @@ func TestSwitchAddPortErrors(t *testing.T) {
 	if err := sw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := sw.AddPort("d", peer.LinkPort, porttest.NewSink()); err == nil {
+	if err := sw.AddPort("d", peer.PortKindLink, porttest.NewSink()); err == nil {
 		t.Error("AddPort after Close succeeded")
 	}
 }
 
 func TestSwitchLearningAndFlooding(t *testing.T) {
 	sw := newSwitch(t, peer.SwitchConfig{})
-	l1 := addPort(t, sw, "guest1", peer.LocalPort)
-	l2 := addPort(t, sw, "guest2", peer.LocalPort)
-	a := addPort(t, sw, "linkA", peer.LinkPort)
-	b := addPort(t, sw, "linkB", peer.LinkPort)
+	l1 := addPort(t, sw, "guest1", peer.PortKindLocal)
+	l2 := addPort(t, sw, "guest2", peer.PortKindLocal)
+	a := addPort(t, sw, "linkA", peer.PortKindLink)
+	b := addPort(t, sw, "linkB", peer.PortKindLink)
 	mL1, mL2, mA, mB, mX := mac(1), mac(2), mac(0xa), mac(0xb), mac(0x99)
 
 	// A broadcast from a local guest floods to every other port, not back.
@@ -304,9 +304,9 @@ func TestSwitchLearningAndFlooding(t *testing.T) {
 
 func TestSwitchSplitHorizon(t *testing.T) {
 	sw := newSwitch(t, peer.SwitchConfig{})
-	l := addPort(t, sw, "guest", peer.LocalPort)
-	a := addPort(t, sw, "linkA", peer.LinkPort)
-	b := addPort(t, sw, "linkB", peer.LinkPort)
+	l := addPort(t, sw, "guest", peer.PortKindLocal)
+	a := addPort(t, sw, "linkA", peer.PortKindLink)
+	b := addPort(t, sw, "linkB", peer.PortKindLink)
 	mL, mA, mB := mac(1), mac(0xa), mac(0xb)
 
 	// Teach the switch where mB lives.
@@ -342,9 +342,9 @@ func TestSwitchSplitHorizon(t *testing.T) {
 
 func TestSwitchAntiSpoofing(t *testing.T) {
 	sw := newSwitch(t, peer.SwitchConfig{})
-	l := addPort(t, sw, "guest", peer.LocalPort)
-	a := addPort(t, sw, "linkA", peer.LinkPort)
-	b := addPort(t, sw, "linkB", peer.LinkPort)
+	l := addPort(t, sw, "guest", peer.PortKindLocal)
+	a := addPort(t, sw, "linkA", peer.PortKindLink)
+	b := addPort(t, sw, "linkB", peer.PortKindLink)
 	mL, mA, mB := mac(1), mac(0xa), mac(0xb)
 
 	l.Inbound <- frame(ether.Broadcast, mL, "guest-hello")
@@ -402,16 +402,20 @@ func TestSwitchAging(t *testing.T) {
 	clock := newFakeClock()
 	const aging = time.Minute
 	sw := newSwitch(t, peer.SwitchConfig{MACAgingTime: aging, Now: clock.Now})
-	l := addPort(t, sw, "guest", peer.LocalPort)
-	a := addPort(t, sw, "linkA", peer.LinkPort)
-	b := addPort(t, sw, "linkB", peer.LinkPort)
+	l := addPort(t, sw, "guest", peer.PortKindLocal)
+	a := addPort(t, sw, "linkA", peer.PortKindLink)
+	b := addPort(t, sw, "linkB", peer.PortKindLink)
 	mL, mA := mac(1), mac(0xa)
+	advance := func(d time.Duration) {
+		clock.Advance(d)
+		sw.SampleClockForTest() // rather than wait for the janitor's tick
+	}
 
 	a.Inbound <- frame(mL, mA, "a-hello")
 	recv(t, l, "guest") // unknown mL: flooded to the only local port
 
 	// Just inside the aging time, unicast to mA goes to A only.
-	clock.Advance(aging - time.Second)
+	advance(aging - time.Second)
 	toA := frame(mA, mL, "to-a-1")
 	l.Inbound <- toA
 	l.Inbound <- frame(ether.Broadcast, mL, "m1")
@@ -420,7 +424,7 @@ func TestSwitchAging(t *testing.T) {
 	expectOnly(t, b, "linkB", "m1")
 
 	// Past it, mA is forgotten and unicast to it floods again.
-	clock.Advance(2 * time.Second)
+	advance(2 * time.Second)
 	if _, ok := macTable(sw)[mA]; ok {
 		t.Fatalf("mA still in the MAC table after %v", aging+time.Second)
 	}
@@ -437,10 +441,10 @@ func TestSwitchAging(t *testing.T) {
 	}
 
 	// Traffic keeps an entry alive: mL has been sending all along.
-	clock.Advance(aging / 2)
+	advance(aging / 2)
 	l.Inbound <- frame(mA, mL, "to-a-3")
 	expect(t, b, "linkB", frame(mA, mL, "to-a-3"))
-	clock.Advance(aging/2 + time.Second)
+	advance(aging/2 + time.Second)
 	if _, ok := macTable(sw)[mL]; !ok {
 		t.Error("mL aged out although it sent a frame within the aging time")
 	}
@@ -459,8 +463,8 @@ func TestSwitchAging(t *testing.T) {
 func TestSwitchMACLimit(t *testing.T) {
 	clock := newFakeClock()
 	sw := newSwitch(t, peer.SwitchConfig{MaxMACsPerPort: 2, MACAgingTime: time.Minute, Now: clock.Now})
-	l := addPort(t, sw, "guest", peer.LocalPort)
-	a := addPort(t, sw, "linkA", peer.LinkPort)
+	l := addPort(t, sw, "guest", peer.PortKindLocal)
+	a := addPort(t, sw, "linkA", peer.PortKindLink)
 
 	for i := range byte(3) {
 		a.Inbound <- frame(mac(1), mac(0x10+i), fmt.Sprint("src", i))
@@ -476,7 +480,7 @@ func TestSwitchMACLimit(t *testing.T) {
 
 	// Once its MACs age out and are swept, the port may learn new ones.
 	clock.Advance(2 * time.Minute)
-	sw.SweepForTest()
+	sw.SweepForTest() // samples the clock too
 	a.Inbound <- frame(mac(1), mac(0x12), "src2-again")
 	expect(t, l, "guest", frame(mac(1), mac(0x12), "src2-again"))
 }
@@ -484,9 +488,9 @@ func TestSwitchMACLimit(t *testing.T) {
 func TestSwitchBroadcastBudget(t *testing.T) {
 	clock := newFakeClock()
 	sw := newSwitch(t, peer.SwitchConfig{BroadcastRate: 10, BroadcastBurst: 5, Now: clock.Now})
-	l := addPort(t, sw, "guest", peer.LocalPort)
-	a := addPort(t, sw, "linkA", peer.LinkPort)
-	b := addPort(t, sw, "linkB", peer.LinkPort)
+	l := addPort(t, sw, "guest", peer.PortKindLocal)
+	a := addPort(t, sw, "linkA", peer.PortKindLink)
+	b := addPort(t, sw, "linkB", peer.PortKindLink)
 	mL, mA := mac(1), mac(0xa)
 
 	// Teach mL so that unicast to it is not flooded (and not budgeted).
@@ -541,8 +545,8 @@ func TestSwitchBroadcastBudget(t *testing.T) {
 
 func TestSwitchFrameSizes(t *testing.T) {
 	sw := newSwitch(t, peer.SwitchConfig{})
-	l := addPort(t, sw, "guest", peer.LocalPort)
-	a := addPort(t, sw, "linkA", peer.LinkPort)
+	l := addPort(t, sw, "guest", peer.PortKindLocal)
+	a := addPort(t, sw, "linkA", peer.PortKindLink)
 	mL, mA := mac(1), mac(0xa)
 
 	hdr := frame(mL, mA, "")
@@ -574,14 +578,14 @@ func TestSwitchFrozenPortStallsNobody(t *testing.T) {
 	const queueLen = 8
 	const n = 200
 	sw := newSwitch(t, peer.SwitchConfig{QueueLen: queueLen})
-	l := addPort(t, sw, "guest", peer.LocalPort)
+	l := addPort(t, sw, "guest", peer.PortKindLocal)
 	aInner := porttest.NewChannelPort(1024)
 	a := porttest.NewFreezable(aInner)
-	if err := sw.AddPort("frozen", peer.LinkPort, a); err != nil {
+	if err := sw.AddPort("frozen", peer.PortKindLink, a); err != nil {
 		t.Fatal(err)
 	}
-	b := addPort(t, sw, "linkB", peer.LinkPort)
-	c := addPort(t, sw, "linkC", peer.LinkPort)
+	b := addPort(t, sw, "linkB", peer.PortKindLink)
+	c := addPort(t, sw, "linkC", peer.PortKindLink)
 	mL := mac(1)
 
 	a.Freeze()
@@ -634,9 +638,9 @@ func TestSwitchFrozenPortStallsNobody(t *testing.T) {
 // frozen (Close unblocks the stuck Write).
 func TestSwitchFrozenPortClose(t *testing.T) {
 	sw := newSwitch(t, peer.SwitchConfig{})
-	l := addPort(t, sw, "guest", peer.LocalPort)
+	l := addPort(t, sw, "guest", peer.PortKindLocal)
 	a := porttest.NewFreezable(porttest.NewChannelPort(16))
-	if err := sw.AddPort("frozen", peer.LinkPort, a); err != nil {
+	if err := sw.AddPort("frozen", peer.PortKindLink, a); err != nil {
 		t.Fatal(err)
 	}
 	a.Freeze()
@@ -652,9 +656,9 @@ func TestSwitchFrozenPortClose(t *testing.T) {
 
 func TestSwitchRemovePortForgetsMACs(t *testing.T) {
 	sw := newSwitch(t, peer.SwitchConfig{})
-	l := addPort(t, sw, "guest", peer.LocalPort)
-	a := addPort(t, sw, "linkA", peer.LinkPort)
-	b := addPort(t, sw, "linkB", peer.LinkPort)
+	l := addPort(t, sw, "guest", peer.PortKindLocal)
+	a := addPort(t, sw, "linkA", peer.PortKindLink)
+	b := addPort(t, sw, "linkB", peer.PortKindLink)
 	mL, mA := mac(1), mac(0xa)
 
 	a.Inbound <- frame(mL, mA, "a-hello")
@@ -688,16 +692,16 @@ func TestSwitchRemovePortForgetsMACs(t *testing.T) {
 		t.Errorf("mA on %q, want linkB", got)
 	}
 	// The name can be reused.
-	addPort(t, sw, "linkA", peer.LinkPort)
+	addPort(t, sw, "linkA", peer.PortKindLink)
 }
 
 // TestSwitchReadErrorRemovesPort: a remote end going away (Read returns
 // io.EOF) removes the port and forgets its MACs.
 func TestSwitchReadErrorRemovesPort(t *testing.T) {
 	sw := newSwitch(t, peer.SwitchConfig{})
-	l := addPort(t, sw, "guest", peer.LocalPort)
+	l := addPort(t, sw, "guest", peer.PortKindLocal)
 	near, far := porttest.NewPipe()
-	if err := sw.AddPort("linkA", peer.LinkPort, near); err != nil {
+	if err := sw.AddPort("linkA", peer.PortKindLink, near); err != nil {
 		t.Fatal(err)
 	}
 	mL, mA := mac(1), mac(0xa)
@@ -742,18 +746,18 @@ func (brokenWriter) Write([]byte) (int, error) { return 0, errBroken }
 func TestSwitchPortErrors(t *testing.T) {
 	sw := newSwitch(t, peer.SwitchConfig{})
 	flaky := &flakyPort{ChannelPort: porttest.NewChannelPort(16)}
-	if err := sw.AddPort("flaky", peer.LocalPort, flaky); err != nil {
+	if err := sw.AddPort("flaky", peer.PortKindLocal, flaky); err != nil {
 		t.Fatal(err)
 	}
 	broken := brokenWriter{porttest.NewChannelPort(16)}
-	if err := sw.AddPort("broken", peer.LinkPort, broken); err != nil {
+	if err := sw.AddPort("broken", peer.PortKindLink, broken); err != nil {
 		t.Fatal(err)
 	}
 	busy := porttest.NewChannelPort(0) // nobody reads Outbound: every Write drops
-	if err := sw.AddPort("busy", peer.LinkPort, busy); err != nil {
+	if err := sw.AddPort("busy", peer.PortKindLink, busy); err != nil {
 		t.Fatal(err)
 	}
-	ok := addPort(t, sw, "ok", peer.LinkPort)
+	ok := addPort(t, sw, "ok", peer.PortKindLink)
 
 	for i := range 3 {
 		flaky.Inbound <- frame(ether.Broadcast, mac(1), fmt.Sprint("f", i))
@@ -774,8 +778,8 @@ func TestSwitchPortErrors(t *testing.T) {
 
 func TestSwitchStatsTotalsSurviveRemoval(t *testing.T) {
 	sw := newSwitch(t, peer.SwitchConfig{})
-	l := addPort(t, sw, "guest", peer.LocalPort)
-	a := addPort(t, sw, "linkA", peer.LinkPort)
+	l := addPort(t, sw, "guest", peer.PortKindLocal)
+	a := addPort(t, sw, "linkA", peer.PortKindLink)
 	a.Inbound <- []byte{1, 2, 3}
 	a.Inbound <- frame(mac(1), mac(0xa), "done")
 	recv(t, l, "guest")
@@ -806,15 +810,15 @@ func TestSwitchMesh(t *testing.T) {
 	sws := newSwitches(t, peers, peer.SwitchConfig{})
 	var guests [peers]*porttest.ChannelPort
 	for i := range peers {
-		guests[i] = addPort(t, sws[i], "guest", peer.LocalPort)
+		guests[i] = addPort(t, sws[i], "guest", peer.PortKindLocal)
 	}
 	for i := range peers {
 		for j := i + 1; j < peers; j++ {
 			pi, pj := porttest.NewPipe()
-			if err := sws[i].AddPort(fmt.Sprint("peer", j), peer.LinkPort, pi); err != nil {
+			if err := sws[i].AddPort(fmt.Sprint("peer", j), peer.PortKindLink, pi); err != nil {
 				t.Fatal(err)
 			}
-			if err := sws[j].AddPort(fmt.Sprint("peer", i), peer.LinkPort, pj); err != nil {
+			if err := sws[j].AddPort(fmt.Sprint("peer", i), peer.PortKindLink, pj); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -836,7 +840,7 @@ func TestSwitchMesh(t *testing.T) {
 	}
 	// Peer 2 saw the broadcast and nothing else; it forwarded nothing.
 	for _, ps := range sws[2].Stats().Ports {
-		if ps.Kind == peer.LinkPort && ps.TxFrames != 0 {
+		if ps.Kind == peer.PortKindLink && ps.TxFrames != 0 {
 			t.Errorf("peer2 sent %d frames to %s; a link frame must not go to another link", ps.TxFrames, ps.Name)
 		}
 	}
@@ -891,7 +895,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // read, for the race detector; then checks the switch is consistent.
 func TestSwitchConcurrentAddRemove(t *testing.T) {
 	sw := newSwitch(t, peer.SwitchConfig{QueueLen: 4})
-	l := addPort(t, sw, "guest", peer.LocalPort)
+	l := addPort(t, sw, "guest", peer.PortKindLocal)
 	mL := mac(1)
 
 	stop := make(chan struct{})
@@ -933,9 +937,9 @@ func TestSwitchConcurrentAddRemove(t *testing.T) {
 		churn.Go(func() {
 			for r := range rounds {
 				name := fmt.Sprintf("w%d-%d", w, r)
-				kind := peer.LinkPort
+				kind := peer.PortKindLink
 				if r%3 == 0 {
-					kind = peer.LocalPort
+					kind = peer.PortKindLocal
 				}
 				near, far := porttest.NewPipe()
 				if err := sw.AddPort(name, kind, near); err != nil {
