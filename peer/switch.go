@@ -170,14 +170,15 @@ func (c SwitchConfig) validate() error {
 // port loses its own frames and delays nobody.
 //
 // Locking:
-//   - The forwarding path takes no lock but the destination queue's (held
-//     for one copy). It reads the port set and the MAC table through atomic
-//     pointers to immutable snapshots, which the rare writers replace
-//     (copy-on-write) under mu and tableMu respectively.
-//   - mu guards port membership and the lifecycle (closed). tableMu guards
-//     the MAC table's writers and every port's macCount and forgotten
-//     flag. Neither is ever held while calling into a Port, and mu is
-//     taken before tableMu where both are needed.
+//   - The forwarding path takes no lock but the destination queues' (each
+//     held for one copy), and tableMu when it learns or moves a MAC. It
+//     reads the port set and the MAC table through atomic pointers to
+//     immutable snapshots, which the rare writers replace (copy-on-write)
+//     under mu and tableMu respectively.
+//   - mu guards port membership, the lifecycle (closed) and the retired
+//     counters. tableMu guards the MAC table's writers and every port's
+//     macCount and forgotten flag. The two are never held together, and
+//     neither is held while calling into a Port.
 type Switch struct {
 	cfg   SwitchConfig
 	log   *slog.Logger
@@ -243,8 +244,8 @@ func (ps *portSet) without(sp *switchPort) *portSet {
 	return n
 }
 
-// macKey is a MAC packed into an integer: the map's fast path for 8-byte keys
-// is cheaper than hashing a [6]byte.
+// macKey is a MAC packed into an integer, so that table lookups take the
+// map's fast path for 64-bit keys.
 type macKey uint64
 
 func keyOf(m ether.MAC) macKey {

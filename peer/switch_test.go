@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -973,41 +972,5 @@ func TestSwitchConcurrentAddRemove(t *testing.T) {
 		if e.Port != "guest" {
 			t.Errorf("MAC %v still learned on removed port %s", e.MAC, e.Port)
 		}
-	}
-}
-
-func TestPortTestContract(t *testing.T) {
-	// Every porttest port unblocks Read on Close and then reports net.ErrClosed.
-	a, b := porttest.NewPipe()
-	ports := map[string]peer.Port{
-		"channel":   porttest.NewChannelPort(1),
-		"pipe":      a,
-		"freezable": porttest.NewFreezable(porttest.NewChannelPort(1)),
-		"sink":      porttest.NewSink(),
-	}
-	for name, p := range ports {
-		done := make(chan error, 1)
-		go func() {
-			_, err := p.Read(make([]byte, peer.MaxFrameSize))
-			done <- err
-		}()
-		time.Sleep(time.Millisecond)
-		p.Close()
-		p.Close() // twice is fine
-		select {
-		case err := <-done:
-			if !errors.Is(err, net.ErrClosed) {
-				t.Errorf("%s: Read after Close = %v, want net.ErrClosed", name, err)
-			}
-		case <-time.After(waitTimeout):
-			t.Fatalf("%s: Close did not unblock Read", name)
-		}
-		if _, err := p.Write(make([]byte, 20)); !errors.Is(err, net.ErrClosed) {
-			t.Errorf("%s: Write after Close = %v, want net.ErrClosed", name, err)
-		}
-	}
-	// The far end of a closed pipe sees EOF.
-	if _, err := b.Read(make([]byte, 100)); err == nil {
-		t.Error("pipe: Read on the far end of a closed pipe succeeded")
 	}
 }
