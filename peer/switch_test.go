@@ -697,7 +697,8 @@ func TestSwitchRemovePortForgetsMACs(t *testing.T) {
 // TestSwitchReadErrorRemovesPort: a remote end going away (Read returns
 // io.EOF) removes the port and forgets its MACs.
 func TestSwitchReadErrorRemovesPort(t *testing.T) {
-	sw := newSwitch(t, peer.SwitchConfig{})
+	var logs syncBuffer
+	sw := newSwitch(t, peer.SwitchConfig{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	l := addPort(t, sw, "guest", peer.PortKindLocal)
 	near, far := porttest.NewPipe()
 	if err := sw.AddPort("linkA", peer.PortKindLink, near); err != nil {
@@ -720,6 +721,27 @@ func TestSwitchReadErrorRemovesPort(t *testing.T) {
 	if ps := sw.Stats().Ports; len(ps) != 1 || ps[0].Name != "guest" {
 		t.Errorf("ports after failure: %+v", ps)
 	}
+	if got := logs.String(); !strings.Contains(got, `msg="switch: port closed, removing it" port=linkA kind=link err=EOF`) {
+		t.Errorf("the removal was not logged; logs:\n%s", got)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // flakyPort loses a frame on its first Read (ErrDropped), which must not end it.
