@@ -1,0 +1,167 @@
+// Command peer attaches a Linux TAP device to a peerlan room: the host, a
+// network namespace, or QEMU/UML guests on a bridge become guests of the LAN,
+// exchanging frames directly with browser tabs and other peers over WebRTC.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/peerlan/peerlan/internal/cli"
+	"github.com/peerlan/peerlan/peer"
+	"github.com/peerlan/peerlan/peer/tap"
+)
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+type options struct {
+	signal, room, token, relay string
+	tap                        tap.Config
+	mtu                        int
+	iceInterfaces, ice         cli.List
+	iceLoopback                bool
+	udpPorts, statusAddr       string
+	logLevel, logFormat        string
+	statusEvery                time.Duration
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("peer", flag.ContinueOnError)
+	var o options
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage: peer -room NAME [flags]
+
+Attaches a TAP device to a peerlan room. Frames travel directly to the other
+peers over WebRTC data channels; the signaling server only introduces them.
+The TAP's host side gets its address by DHCP from this peer (e.g. udhcpc -i
+peerlan0), or bridge it (-bridge) so that VMs on the bridge join the LAN.
+Needs CAP_NET_ADMIN (root) for the TAP device.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.signal, "signal", "ws://127.0.0.1:8080/signal", "signaling server `URL` (ws:// or wss://)")
+	fs.StringVar(&o.room, "room", "", "room `name` to join (required)")
+	fs.StringVar(&o.token, "token", "", "join `token`, when the room needs one")
+	fs.StringVar(&o.relay, "relay", "all", "relay `policy`: all (direct first, TURN as fallback), relay (always TURN), direct (never TURN)")
+	fs.StringVar(&o.tap.Name, "tap", "peerlan0", "TAP device `name`")
+	fs.StringVar(&o.tap.Bridge, "bridge", "", "add the TAP to this existing Linux `bridge`")
+	fs.StringVar(&o.tap.Netns, "netns", "", "move the TAP into this network `namespace` (as in ip netns)")
+	fs.IntVar(&o.mtu, "mtu", peer.DefaultGuestMTU, "interface MTU offered to the guest by DHCP (and set on the TAP)")
+	fs.Var(&o.ice, "ice", "extra STUN/TURN `URLs` (comma-separated) besides the signaling server's")
+	fs.Var(&o.iceInterfaces, "ice-interfaces", "only gather host candidates on these `interfaces` (comma-separated; lo allowed)")
+	fs.BoolVar(&o.iceLoopback, "ice-loopback", false, "also gather loopback candidates (peers on one host)")
+	fs.StringVar(&o.udpPorts, "udp-ports", "", "local UDP port `range` for WebRTC, as MIN-MAX (default: any)")
+	fs.StringVar(&o.statusAddr, "status", "", "serve GET /status (JSON) on this `host:port` (loopback recommended)")
+	fs.DurationVar(&o.statusEvery, "status-every", 30*time.Second, "period of the status line in the logs (0 disables)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "peer: unexpected argument %q (see -h)\n", fs.Arg(0))
+		return 2
+	}
+	if o.room == "" {
+		fmt.Fprintln(os.Stderr, "peer: -room is required (see -h)")
+		return 2
+	}
+	log, err := cli.NewLogger(o.logLevel, o.logFormat)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "peer:", err)
+		return 2
+	}
+	if err := serve(o, log); err != nil {
+		log.Error("peer: " + err.Error())
+		return 1
+	}
+	return 0
+}
+
+func serve(o options, log *slog.Logger) error {
+	relay, err := peer.ParseRelayPolicy(o.relay)
+	if err != nil {
+		return err
+	}
+	tc := &peer.TransportConfig{Interfaces: o.iceInterfaces, IncludeLoopback: o.iceLoopback}
+	if o.udpPorts != "" {
+		lo, hi, ok := strings.Cut(o.udpPorts, "-")
+		min, err1 := strconv.ParseUint(lo, 10, 16)
+		max, err2 := strconv.ParseUint(hi, 10, 16)
+		if !ok || err1 != nil || err2 != nil || min == 0 || min > max {
+			return fmt.Errorf("-udp-ports %q: want MIN-MAX, e.g. 50000-50100", o.udpPorts)
+		}
+		tc.UDPPortMin, tc.UDPPortMax = uint16(min), uint16(max)
+	}
+	var extra []webrtc.ICEServer
+	if len(o.ice) > 0 {
+		extra = []webrtc.ICEServer{{URLs: o.ice}}
+	}
+	o.tap.MTU = o.mtu
+	dev, err := tap.Open(o.tap)
+	if err != nil {
+		return err
+	}
+	log.Info("TAP device ready", "tap", dev.Name(), "bridge", o.tap.Bridge, "netns", o.tap.Netns, "mtu", o.mtu)
+	statusEvery := o.statusEvery
+	if statusEvery == 0 {
+		statusEvery = -1
+	}
+	mesh, err := peer.NewMesh(peer.MeshConfig{
+		Signal: o.signal, Room: o.room, Token: o.token, Relay: relay,
+		Local: dev, GuestMTU: o.mtu, ICEServers: extra, Transport: tc,
+		Logger: log, StatusEvery: statusEvery,
+	})
+	if err != nil {
+		dev.Close()
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if o.statusAddr != "" {
+		hs, err := serveStatus(o.statusAddr, mesh, log)
+		if err != nil {
+			dev.Close()
+			return err
+		}
+		defer hs.Close()
+	}
+	err = mesh.Run(ctx)
+	log.Info("stopped")
+	return err
+}
+
+func serveStatus(addr string, mesh *peer.Mesh, log *slog.Logger) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("-status: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(mesh.Status())
+	})
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go hs.Serve(ln)
+	log.Info("status endpoint", "url", "http://"+ln.Addr().String()+"/status")
+	return hs, nil
+}
