@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"encoding/json"
 	"strconv"
 	"time"
 
@@ -118,6 +119,20 @@ func (d SwitchDrops) MarshalJSON() ([]byte, error) {
 		b = strconv.AppendUint(b, n, 10)
 	}
 	return append(b, '}'), nil
+}
+
+// UnmarshalJSON decodes what MarshalJSON encodes; reasons it does not know
+// (from a newer peer) are ignored.
+func (d *SwitchDrops) UnmarshalJSON(b []byte) error {
+	var m map[string]uint64
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*d = SwitchDrops{}
+	for r := range d {
+		d[r] = m[DropReason(r).String()]
+	}
+	return nil
 }
 
 // SwitchPortStats are the counters of one port. Rx counts every frame read

@@ -996,3 +996,24 @@ func TestSwitchConcurrentAddRemove(t *testing.T) {
 		}
 	}
 }
+
+func TestSwitchDropsJSONRoundTrip(t *testing.T) {
+	var d peer.SwitchDrops
+	for r := range d {
+		d[r] = uint64(r*7 + 1)
+	}
+	b, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got peer.SwitchDrops
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got != d {
+		t.Fatalf("round trip of %s = %v, want %v", b, got, d)
+	}
+	if err := json.Unmarshal([]byte(`[1,2]`), &got); err == nil {
+		t.Error("an array decoded as SwitchDrops")
+	}
+}

@@ -1,0 +1,88 @@
+//go:build linux
+
+package e2e
+
+import (
+	"net/netip"
+	"regexp"
+	"testing"
+	"time"
+)
+
+// TestNativeLAN is issue 3's proof: two namespaces stand for two machines,
+// each holding the TAP of a bin/peer process. Each namespace's DHCP client
+// gets the server-assigned address from its local peer; ping and iperf3 then
+// run both ways, directly between the peers, while the signaling server's
+// relayed-bytes counter stays where it was.
+func TestNativeLAN(t *testing.T) {
+	RequireCommands(t, "ping", "iperf3", "udhcpc")
+	sig := StartSignal(t)
+	room := "native-" + randomSuffix(4)
+	nsA, nsB := NewNamespace(t, "lan-a"), NewNamespace(t, "lan-b")
+	a := StartPeer(t, sig, room, nsA)
+	b := StartPeer(t, sig, room, nsB)
+
+	stA := a.WaitLinks(t, 1, 30*time.Second)
+	stB := b.WaitLinks(t, 1, 30*time.Second)
+	leaseA, leaseB := LeaseDHCP(t, nsA, a.TAP), LeaseDHCP(t, nsB, b.TAP)
+	for _, c := range []struct {
+		lease Lease
+		st    assigned
+	}{{leaseA, assigned{stA.IP, stA.Prefix, stA.Gateway}}, {leaseB, assigned{stB.IP, stB.Prefix, stB.Gateway}}} {
+		if c.lease.Addr.Addr() != c.st.ip || c.lease.Addr.Bits() != c.st.prefix.Bits() || c.lease.Router != c.st.gateway {
+			t.Fatalf("DHCP lease %+v, want the server's assignment %+v", c.lease, c.st)
+		}
+		if c.lease.MTU <= 0 {
+			t.Errorf("lease without an interface MTU: %+v", c.lease)
+		}
+	}
+
+	before := sig.RelayedBytes(t)
+	Ping(t, nsA, leaseB.Addr.Addr(), 10)
+	Ping(t, nsB, leaseA.Addr.Addr(), 10)
+
+	srv := nsB.Start("iperf3", "-s", "--forceflush", "-B", leaseB.Addr.Addr().String())
+	srv.WaitOutput(t, regexp.MustCompile(`Server listening`), 10*time.Second)
+	for _, reverse := range []bool{false, true} {
+		args := []string{"-c", leaseB.Addr.Addr().String(), "-t", "3", "-f", "m"}
+		if reverse {
+			args = append(args, "-R")
+		}
+		out, err := nsA.Run("iperf3", args...)
+		if err != nil {
+			t.Fatalf("iperf3 (reverse %v): %v", reverse, err)
+		}
+		m := regexp.MustCompile(`([\d.]+) Mbits/sec\s+receiver`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("iperf3 (reverse %v) printed no receiver rate:\n%s", reverse, out)
+		}
+		t.Logf("iperf3 TCP A->B reverse=%v: %s Mbit/s", reverse, m[1])
+	}
+	if after := sig.RelayedBytes(t); after != before {
+		t.Errorf("signaling server relayed %v bytes during guest traffic; frames must not pass through it", after-before)
+	}
+
+	for _, c := range []struct {
+		p     *NativePeer
+		other netip.Addr
+	}{{a, leaseB.Addr.Addr()}, {b, leaseA.Addr.Addr()}} {
+		l, ok := LinkTo(c.p.Status(t), c.other)
+		if !ok {
+			t.Fatalf("%s has no link to %s", c.p.Name, c.other)
+		}
+		if l.Path == "" || l.Path == "relay" {
+			t.Errorf("%s: link to %s has path %q, want a direct one", c.p.Name, c.other, l.Path)
+		}
+		if l.RxBytes == 0 || l.TxBytes == 0 {
+			t.Errorf("%s: link to %s counted no bytes: %+v", c.p.Name, c.other, l)
+		}
+		t.Logf("%s -> %s: path %s (%s -> %s), open in %.1f ms, rtt %.2f ms", c.p.Name, c.other, l.Path,
+			l.LocalCandidate, l.RemoteCandidate, l.OpenMillis, l.RTTMillis)
+	}
+}
+
+type assigned struct {
+	ip      netip.Addr
+	prefix  netip.Prefix
+	gateway netip.Addr
+}
