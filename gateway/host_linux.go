@@ -88,6 +88,22 @@ func SetupHost(ctx context.Context, cfg HostConfig) (*Host, error) {
 	return h, nil
 }
 
+// CheckHost makes the refusals of SetupHost that need no room subnet and
+// change nothing: an invalid configuration, a missing nft binary, a missing
+// CAP_NET_ADMIN. A command calls it before it joins a room, so that it
+// refuses at once instead of after the signaling server has welcomed it as
+// the room's gateway. SetupHost makes the same checks again.
+func CheckHost(cfg HostConfig) error {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	if _, err := lookupNft(cfg.NftPath); err != nil {
+		return err
+	}
+	return checkNetAdmin()
+}
+
 func (h *Host) setup(ctx context.Context) error {
 	if err := h.recoverStale(ctx); err != nil {
 		return err

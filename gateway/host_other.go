@@ -19,6 +19,14 @@ func SetupHost(ctx context.Context, cfg HostConfig) (*Host, error) {
 	return nil, errUnsupportedOS
 }
 
+// CheckHost fails on this platform, after checking the configuration.
+func CheckHost(cfg HostConfig) error {
+	if _, err := cfg.withDefaults(); err != nil {
+		return err
+	}
+	return errUnsupportedOS
+}
+
 // Close does nothing.
 func (h *Host) Close() error { return nil }
 
