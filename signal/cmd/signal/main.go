@@ -3,6 +3,13 @@
 //
 //	signal [flags]                 serve
 //	signal token -room R [flags]   print a join or gateway token for room R
+//
+// With -turn-udp, -turn-tcp or -turn-tls it also runs peerlan's embedded TURN
+// relay (package signal/relay), and every welcome carries freshly minted TURN
+// REST credentials for it (username "<expiry>:<peer id>"). The same TURN
+// secret (-turn-secret-file) also mints credentials for external turn: URLs
+// given with -ice, so a coturn with use-auth-secret and static-auth-secret
+// set to that secret can serve instead of, or beside, the embedded relay.
 package main
 
 import (
@@ -23,6 +30,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/peerlan/peerlan/internal/cli"
 	peersignal "github.com/peerlan/peerlan/signal"
 	"github.com/peerlan/peerlan/web"
@@ -39,6 +48,7 @@ type serveFlags struct {
 	addr, path, subnet, secretFile, webDir, logLevel, logFormat string
 	tokenRooms, origins, ice                                    cli.List
 	cfg                                                         peersignal.Config
+	turn                                                        turnFlags
 }
 
 func serveCmd(args []string) int {
@@ -50,6 +60,11 @@ func serveCmd(args []string) int {
 
 Serves peerlan's signaling WebSocket, the page (at /), /healthz and /metrics.
 The server only introduces peers; Ethernet frames never pass through it.
+With -turn-udp/-turn-tcp/-turn-tls it also runs the embedded TURN relay
+(peerlan_turn_* metrics), used when peers cannot reach each other directly;
+each welcome carries TURN REST credentials (username expiry:peer-id) for it
+and for external turn: URLs in -ice (coturn with use-auth-secret and the
+-turn-secret-file secret as static-auth-secret).
 
 Flags:
 `)
@@ -61,7 +76,7 @@ Flags:
 	fs.StringVar(&f.secretFile, "secret-file", "", "`file` holding the secret that signs tokens (created with a random secret if missing);\nempty: a random secret per run, so tokens and resumes do not survive a restart\n(env PEERLAN_SECRET overrides)")
 	fs.Var(&f.tokenRooms, "token-rooms", "comma-separated room name `patterns` (path.Match, * = all) that need a join token")
 	fs.Var(&f.origins, "origins", "comma-separated browser `origins` (https://host[:port]) allowed besides the server's own; * allows any")
-	fs.Var(&f.ice, "ice", "comma-separated STUN/TURN `URLs` handed to peers (stun:host:port, turn:host:port?transport=udp)")
+	fs.Var(&f.ice, "ice", "comma-separated external STUN/TURN `URLs` handed to peers (stun:host:port, turn:host:port?transport=udp);\nturn: and turns: URLs get minted TURN REST credentials when -turn-secret-file is set")
 	fs.StringVar(&f.webDir, "web-dir", "", "serve the page from this `dir` instead of the embedded copy (development)")
 	fs.IntVar(&f.cfg.MaxMessageBytes, "max-message", 64<<10, "largest accepted signaling message in `bytes`")
 	fs.IntVar(&f.cfg.MaxPeersPerRoom, "max-peers", 64, "peers per room (the subnet also bounds it)")
@@ -75,6 +90,7 @@ Flags:
 	fs.DurationVar(&f.cfg.ResumeGrace, "resume-grace", 10*time.Second, "how long a vanished peer keeps its id and address")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log `format`: text or json")
+	f.turn.register(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -116,10 +132,16 @@ func serve(f serveFlags, log *slog.Logger) error {
 		log.Warn("no -secret-file: using a random secret; tokens and resumes will not survive a restart")
 	}
 	cfg.Secret = secret
-	if len(f.ice) > 0 {
-		servers := []peersignal.ICEServer{{URLs: f.ice}}
-		cfg.ICEServers = func(string, peersignal.PeerID) []peersignal.ICEServer { return servers }
+	reg := prometheus.NewRegistry()
+	cfg.Registry = reg
+	turnSrv, ice, err := setupTURN(f.turn, f.ice, log, reg)
+	if err != nil {
+		return err
 	}
+	if turnSrv != nil {
+		defer turnSrv.Close()
+	}
+	cfg.ICEServers = ice
 	var static fs.FS = web.FS()
 	if f.webDir != "" {
 		static = os.DirFS(f.webDir)
@@ -152,7 +174,13 @@ func serve(f serveFlags, log *slog.Logger) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = hs.Shutdown(sctx) // stops accepting; hijacked WebSockets are closed by srv.Close
-	return srv.Close()
+	err = srv.Close()
+	if turnSrv != nil {
+		// Explicitly here (the deferred Close is then a no-op) so that a
+		// failure to close is reported.
+		err = errors.Join(err, turnSrv.Close())
+	}
+	return err
 }
 
 // loadSecret returns the secret from PEERLAN_SECRET or file, creating the
@@ -162,6 +190,11 @@ func loadSecret(file string, create bool) ([]byte, error) {
 	if s := os.Getenv("PEERLAN_SECRET"); s != "" {
 		return []byte(s), nil
 	}
+	return loadSecretFile(file, create)
+}
+
+// loadSecretFile is loadSecret without the environment variable.
+func loadSecretFile(file string, create bool) ([]byte, error) {
 	if file == "" {
 		return nil, nil
 	}
