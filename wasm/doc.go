@@ -1,0 +1,67 @@
+// Command wasm is peerlan's peer for the browser (GOOS=js GOARCH=wasm): the
+// same switch and WebRTC mesh as bin/peer (package peer), over the browser's
+// RTCPeerConnection and WebSocket, exposed to JavaScript as
+// globalThis.peerlan. It knows nothing about emulators: anything that
+// produces and consumes Ethernet frames (v86, a jslinux-style emulator,
+// Linux/Wasm with a NIC) can attach.
+//
+// Load it with Go's wasm_exec.js (from the same Go release), then:
+//
+//	const lan = await peerlan.join({signal: "wss://host/signal", room: "name"});
+//	lan.onframe = (frame) => nic.receive(frame); // frames for the guest
+//	nic.onsend = (frame) => lan.send(frame);     // frames from the guest
+//	console.log(await lan.status());
+//	await lan.leave();
+//
+// # peerlan
+//
+//   - peerlan.version: a string naming the build.
+//   - peerlan.join(options) returns a Promise that resolves to a lan once
+//     the signaling server has welcomed this peer into the room (it has an
+//     id and an address), and rejects with an Error whose message says what
+//     is wrong: an invalid option, a join the server refused (bad token, full
+//     room, bad room name), an unreachable server, or no welcome within the
+//     timeout.
+//
+// Options (an object; unknown keys are an error, to catch typos):
+//
+//	signal      string, required: the WebSocket URL, ws://host[:port]/path or wss://…
+//	room        string, required: 1-64 letters, digits, '.', '_' or '-'
+//	token       string: the room's join token, if it needs one
+//	relay       "all" (default: direct first, TURN relay as fallback),
+//	            "relay" (always relay) or "direct" (never relay)
+//	iceServers  array of RTCIceServer ({urls, username, credential}), used in
+//	            addition to the STUN/TURN servers the signaling server hands out
+//	logLevel    "debug", "info" (default), "warn" or "error": the peer's
+//	            logs go to the browser console, prefixed "peerlan:"
+//	timeoutMs   how long join waits for the server's welcome; default 20000
+//
+// # lan
+//
+//   - lan.send(frame): frame is a Uint8Array holding one Ethernet frame
+//     (destination MAC first, no FCS, at most 1518 bytes). It is copied
+//     before send returns, so it may be a view into a buffer the emulator
+//     reuses. send never blocks and never throws: it returns true when the
+//     frame was queued, false when it was dropped (queue full, wrong size,
+//     not a Uint8Array, or after leave); drops are counted in status().
+//   - lan.onframe = (frame) => …: called with every frame for the guest, a
+//     new Uint8Array the callee may keep. Set it right after join resolves;
+//     until then, and when it throws, frames are dropped and counted.
+//   - lan.status(): a snapshot as a plain object: the JSON of
+//     peer.MeshStatus (id, room, ip, prefix, gateway, signal state, and per
+//     peer its connection state, path "host"/"srflx"/"prflx"/"relay", RTT,
+//     bytes and drops), plus "guest", the counters of the guest's port
+//     (from_guest, to_guest, dropped_queue_full, dropped_bad_size,
+//     dropped_undelivered).
+//   - lan.leave(): leaves the room and closes every link; returns a Promise
+//     that resolves when the peer has stopped. Calling it again is harmless.
+//
+// Links to the other peers keep the data channel's send buffer under
+// peer.BrowserMaxBuffered (16 KiB) and drop frames above it: larger buffers
+// freeze Chrome's data channels for seconds under load. The peer's own
+// DHCP service answers the guest with the address the room assigned, so a
+// guest that runs a DHCP client needs no configuration.
+//
+// Build it with `make build` (web/web.mk), which writes web/dist/peerlan.wasm
+// and web/dist/wasm_exec.js. Built natively, this command only says so.
+package main
