@@ -24,13 +24,13 @@ var meshSecret = []byte("mesh test secret, 32 bytes long!")
 // signalServer is a real signaling server on a fixed loopback address, so
 // that a test can stop it and start another in its place.
 type signalServer struct {
-	t    *testing.T
+	t    testing.TB
 	addr string
 	srv  *signal.Server
 	hs   *http.Server
 }
 
-func startSignal(t *testing.T, addr string) *signalServer {
+func startSignal(t testing.TB, addr string) *signalServer {
 	t.Helper()
 	if addr == "" {
 		addr = "127.0.0.1:0"
@@ -65,7 +65,7 @@ func (s *signalServer) metrics() promtext.Samples {
 	return m
 }
 
-func testLogger(t *testing.T, who string) *slog.Logger {
+func testLogger(t testing.TB, who string) *slog.Logger {
 	if !testing.Verbose() {
 		return slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -80,7 +80,7 @@ type meshPeer struct {
 	stop  func()
 }
 
-func startPeer(t *testing.T, url, room string, guestMAC ether.MAC) *meshPeer {
+func startPeer(t testing.TB, url, room string, guestMAC ether.MAC) *meshPeer {
 	t.Helper()
 	guest := porttest.NewChannelPort(256)
 	m, err := peer.NewMesh(peer.MeshConfig{
