@@ -1,0 +1,89 @@
+package main
+
+import (
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseRate(t *testing.T) {
+	for in, want := range map[string]uint64{
+		"": 0, "0": 0, "250000": 250000, "20mbit": 2_500_000, "20Mbit/s": 2_500_000, "1gbit": 125_000_000,
+		"5MB": 5_000_000, "1MiB": 1 << 20, "64KiB": 64 << 10, "100kB/s": 100_000, "1.5MB": 1_500_000,
+	} {
+		got, err := parseRate(in)
+		if err != nil || got != want {
+			t.Errorf("parseRate(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"fast", "10b", "10 furlongs", "-5MB", "1kbit", "100", "800kbps"} {
+		if got, err := parseRate(in); err == nil {
+			t.Errorf("parseRate(%q) = %d, want an error", in, got)
+		}
+	}
+}
+
+func TestParseUpstreamAndPrefix(t *testing.T) {
+	if ap, err := parseUpstream("203.0.113.1"); err != nil || ap != netip.MustParseAddrPort("203.0.113.1:53") {
+		t.Errorf("parseUpstream without port = %v, %v", ap, err)
+	}
+	if ap, err := parseUpstream("203.0.113.1:5353"); err != nil || ap.Port() != 5353 {
+		t.Errorf("parseUpstream with port = %v, %v", ap, err)
+	}
+	if _, err := parseUpstream("resolver.example"); err == nil {
+		t.Error("parseUpstream accepted a name")
+	}
+	if p, err := parsePrefix("192.168.1.7"); err != nil || p != netip.MustParsePrefix("192.168.1.7/32") {
+		t.Errorf("parsePrefix(address) = %v, %v", p, err)
+	}
+	if p, err := parsePrefix("172.16.0.0/12"); err != nil || p.Bits() != 12 {
+		t.Errorf("parsePrefix(prefix) = %v, %v", p, err)
+	}
+	if _, err := parsePrefix("nope"); err == nil {
+		t.Error("parsePrefix accepted garbage")
+	}
+}
+
+func TestReadToken(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	file := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(file, []byte("from-file\n"), 0o600)
+	t.Setenv(tokenEnv, "from-env")
+	cases := []struct {
+		o    options
+		want string
+	}{
+		{options{tokenFile: file}, "from-file"},
+		{options{token: "from-flag"}, "from-flag"},
+		{options{}, "from-env"},
+	}
+	for _, c := range cases {
+		if got, err := readToken(c.o, log); err != nil || got != c.want {
+			t.Errorf("readToken(%+v) = %q, %v; want %q", c.o, got, err, c.want)
+		}
+	}
+	if _, err := readToken(options{tokenFile: file, token: "x"}, log); err == nil {
+		t.Error("both -token-file and -token accepted")
+	}
+	t.Setenv(tokenEnv, "")
+	if _, err := readToken(options{}, log); err == nil || !strings.Contains(err.Error(), "signal token") {
+		t.Errorf("no token: err = %v, want a hint at `signal token`", err)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{}, {"-room", "r"}, {"-room", "bad room", "-token", "x"}, {"-room", "r", "-token", "x", "-rate", "fast"},
+		{"-room", "r", "-token", "x", "-allow", "nope"}, {"-room", "r", "-token", "x", "-dns", "nope"},
+		{"-room", "r", "-token", "x", "-tap", "a/b"}, {"-room", "r", "-token", "x", "extra"},
+	} {
+		t.Setenv(tokenEnv, "")
+		if code := run(append(args, "-log-level", "error")); code != 2 {
+			t.Errorf("run(%q) = %d, want 2", args, code)
+		}
+	}
+}
