@@ -24,8 +24,12 @@ include guest/guest.mk
 build: deps web-assets guest-image
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ ./signal/cmd/signal ./peer/cmd/peer $(wildcard ./gateway/cmd/gateway)
 
+STATE := .state
+
+# The secret lives in .state/ (ignored) so tokens and resumes survive restarts.
 run: build
-	$(BIN)/signal -addr $(ADDR)
+	@mkdir -p $(STATE)
+	$(BIN)/signal -addr $(ADDR) -secret-file $(STATE)/secret
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -34,8 +38,10 @@ lint:
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)
 
+# PEERLAN_E2E_STRICT turns "prerequisite missing" skips into failures: after
+# `make build` and scripts/deps.sh nothing may be missing.
 e2e: build
-	$(GO) test -count=1 -timeout 40m -v ./e2e/...
+	PEERLAN_E2E_STRICT=1 $(GO) test -count=1 -timeout 40m -v ./e2e/...
 
 test: build lint unit e2e
 

@@ -78,7 +78,7 @@ func VerifyNoLeaks(t testing.TB) {
 func RequireChromium(t testing.TB) {
 	t.Helper()
 	if _, err := os.Stat(ChromiumPath); err != nil {
-		t.Skipf("headless browser test needs %s (apt-get install chromium): %v", ChromiumPath, err)
+		skipOrFail(t, "headless browser test needs %s (apt-get install chromium): %v", ChromiumPath, err)
 	}
 }
 
@@ -101,7 +101,7 @@ func requireFiles(t testing.TB, what string, names []string) {
 	t.Helper()
 	for _, name := range names {
 		if _, err := fs.Stat(web.FS(), name); err != nil {
-			t.Skipf("%s not built: web/%s is missing; run `make build` first", what, name)
+			skipOrFail(t, "%s not built: web/%s is missing; run `make build` first", what, name)
 		}
 	}
 }
