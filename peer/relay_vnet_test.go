@@ -1,0 +1,301 @@
+package peer_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/logging"
+	"github.com/pion/transport/v4/vnet"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"github.com/peerlan/peerlan/peer"
+	"github.com/peerlan/peerlan/peer/ether"
+	"github.com/peerlan/peerlan/peer/porttest"
+	"github.com/peerlan/peerlan/signal"
+	"github.com/peerlan/peerlan/signal/relay"
+)
+
+// A relay lab on a pion/transport virtual network (DESIGN.md testing ladder,
+// step 2): two peers, each behind its own symmetric NAT, and the embedded
+// TURN relay on the "internet" between them. The internet router drops every
+// packet between the two NATs' public addresses, so the peers have no direct
+// path at all; only the relay connects them. Signaling runs over real
+// loopback (it is not what is being tested); ICE and TURN run on the vnet.
+//
+//	LAN A 10.1.0.0/24          internet 198.51.100.0/24           LAN B 10.2.0.0/24
+//	peer A ── NAT A .10 ───────────┬──── ✗ ────────────── NAT B .20 ── peer B
+//	                               └── TURN 198.51.100.1:3478 ─┘
+const (
+	vnetWAN     = "198.51.100.0/24"
+	vnetTURNIP  = "198.51.100.1"
+	vnetNATAIP  = "198.51.100.10"
+	vnetNATBIP  = "198.51.100.20"
+	vnetTURNURL = "turn:" + vnetTURNIP + ":3478?transport=udp"
+)
+
+var vnetTURNSecret = []byte("vnet relay test secret, 32 bytes")
+
+// relayVNet is the lab: the router, the peers' stacks, the relay and the
+// dropped-packet count of the blocked direct path.
+type relayVNet struct {
+	wan        *vnet.Router
+	netA, netB *vnet.Net
+	relay      *relay.Server
+	metrics    *prometheus.Registry
+	blocked    chan struct{} // receives (non-blocking) for each dropped direct packet
+}
+
+func newRelayVNet(t *testing.T) *relayVNet {
+	t.Helper()
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelWarn
+	wan, err := vnet.NewRouter(&vnet.RouterConfig{CIDR: vnetWAN, LoggerFactory: lf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab := &relayVNet{wan: wan, metrics: prometheus.NewRegistry(), blocked: make(chan struct{}, 1)}
+	natA, natB := netip.MustParseAddr(vnetNATAIP), netip.MustParseAddr(vnetNATBIP)
+	wan.AddChunkFilter(func(c vnet.Chunk) bool {
+		src, dst := chunkIP(c.SourceAddr()), chunkIP(c.DestinationAddr())
+		if (src == natA && dst == natB) || (src == natB && dst == natA) {
+			select {
+			case lab.blocked <- struct{}{}:
+			default:
+			}
+			return false
+		}
+		return true
+	})
+
+	turnNet, err := vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{vnetTURNIP}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wan.AddNet(turnNet); err != nil {
+		t.Fatal(err)
+	}
+	lan := func(cidr, public string) *vnet.Net {
+		r, err := vnet.NewRouter(&vnet.RouterConfig{
+			CIDR:      cidr,
+			StaticIPs: []string{public},
+			// Symmetric NAT: a new mapping per destination, and only
+			// the destination of a mapping may answer through it.
+			NATType: &vnet.NATType{
+				MappingBehavior:   vnet.EndpointAddrPortDependent,
+				FilteringBehavior: vnet.EndpointAddrPortDependent,
+			},
+			LoggerFactory: lf,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := vnet.NewNet(&vnet.NetConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.AddNet(n); err != nil {
+			t.Fatal(err)
+		}
+		if err := wan.AddRouter(r); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	lab.netA = lan("10.1.0.0/24", vnetNATAIP)
+	lab.netB = lan("10.2.0.0/24", vnetNATBIP)
+	if err := wan.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = wan.Stop() })
+
+	pc, err := turnNet.ListenPacket("udp4", vnetTURNIP+":3478")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab.relay, err = relay.New(relay.Config{
+		Secret:       vnetTURNSecret,
+		PacketConns:  []net.PacketConn{pc},
+		ListenPacket: turnNet.ListenPacket,
+		MinPort:      50000, MaxPort: 50100,
+		Logger:     testLogger(t, "turn"),
+		Registerer: lab.metrics,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = lab.relay.Close() })
+	return lab
+}
+
+func chunkIP(a net.Addr) netip.Addr {
+	if ua, ok := a.(*net.UDPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ua.IP)
+		return ip.Unmap()
+	}
+	return netip.Addr{}
+}
+
+// relayedBytes sums peerlan_turn_relayed_bytes_total over both directions.
+func (lab *relayVNet) relayedBytes(t *testing.T) float64 {
+	t.Helper()
+	mfs, err := lab.metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == "peerlan_turn_relayed_bytes_total" {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// startTURNSignal runs a signaling server on loopback whose welcomes list
+// the vnet relay with credentials minted for each peer, as bin/signal does.
+func startTURNSignal(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := signal.New(signal.Config{
+		Secret: meshSecret,
+		Logger: testLogger(t, "signal"),
+		ICEServers: func(_ string, id signal.PeerID) []signal.ICEServer {
+			user, pass := relay.MintCredential(vnetTURNSecret, string(id), time.Hour, time.Now())
+			return []signal.ICEServer{{URLs: []string{vnetTURNURL}, Username: user, Credential: pass}}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: srv}
+	go hs.Serve(ln)
+	t.Cleanup(func() {
+		hs.Close()
+		srv.Close()
+	})
+	return "ws://" + ln.Addr().String() + "/signal"
+}
+
+// startVNetPeer starts a Mesh whose WebRTC stack is n.
+func startVNetPeer(t *testing.T, url string, n *vnet.Net, policy peer.RelayPolicy, guestMAC ether.MAC) *meshPeer {
+	t.Helper()
+	guest := porttest.NewChannelPort(256)
+	m, err := peer.NewMesh(peer.MeshConfig{
+		Signal:      url,
+		Room:        "vnet",
+		Relay:       policy,
+		Local:       guest,
+		Transport:   &peer.TransportConfig{Net: n},
+		Logger:      testLogger(t, guestMAC.String()),
+		StatusEvery: -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	p := &meshPeer{Mesh: m, guest: guest, mac: guestMAC}
+	var stopped bool
+	p.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
+	t.Cleanup(p.stop)
+	return p
+}
+
+// TestMeshRelayFallbackVNet: with the default policy (all), two peers
+// without a direct path still link up, through the relay, and exchange
+// frames both ways; the relay counted the bytes.
+func TestMeshRelayFallbackVNet(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) }) // after the lab's and peers' cleanups
+	lab := newRelayVNet(t)
+	url := startTURNSignal(t)
+	a := startVNetPeer(t, url, lab.netA, peer.RelayAll, mac(0xa))
+	b := startVNetPeer(t, url, lab.netB, peer.RelayAll, mac(0xb))
+	waitOpen(t, 1, a, b)
+
+	for _, p := range []*meshPeer{a, b} {
+		l := p.Status().Peers[0]
+		if l.Path != "relay" {
+			t.Errorf("%v: link path %q (%s -> %s), want relay", p.mac, l.Path, l.LocalCandidate, l.RemoteCandidate)
+		}
+		t.Logf("%v: path %s (%s -> %s) open in %.0f ms", p.mac, l.Path, l.LocalCandidate, l.RemoteCandidate, l.OpenMillis)
+	}
+	select {
+	case <-lab.blocked:
+	default:
+		t.Error("no packet tried the direct path: the test does not prove the fallback")
+	}
+
+	before := lab.relayedBytes(t)
+	a.send(t, ether.Broadcast, "through the relay")
+	b.expectFrame(t, "through the relay")
+	b.send(t, a.mac, "and back")
+	a.expectFrame(t, "and back")
+	if after := lab.relayedBytes(t); after <= before {
+		t.Errorf("relayed bytes %v -> %v while frames flowed", before, after)
+	}
+	if lab.relay.Allocations() == 0 {
+		t.Error("no TURN allocation on the relay")
+	}
+}
+
+// TestMeshDirectPolicyFailsVNet: with policy direct the same two peers do
+// not use the relay, so their link fails, with a status that says why.
+func TestMeshDirectPolicyFailsVNet(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+	lab := newRelayVNet(t)
+	url := startTURNSignal(t)
+	a := startVNetPeer(t, url, lab.netA, peer.RelayNever, mac(0xa))
+	b := startVNetPeer(t, url, lab.netB, peer.RelayNever, mac(0xb))
+
+	var failed peer.LinkStatus
+	deadline := time.Now().Add(60 * time.Second)
+	for failed.State != "failed" {
+		if time.Now().After(deadline) {
+			t.Fatalf("no failed link within 60 s: A %+v, B %+v", a.Status().Peers, b.Status().Peers)
+		}
+		for _, p := range []*meshPeer{a, b} {
+			for _, l := range p.Status().Peers {
+				if l.State == "open" {
+					t.Fatalf("%v: link opened (path %q) although the direct path is blocked", p.mac, l.Path)
+				}
+				if l.State == "failed" {
+					failed = l
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("failed link: %+v", failed)
+	if !strings.Contains(failed.Error, "direct") {
+		t.Errorf("failed link's error %q does not say that only direct paths were allowed", failed.Error)
+	}
+	if n := lab.relay.Allocations(); n != 0 {
+		t.Errorf("%d TURN allocations with policy direct", n)
+	}
+	if got := lab.relayedBytes(t); got != 0 {
+		t.Errorf("relay carried %v bytes with policy direct", got)
+	}
+}
