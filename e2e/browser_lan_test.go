@@ -15,6 +15,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,10 +103,12 @@ func lanWaitNet(t testing.TB, tab *Tab, want string, timeout time.Duration) page
 	}
 }
 
-// lanStatus reads lan.status() through the page.
+// lanStatus reads lan.status() of the page's lan, or of globalThis.lan in a
+// page without the emulator (TestBrowserLANAPI).
 func lanStatus(t testing.TB, tab *Tab) peer.MeshStatus {
 	t.Helper()
-	st := Eval[*peer.MeshStatus](tab, `window.peerlanPage && window.peerlanPage.lan ? window.peerlanPage.lan.status() : null`)
+	st := Eval[*peer.MeshStatus](tab, `(() => { const lan = (window.peerlanPage && window.peerlanPage.lan) || globalThis.lan;
+		return lan ? lan.status() : null; })()`)
 	if st == nil {
 		t.Fatalf("tab %s: no lan joined", tab.name)
 	}
@@ -204,6 +207,144 @@ func lanHide(t testing.TB, b *Browser, tab *Tab) {
 // (timers of a hidden page wake once every 20 s) after 5 s hidden instead of
 // 5 minutes, so a hidden-tab test sees the worst case quickly.
 var intensiveThrottling = chromedp.Flag("enable-features", "IntensiveWakeUpThrottling:grace_period_seconds/5/duration_between_wake_ups_seconds/20")
+
+// lanLoadPeerJS loads the wasm peer into a page of the server's origin that
+// has no emulator (the API is emulator-agnostic) and returns its version.
+const lanLoadPeerJS = `(async () => {
+  if (!globalThis.Go) (0, eval)(await (await fetch("/dist/wasm_exec.js")).text());
+  const go = new Go();
+  const { instance } = await WebAssembly.instantiateStreaming(fetch("/dist/peerlan.wasm"), go.importObject);
+  go.run(instance);
+  while (!globalThis.peerlan) await new Promise((r) => setTimeout(r, 10));
+  return peerlan.version;
+})()`
+
+// lanJoinResultJS evaluates to "resolved" or to how join rejected.
+func lanJoinResultJS(opts string) string {
+	return `peerlan.join(` + opts + `).then((lan) => { lan.leave(); return "resolved"; },
+		(e) => (e instanceof Error ? "Error: " : "not an Error: ") + (e && e.message))`
+}
+
+// TestBrowserLANAPI drives globalThis.peerlan directly, in pages with no
+// emulator: join's validation and refusals, two peers exchanging a frame
+// through send and onframe (send copies a reused buffer), drops counted, and
+// leave.
+func TestBrowserLANAPI(t *testing.T) {
+	VerifyNoLeaks(t)
+	RequireChromium(t)
+	sig := lanServer(t, "-token-rooms", "locked-*")
+	br := StartBrowser(t)
+	x := br.OpenTab(t, "X", sig.Base+"/healthz", true)
+	y := br.OpenTab(t, "Y", sig.Base+"/healthz", true)
+	for _, tab := range []*Tab{x, y} {
+		v := Eval[string](tab, lanLoadPeerJS)
+		if !regexp.MustCompile(`^peerlan \S+ go1\.`).MatchString(v) {
+			t.Errorf("peerlan.version %q", v)
+		}
+	}
+	ws := jsString(sig.WS)
+
+	t.Run("JoinRefusals", func(t *testing.T) {
+		room := jsString(uniqueRoom("api"))
+		for _, c := range []struct{ opts, want string }{
+			{`undefined`, "want one options object"},
+			{`{room: ` + room + `}`, "option signal is required"},
+			{`{signal: "http://127.0.0.1/signal", room: ` + room + `}`, "want the signaling server's WebSocket URL"},
+			{`{signal: ` + ws + `}`, "option room is required"},
+			{`{signal: ` + ws + `, room: "-bad room"}`, `option room "-bad room"`},
+			{`{signal: ` + ws + `, room: ` + room + `, relay: "sometimes"}`, `option relay "sometimes"`},
+			{`{signal: ` + ws + `, room: ` + room + `, colour: "blue"}`, `unknown option "colour"`},
+			{`{signal: ` + ws + `, room: ` + room + `, iceServers: [{urls: "http://x"}]}`, "iceServers[0].urls"},
+			{`{signal: ` + ws + `, room: ` + room + `, timeoutMs: -1}`, "option timeoutMs"},
+			{`{signal: "ws://127.0.0.1:` + strconv.Itoa(FreePort(t)) + `/signal", room: ` + room + `}`, "cannot reach the signaling server"},
+			{`{signal: ` + ws + `, room: "locked-1"}`, "token-required"},
+			{`{signal: ` + ws + `, room: "locked-1", token: "forged"}`, "token-invalid"},
+		} {
+			got := Eval[string](x, lanJoinResultJS(c.opts))
+			t.Logf("join(%s): %s", c.opts, got)
+			if !strings.HasPrefix(got, "Error: peerlan.join: ") || !strings.Contains(got, c.want) {
+				t.Errorf("join(%s): %q, want an Error mentioning %q", c.opts, got, c.want)
+			}
+		}
+	})
+
+	t.Run("FrameExchange", func(t *testing.T) {
+		room := jsString(uniqueRoom("api"))
+		join := `(async () => {
+			globalThis.lan = await peerlan.join({signal: ` + ws + `, room: ` + room + `, logLevel: "warn"});
+			globalThis.got = [];
+			lan.onframe = (f) => { got.push(Array.from(f)); };
+			return (await lan.status()).ip;
+		})()`
+		ipX, ipY := Eval[string](x, join), Eval[string](y, join)
+		if ipX == "" || ipY == "" || ipX == ipY {
+			t.Fatalf("addresses %q and %q", ipX, ipY)
+		}
+		lanWaitLink(t, x, netip.MustParseAddr(ipY), lanJoinTimeout)
+		lanWaitLink(t, y, netip.MustParseAddr(ipX), lanJoinTimeout)
+
+		// X sends a broadcast frame from a buffer it overwrites right after
+		// send returns, as v86 does with its NIC buffer.
+		queued := Eval[bool](x, `(() => {
+			const buf = new Uint8Array(128);
+			buf.set([255,255,255,255,255,255, 2,0,0,0,0,0x42, 0x88,0xb5]);
+			buf.set(new TextEncoder().encode("peerlan-api-frame"), 14);
+			const ok = lan.send(buf.subarray(0, 64));
+			buf.fill(0xee);
+			return ok;
+		})()`)
+		if !queued {
+			t.Fatal("lan.send returned false for a valid frame")
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			frames := Eval[[][]byte](y, `got.filter((f) => f[12] === 0x88 && f[13] === 0xb5)`)
+			if len(frames) > 0 {
+				f := frames[0]
+				if len(f) != 64 || string(f[14:31]) != "peerlan-api-frame" || f[40] != 0 {
+					t.Errorf("Y received %v, want the 64-byte frame X sent, not its overwritten buffer", f)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("Y did not receive X's broadcast frame")
+			}
+			y.sleep(pollInterval)
+		}
+
+		// Invalid frames are refused without an exception, and counted.
+		bad := Eval[[]bool](x, `[lan.send("text"), lan.send(new Uint8Array(0)), lan.send(new Uint8Array(2000))]`)
+		if !slices.Equal(bad, []bool{false, false, false}) {
+			t.Errorf("send of invalid frames returned %v, want all false", bad)
+		}
+		type guestStats struct {
+			FromGuest uint64 `json:"from_guest"`
+			BadSize   uint64 `json:"dropped_bad_size"`
+		}
+		g := Eval[guestStats](x, `lan.status().guest`)
+		if g.FromGuest != 1 || g.BadSize != 3 {
+			t.Errorf("X's guest counters %+v, want 1 frame queued and 3 refused", g)
+		}
+
+		// leave resolves once the peer has stopped; Y sees X go.
+		Eval[chromedp.Void](x, `lan.leave()`)
+		st := lanStatus(t, x)
+		if st.Signal != "closed" || len(st.Peers) != 0 {
+			t.Errorf("after leave: signal %q, peers %v; want closed and none", st.Signal, st.Peers)
+		}
+		if Eval[bool](x, `lan.send(new Uint8Array(60))`) {
+			t.Error("send after leave returned true")
+		}
+		deadline = time.Now().Add(20 * time.Second)
+		for len(lanStatus(t, y).Peers) != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("Y still lists X after X left: %+v", lanStatus(t, y).Peers)
+			}
+			y.sleep(pollInterval)
+		}
+		Eval[chromedp.Void](y, `lan.leave()`)
+	})
+}
 
 // TestBrowserLAN is issue 4's proof: two guests in two tabs of two separate
 // Chromium processes join one room through a real bin/signal and ping each

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/peerlan/peerlan/peer"
+)
+
+func TestParseOptions(t *testing.T) {
+	o, err := parseOptions([]byte(`{"signal":"wss://example.org/signal","room":"r-1","token":"t","relay":"relay",
+		"iceServers":[{"urls":"stun:example.org:3478"},{"urls":["turn:example.org?transport=udp"],"username":"u","credential":"c"}],
+		"logLevel":"debug","timeoutMs":1500}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Signal != "wss://example.org/signal" || o.Room != "r-1" || o.Token != "t" || o.Relay != peer.RelayOnly ||
+		o.LogLevel != slog.LevelDebug || o.Timeout != 1500*time.Millisecond {
+		t.Errorf("parsed %+v", o)
+	}
+	if len(o.ICEServers) != 2 || o.ICEServers[0].URLs[0] != "stun:example.org:3478" || o.ICEServers[0].Credential != nil ||
+		o.ICEServers[1].Username != "u" || o.ICEServers[1].Credential != "c" {
+		t.Errorf("ICE servers %+v", o.ICEServers)
+	}
+
+	o, err = parseOptions([]byte(`{"signal":"ws://127.0.0.1:8080/signal","room":"a","token":null,"relay":null}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Relay != peer.RelayAll || o.Timeout != defaultJoinTimeout || o.LogLevel != slog.LevelInfo {
+		t.Errorf("defaults: %+v", o)
+	}
+}
+
+func TestParseOptionsErrors(t *testing.T) {
+	for _, c := range []struct{ json, want string }{
+		{`null`, "options must be an object"},
+		{`[1]`, "options must be an object"},
+		{`{"room":"a"}`, "option signal is required"},
+		{`{"signal":"","room":"a"}`, "option signal is required"},
+		{`{"signal":42,"room":"a"}`, "option signal: want a string"},
+		{`{"signal":"https://h/signal","room":"a"}`, "WebSocket URL"},
+		{`{"signal":"ws:///signal","room":"a"}`, "WebSocket URL"},
+		{`{"signal":"ws://h/s"}`, "option room is required"},
+		{`{"signal":"ws://h/s","room":"a b"}`, `option room "a b"`},
+		{`{"signal":"ws://h/s","room":"a","relay":"never"}`, `option relay "never"`},
+		{`{"signal":"ws://h/s","room":"a","logLevel":"loud"}`, `option logLevel "loud"`},
+		{`{"signal":"ws://h/s","room":"a","timeoutMs":0}`, "option timeoutMs"},
+		{`{"signal":"ws://h/s","room":"a","timeoutMs":"5"}`, "option timeoutMs"},
+		{`{"signal":"ws://h/s","room":"a","timeoutMs":1e12}`, "option timeoutMs"},
+		{`{"signal":"ws://h/s","room":"a","iceServers":{}}`, "option iceServers: want an array"},
+		{`{"signal":"ws://h/s","room":"a","iceServers":[{"urls":[]}]}`, "iceServers[0].urls is empty"},
+		{`{"signal":"ws://h/s","room":"a","iceServers":[{"urls":3}]}`, "iceServers[0].urls: want a string"},
+		{`{"signal":"ws://h/s","room":"a","Room":"b"}`, `unknown option "Room"`},
+	} {
+		_, err := parseOptions([]byte(c.json))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("parseOptions(%s): %v, want an error mentioning %q", c.json, err, c.want)
+		}
+	}
+}
