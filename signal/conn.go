@@ -18,8 +18,8 @@ import (
 // closeTimeout bounds how long a closing connection may take to flush.
 const closeTimeout = time.Second
 
-// conn is one peer's WebSocket. Its reader runs in the HTTP handler's
-// goroutine and owns all protocol state; its writer drains send.
+// conn is one peer's WebSocket. Its reader goroutine (started by the HTTP
+// handler, which then returns) owns all protocol state; its writer drains send.
 //
 // State: connected → (join) → joined → closed. close() may be called from any
 // goroutine, once or more; the first code and reason win.
