@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/peerlan/peerlan/signal/relay/relaytest"
 )
 
 // coturnLab is a relay in its own network namespace at 198.51.100.1 (so
@@ -275,10 +277,11 @@ func TestCoturnClientRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer pc.Close()
-		r := &rawTURN{tb: t, conn: pc, server: lab.server.Addrs().UDP[0], creds: mint("v6", time.Hour)}
-		r.allocate()
+		v6 := mint("v6", time.Hour)
+		r := relaytest.NewRawClient(t, pc, lab.server.Addrs().UDP[0], v6.user, v6.pass)
+		r.Allocate()
 		for _, peer := range []string{"::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::ffff:0.0.0.0", "fe80::1"} {
-			if r.createPermissionV6(netip.MustParseAddr(peer)) {
+			if r.CreatePermissionV6(netip.MustParseAddr(peer)) {
 				t.Errorf("permission to %s granted", peer)
 			}
 		}
