@@ -413,3 +413,55 @@ func TestBrowserLAN(t *testing.T) {
 		}
 	}
 }
+
+// TestBrowserPingsNativePeer puts a browser guest and a native bin/peer
+// (its TAP in a namespace of the test's own, addressed by the room's DHCP)
+// in one room: each pings the other over a direct link, with no byte of it
+// through the signaling server.
+func TestBrowserPingsNativePeer(t *testing.T) {
+	VerifyNoLeaks(t)
+	RequireChromium(t)
+	RequireGuestImage(t)
+	RequireNetAdmin(t)
+	RequireCommands(t, "ping", "udhcpc")
+	sig := lanServer(t)
+	room := uniqueRoom("native")
+	ns := NewNamespace(t, "brw")
+	np := StartPeer(t, sig, room, ns)
+
+	tab := StartBrowser(t).OpenTab(t, "guest", sig.Base+"/?room="+room, true)
+	g := lanWaitGuest(t, tab)
+	np.WaitLinks(t, 1, lanJoinTimeout)
+	lease := LeaseDHCP(t, ns, np.TAP)
+	nativeIP := lease.Addr.Addr()
+	if st := np.Status(t); nativeIP != st.IP {
+		t.Fatalf("namespace leased %s, the room assigned %s", lease.Addr, st.IP)
+	}
+	lanWaitLink(t, tab, nativeIP, lanJoinTimeout)
+
+	before := sig.RelayedBytes(t)
+	lanNativePing(t, ns, g.IP, 5)
+	lanPing(t, g, nativeIP, 5, "1")
+	if after := sig.RelayedBytes(t); after != before {
+		t.Errorf("the signaling server relayed %v bytes during the pings; frames must not pass through it", after-before)
+	}
+	lanCheckDirect(t, tab, nativeIP)
+	l, ok := LinkTo(np.Status(t), g.IP)
+	if !ok || l.State != "open" || l.Path == "" || l.Path == "relay" {
+		t.Errorf("native peer's link to the browser guest: %+v, want open and direct", l)
+	}
+}
+
+// lanNativePing pings dst from ns and fails unless all count echoes were
+// answered. Unlike Ping it waits for late replies (-w): with replies coming,
+// iputils' -W waits only two round trips after the last echo, and a guest
+// in a busy browser can take longer than that.
+func lanNativePing(t testing.TB, ns *Namespace, dst netip.Addr, count int) {
+	t.Helper()
+	out, err := ns.Run("ping", "-c", strconv.Itoa(count), "-i", "0.2", "-w", strconv.Itoa(10+count), dst.String())
+	m := pingRE.FindStringSubmatch(out)
+	if m == nil || m[1] != strconv.Itoa(count) || m[2] != m[1] {
+		t.Fatalf("ping %s from %s: %v\n%s", dst, ns.Name, err, out)
+	}
+	t.Logf("ping %s from %s:\n%s", dst, ns.Name, strings.TrimSpace(out))
+}
