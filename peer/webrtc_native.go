@@ -29,12 +29,15 @@ type TransportConfig struct {
 	// UDPPortMin and UDPPortMax bound the local UDP ports ICE uses (both or
 	// neither).
 	UDPPortMin, UDPPortMax uint16
-	// SCTPReceiveBuffer is the SCTP receive window in bytes; 0 keeps pion's
-	// default (1 MiB).
+	// SCTPReceiveBuffer is the SCTP receive window in bytes; 0 means
+	// DefaultSCTPReceiveBuffer.
 	SCTPReceiveBuffer uint32
 	// Tune, when set, may adjust the setting engine last (benchmarks).
 	Tune func(*webrtc.SettingEngine)
 }
+
+// DefaultSCTPReceiveBuffer is the SCTP receive window of native peers.
+const DefaultSCTPReceiveBuffer = 4 << 20
 
 type webrtcAPI = webrtc.API
 
@@ -58,6 +61,8 @@ func newWebRTCAPI(tc *TransportConfig) (*webrtcAPI, error) {
 	se.SetPrflxAcceptanceMinWait(0)
 	if tc.Net != nil {
 		se.SetNet(tc.Net)
+	} else if n, err := newBufferedNet(); err == nil {
+		se.SetNet(n)
 	}
 	if len(tc.Interfaces) > 0 {
 		names := slices.Clone(tc.Interfaces)
@@ -69,9 +74,17 @@ func newWebRTCAPI(tc *TransportConfig) (*webrtcAPI, error) {
 			return nil, fmt.Errorf("peer: UDP port range: %w", err)
 		}
 	}
-	if tc.SCTPReceiveBuffer != 0 {
-		se.SetSCTPMaxReceiveBufferSize(tc.SCTPReceiveBuffer)
+	// Measured with iperf3 between two bin/peer namespaces on loopback, A/B
+	// in one run: a 4 MiB window plus zero checksums lifted TCP from about
+	// 160 to 210-240 Mbit/s (each alone did not). DTLS already authenticates every
+	// packet, so the CRC32c is redundant (RFC 9653); it is used only when the
+	// other side offers it too.
+	se.EnableSCTPZeroChecksum(true)
+	rcv := tc.SCTPReceiveBuffer
+	if rcv == 0 {
+		rcv = DefaultSCTPReceiveBuffer
 	}
+	se.SetSCTPMaxReceiveBufferSize(rcv)
 	if tc.Tune != nil {
 		tc.Tune(&se)
 	}

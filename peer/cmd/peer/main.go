@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -31,10 +32,11 @@ func main() { os.Exit(run(os.Args[1:])) }
 type options struct {
 	signal, room, token, relay string
 	tap                        tap.Config
-	mtu                        int
+	mtu, maxBuffered           int
 	iceInterfaces, ice         cli.List
 	iceLoopback                bool
 	udpPorts, statusAddr       string
+	pprof                      bool
 	logLevel, logFormat        string
 	statusEvery                time.Duration
 }
@@ -63,11 +65,13 @@ Flags:
 	fs.StringVar(&o.tap.Bridge, "bridge", "", "add the TAP to this existing Linux `bridge`")
 	fs.StringVar(&o.tap.Netns, "netns", "", "move the TAP into this network `namespace` (as in ip netns)")
 	fs.IntVar(&o.mtu, "mtu", peer.DefaultGuestMTU, "interface MTU offered to the guest by DHCP (and set on the TAP)")
+	fs.IntVar(&o.maxBuffered, "max-buffered", peer.DefaultMaxBuffered, "per-link send queue in `bytes`; frames above it are dropped (counted), as on a congested port")
 	fs.Var(&o.ice, "ice", "extra STUN/TURN `URLs` (comma-separated) besides the signaling server's")
 	fs.Var(&o.iceInterfaces, "ice-interfaces", "only gather host candidates on these `interfaces` (comma-separated; lo allowed)")
 	fs.BoolVar(&o.iceLoopback, "ice-loopback", false, "also gather loopback candidates (peers on one host)")
 	fs.StringVar(&o.udpPorts, "udp-ports", "", "local UDP port `range` for WebRTC, as MIN-MAX (default: any)")
 	fs.StringVar(&o.statusAddr, "status", "", "serve GET /status (JSON) on this `host:port` (loopback recommended)")
+	fs.BoolVar(&o.pprof, "pprof", false, "also serve Go's profiler at /debug/pprof/ on the -status address")
 	fs.DurationVar(&o.statusEvery, "status-every", 30*time.Second, "period of the status line in the logs (0 disables)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
@@ -79,6 +83,10 @@ Flags:
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "peer: unexpected argument %q (see -h)\n", fs.Arg(0))
+		return 2
+	}
+	if o.pprof && o.statusAddr == "" {
+		fmt.Fprintln(os.Stderr, "peer: -pprof needs -status ADDR")
 		return 2
 	}
 	if o.room == "" {
@@ -128,7 +136,7 @@ func serve(o options, log *slog.Logger) error {
 	}
 	mesh, err := peer.NewMesh(peer.MeshConfig{
 		Signal: o.signal, Room: o.room, Token: o.token, Relay: relay,
-		Local: dev, GuestMTU: o.mtu, ICEServers: extra, Transport: tc,
+		Local: dev, GuestMTU: o.mtu, MaxBuffered: o.maxBuffered, ICEServers: extra, Transport: tc,
 		Logger: log, StatusEvery: statusEvery,
 	})
 	if err != nil {
@@ -138,7 +146,7 @@ func serve(o options, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if o.statusAddr != "" {
-		hs, err := serveStatus(o.statusAddr, mesh, log)
+		hs, err := serveStatus(o.statusAddr, o.pprof, mesh, log)
 		if err != nil {
 			dev.Close()
 			return err
@@ -150,7 +158,7 @@ func serve(o options, log *slog.Logger) error {
 	return err
 }
 
-func serveStatus(addr string, mesh *peer.Mesh, log *slog.Logger) (*http.Server, error) {
+func serveStatus(addr string, withPprof bool, mesh *peer.Mesh, log *slog.Logger) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("-status: %w", err)
@@ -160,6 +168,12 @@ func serveStatus(addr string, mesh *peer.Mesh, log *slog.Logger) (*http.Server, 
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(mesh.Status())
 	})
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go hs.Serve(ln)
 	log.Info("status endpoint", "url", "http://"+ln.Addr().String()+"/status")
