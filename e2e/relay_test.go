@@ -109,12 +109,13 @@ type iperfResult struct {
 	Mbps  float64
 }
 
-// relayIperf runs an iperf3 TCP test of secs seconds from A's namespace to
-// an iperf3 server in B's (reverse: B to A).
+// relayIperf runs an iperf3 TCP test of secs seconds (after one omitted
+// second of slow start) from A's namespace to an iperf3 server in B's
+// (reverse: B to A).
 func (p *relayPair) relayIperf(t testing.TB, secs int, reverse bool) iperfResult {
 	t.Helper()
 	server := p.leaseB.Addr.Addr().String()
-	args := []string{"-c", server, "-t", strconv.Itoa(secs), "-J"}
+	args := []string{"-c", server, "-t", strconv.Itoa(secs), "-O", "1", "-J"}
 	if reverse {
 		args = append(args, "-R")
 	}
