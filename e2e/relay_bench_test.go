@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/peerlan/peerlan/signal/relay"
 	"github.com/peerlan/peerlan/signal/relay/relaytest"
@@ -60,15 +63,25 @@ func BenchmarkRelayTURN(b *testing.B) {
 		p.relayIperfServer(b)
 	}
 
-	var coturnMbps, embeddedMbps float64
+	var coturnMbps, embeddedMbps, coturnBytes, embeddedBytes float64
+	var coturnCPU, embeddedCPU time.Duration
 	n := float64(2 * relayBenchRounds)
 	for round := range relayBenchRounds {
 		for _, reverse := range []bool{false, true} {
+			cpu0 := relayCPUTime(b, c.Pid())
 			rc := coturn.relayIperf(b, relayBenchSeconds, reverse)
+			cpu1 := relayCPUTime(b, c.Pid())
+			cpu2 := relayCPUTime(b, embeddedSig.cmd.Process.Pid)
 			re := embedded.relayIperf(b, relayBenchSeconds, reverse)
-			b.Logf("round %d reverse=%v: coturn %.1f Mbit/s, embedded %.1f Mbit/s", round, reverse, rc.Mbps, re.Mbps)
+			cpu3 := relayCPUTime(b, embeddedSig.cmd.Process.Pid)
+			b.Logf("round %d reverse=%v: coturn %.1f Mbit/s (relay CPU %v), embedded %.1f Mbit/s (relay CPU %v)",
+				round, reverse, rc.Mbps, cpu1-cpu0, re.Mbps, cpu3-cpu2)
 			coturnMbps += rc.Mbps / n
 			embeddedMbps += re.Mbps / n
+			coturnCPU += cpu1 - cpu0
+			embeddedCPU += cpu3 - cpu2
+			coturnBytes += rc.Bytes
+			embeddedBytes += re.Bytes
 		}
 	}
 	for _, p := range []*relayPair{coturn, embedded} {
@@ -87,4 +100,29 @@ func BenchmarkRelayTURN(b *testing.B) {
 	b.ReportMetric(float64(coturn.connect.Microseconds())/1000, "coturn-connect-ms")
 	b.ReportMetric(embedded.openMillis, "open-ms")
 	b.ReportMetric(coturn.openMillis, "coturn-open-ms")
+	// The relay's own CPU time per megabyte of iperf3 payload (the relay
+	// process only; with the 2 cores shared by peers, iperf3 and relay,
+	// a relay's CPU cost also lowers what the peers get).
+	b.ReportMetric(float64(embeddedCPU.Microseconds())/(embeddedBytes/1e6), "relay-cpu-us/MB")
+	b.ReportMetric(float64(coturnCPU.Microseconds())/(coturnBytes/1e6), "coturn-cpu-us/MB")
+}
+
+// relayCPUTime is the user and system CPU time process pid has used, from
+// /proc/PID/stat (fields 14 and 15, in clock ticks of 1/100 s on Linux).
+func relayCPUTime(b *testing.B, pid int) time.Duration {
+	b.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The command name (field 2) may hold spaces; fields after it follow
+	// its closing parenthesis.
+	s := string(raw)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		b.Fatalf("parse /proc/%d/stat: %q", pid, s)
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }

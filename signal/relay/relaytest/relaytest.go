@@ -246,6 +246,9 @@ func StartCoturn(tb testing.TB, secret []byte, realm string, minPort, maxPort in
 	return c
 }
 
+// Pid is turnserver's process id (for CPU accounting in benchmarks).
+func (c *Coturn) Pid() int { return c.cmd.Process.Pid }
+
 // Output returns what turnserver logged so far.
 func (c *Coturn) Output() string { return c.out.String() }
 
