@@ -584,3 +584,59 @@ func TestRelayUclientRefusesPrivatePeers(t *testing.T) {
 		t.Errorf("%v bytes relayed in all", out)
 	}
 }
+
+// TestRelayBrowserPing is issue 6's browser proof: two v86 guests in two
+// Chromium processes, both pages opened with relay=relay, join one room on
+// a bin/signal running the embedded TURN relay on loopback (see the note at
+// the top of this file) and ping each other. Each tab's selected ICE pair
+// is a relay pair, the relay's relayed-bytes counter grew by at least the
+// pings' bytes, and the signaling server relayed nothing meanwhile.
+func TestRelayBrowserPing(t *testing.T) {
+	VerifyNoLeaks(t)
+	RequireChromium(t)
+	RequireGuestImage(t)
+	turnAddr := fmt.Sprintf("127.0.0.1:%d", relayFreeUDPPort(t))
+	sig := lanServer(t, "-turn-udp", turnAddr, "-turn-ports", "50800-50999")
+	url := sig.Base + "/?relay=relay&room=" + uniqueRoom("relay")
+
+	bA, bB := StartBrowser(t), StartBrowser(t)
+	a, b := lanWaitGuest(t, bA.OpenTab(t, "A", url, true)), lanWaitGuest(t, bB.OpenTab(t, "B", url, true))
+	if a.IP == b.IP {
+		t.Fatalf("both guests have %s", a.IP)
+	}
+	lanWaitLink(t, a.Tab, b.IP, lanJoinTimeout)
+	lanWaitLink(t, b.Tab, a.IP, lanJoinTimeout)
+
+	sigBefore, turnBefore := sig.RelayedBytes(t), turnRelayedBytes(t, sig)
+	lanPing(t, a, b.IP, 5, "0.5")
+	lanPing(t, b, a.IP, 5, "0.5")
+	sigAfter, turnAfter := sig.RelayedBytes(t), turnRelayedBytes(t, sig)
+	if sigAfter != sigBefore {
+		t.Errorf("the signaling server relayed %v bytes while the guests pinged; frames must not pass through it", sigAfter-sigBefore)
+	}
+	// 20 ICMP packets (5 echoes each way) of 98-byte frames, each through
+	// two allocations.
+	if turnAfter-turnBefore < 2*20*98 {
+		t.Errorf("TURN relayed %v bytes for 5 pings each way", turnAfter-turnBefore)
+	}
+	t.Logf("TURN relayed %.0f bytes during the pings", turnAfter-turnBefore)
+	for _, c := range []struct {
+		g     *lanGuest
+		other netip.Addr
+	}{{a, b.IP}, {b, a.IP}} {
+		st := lanStatus(t, c.g.Tab)
+		if st.Relay != "relay" {
+			t.Errorf("tab %s: relay policy %q, want relay", c.g.name, st.Relay)
+		}
+		l, ok := LinkTo(st, c.other)
+		if !ok || l.State != "open" || l.Path != "relay" || l.LocalCandidate != "relay" {
+			t.Errorf("tab %s: link to %s %+v, want open with a relay pair", c.g.name, c.other, l)
+			continue
+		}
+		t.Logf("tab %s -> %s: path %s (%s -> %s), open in %.0f ms, ICE RTT %.2f ms", c.g.name, c.other,
+			l.Path, l.LocalCandidate, l.RemoteCandidate, l.OpenMillis, l.RTTMillis)
+	}
+	if got := Eval[string](a.Tab, `document.getElementById("net-relay").textContent`); !strings.Contains(got, "relay only") {
+		t.Errorf("tab A's network panel shows the policy as %q", got)
+	}
+}
