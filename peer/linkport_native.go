@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/pion/datachannel"
 	"github.com/pion/webrtc/v4"
@@ -64,6 +65,14 @@ func (p *linkPort) Write(b []byte) (int, error) {
 // Close implements Port.
 func (p *linkPort) Close() error {
 	var err error
-	p.closeOnce.Do(func() { err = p.rw.Close() })
+	p.closeOnce.Do(func() {
+		err = p.rw.Close()
+		// Closing only resets our outgoing stream: a Read returns once the
+		// remote resets its side, never when the remote is gone (killed,
+		// unplugged). The deadline ends it now.
+		if d, ok := p.rw.(datachannel.ReadDeadliner); ok {
+			_ = d.SetReadDeadline(time.Now())
+		}
+	})
 	return err
 }
