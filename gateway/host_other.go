@@ -27,6 +27,9 @@ func CheckHost(cfg HostConfig) error {
 	return errUnsupportedOS
 }
 
+// Announce fails on this platform.
+func (h *Host) Announce() error { return errUnsupportedOS }
+
 // Close does nothing.
 func (h *Host) Close() error { return nil }
 

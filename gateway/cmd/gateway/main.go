@@ -444,13 +444,14 @@ func waitJoined(ctx context.Context, mesh *peer.Mesh, meshDone chan error, log *
 var errMeshStopped = errors.New("mesh stopped")
 
 // watch runs until ctx ends (nil), the mesh stops (errMeshStopped; its error
-// stays in meshDone), or the
-// room's subnet changes under us (the server restarted with another -subnet;
-// the host is set up for the old one). It logs the status line.
+// stays in meshDone), or the room's subnet changes under us (the server
+// restarted with another -subnet; the host is set up for the old one). It
+// logs the status line and announces .1 to newly linked peers.
 func watch(ctx context.Context, mesh *peer.Mesh, meshDone chan error, host *gateway.Host, m *gateway.Metrics,
 	every time.Duration, log *slog.Logger) error {
-	check := time.NewTicker(time.Second)
+	check := time.NewTicker(announcePoll)
 	defer check.Stop()
+	announced := map[signal.PeerID]bool{} // peers whose current link heard our gratuitous ARP
 	var status <-chan time.Time
 	if every > 0 {
 		t := time.NewTicker(every)
@@ -468,10 +469,12 @@ func watch(ctx context.Context, mesh *peer.Mesh, meshDone chan error, host *gate
 			meshDone <- err // for teardown
 			return errMeshStopped
 		case <-check.C:
-			if p := mesh.Status().Prefix; p.IsValid() && p.Masked() != host.Subnet() {
+			st := mesh.Status()
+			if p := st.Prefix; p.IsValid() && p.Masked() != host.Subnet() {
 				return fmt.Errorf("the room's subnet changed from %v to %v (signaling server restarted with another -subnet); restart the gateway",
 					host.Subnet(), p)
 			}
+			announceToNewLinks(st, announced, host, log)
 		case <-status:
 			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			open, peers := openLinks(mesh.Status())
@@ -479,6 +482,41 @@ func watch(ctx context.Context, mesh *peer.Mesh, meshDone chan error, host *gate
 			cancel()
 		}
 	}
+}
+
+// announcePoll is how often watch looks at the mesh: for newly opened links
+// and a changed subnet.
+const announcePoll = 250 * time.Millisecond
+
+// announceToNewLinks sends a gratuitous ARP for .1 when a link has opened
+// since the last call, so that a guest that knew a previous gateway (another
+// TAP, another MAC address) switches to ours at once. announced holds the
+// peers with an open link that were covered; it is updated.
+func announceToNewLinks(st peer.MeshStatus, announced map[signal.PeerID]bool, host *gateway.Host, log *slog.Logger) {
+	fresh := false
+	open := make(map[signal.PeerID]bool, len(st.Peers))
+	for _, p := range st.Peers {
+		if p.State == "open" {
+			open[p.ID] = true
+			fresh = fresh || !announced[p.ID]
+		}
+	}
+	for id := range announced {
+		if !open[id] {
+			delete(announced, id) // a link that reopens is announced to again
+		}
+	}
+	if !fresh {
+		return
+	}
+	if err := host.Announce(); err != nil {
+		log.Warn("announcing the gateway's address", "err", err)
+		return
+	}
+	for id := range open {
+		announced[id] = true
+	}
+	log.Debug("sent a gratuitous ARP", "address", host.GatewayAddr(), "open_links", len(open))
 }
 
 func openLinks(st peer.MeshStatus) (open, all int) {
