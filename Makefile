@@ -29,7 +29,7 @@ STATE := .state
 # The secret lives in .state/ (ignored) so tokens and resumes survive restarts.
 run: build
 	@mkdir -p $(STATE)
-	$(BIN)/signal -addr $(ADDR) -secret-file $(STATE)/secret
+	$(BIN)/signal -addr $(ADDR) -secret-file $(STATE)/secret -turn-udp 127.0.0.1:3478 -turn-tcp 127.0.0.1:3478 -turn-relay-bind 127.0.0.1
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
