@@ -554,6 +554,10 @@ async function startPeer() {
   }
   if (!head.ok) throw new Error(`${PEER_WASM}: HTTP ${head.status}`);
   if (typeof globalThis.Go !== "function") {
+    // wasm_exec.js defines globalThis.process when it is missing, and libv86
+    // takes its Node.js code path (global.setImmediate) if process exists
+    // when it is evaluated: evaluate libv86 first (bootGuest imports it too).
+    await import(V86_MODULE).catch(() => {});
     try {
       await loadScript(PEER_WASM_EXEC);
     } catch (err) {
