@@ -44,6 +44,7 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -83,8 +84,9 @@ type gwLab struct {
 	uplinkForwarding0 string // net.ipv4.conf.uplink0.forwarding before any gateway ran
 }
 
-// gwNewLab builds the namespaces, links, servers and the signaling server.
-func gwNewLab(t testing.TB) *gwLab {
+// gwNewLab builds the namespaces, links, servers and the signaling server
+// (with sigExtra flags).
+func gwNewLab(t testing.TB, sigExtra ...string) *gwLab {
 	t.Helper()
 	RequireCommands(t, "nft", "curl", "dig", "udhcpc", "ping")
 	l := &gwLab{
@@ -113,7 +115,7 @@ func gwNewLab(t testing.TB) *gwLab {
 	gwServeDNS(t, l.inet, gwInetAddr+":53")
 	l.uplinkForwarding0 = l.sysctl(gwUplink)
 
-	l.sig = l.startSignal()
+	l.sig = l.startSignal(sigExtra...)
 	l.tokenFile = filepath.Join(t.TempDir(), "gateway-token")
 	if err := os.WriteFile(l.tokenFile, []byte(l.sig.Token(t, "-room", l.room, "-gateway")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -123,13 +125,13 @@ func gwNewLab(t testing.TB) *gwLab {
 
 // startSignal runs bin/signal in ns inet. A short resume grace lets a
 // restarted gateway take the role of a killed one within seconds.
-func (l *gwLab) startSignal() *SignalServer {
+func (l *gwLab) startSignal(extra ...string) *SignalServer {
 	l.t.Helper()
 	bin := Binary(l.t, "signal")
 	addr := gwInetAddr + ":" + gwSignalPort
 	secret := filepath.Join(l.t.TempDir(), "secret")
 	s := &SignalServer{Base: "http://" + addr, WS: "ws://" + addr + "/signal"}
-	s.Process = l.inet.Start(bin, "-addr", addr, "-secret-file", secret, "-resume-grace", "2s")
+	s.Process = l.inet.Start(bin, append([]string{"-addr", addr, "-secret-file", secret, "-resume-grace", "2s"}, extra...)...)
 	gwWaitHTTP(l.t, s.Process, l.inetHTTP, s.Base+"/healthz", 20*time.Second)
 	return s
 }
@@ -483,6 +485,136 @@ func gwLocalVeth(ns *Namespace, name, addr string) {
 	ns.MustRun("ip", "addr", "add", addr, "dev", name)
 	ns.MustRun("ip", "link", "set", name+"p", "up")
 	ns.MustRun("ip", "link", "set", name, "up")
+}
+
+// TestGatewayBrowserGuest: a v86 guest in headless Chromium resolves the
+// test name through .1 and fetches the test page with wget through
+// bin/gateway, in TestGateway's namespaces.
+//
+// Chromium runs in the root namespace (the browser harness starts it there),
+// which has no route to the test's namespaces and must not get one. So the
+// browser reaches the lab only through two loopback TCP proxies of this test
+// process (a socket the test dialed inside ns inet): one to the signaling
+// server, which also serves the page, and one to the embedded TURN relay's
+// TCP listener, which the welcome advertises as 127.0.0.1:3478. The page
+// runs with relay=relay, so Chromium sends nothing but TCP to those two
+// proxies: its relayed candidate lives on the relay in ns inet, from where
+// it reaches the gateway's host candidate on the uplink.
+func TestGatewayBrowserGuest(t *testing.T) {
+	VerifyNoLeaks(t)
+	RequireChromium(t)
+	RequireGuestImage(t)
+	webDir := lanRequireWasm(t)
+	const turnPort = "3478"
+	l := gwNewLab(t, "-web-dir", webDir, "-turn-tcp", gwInetAddr+":"+turnPort, "-turn-host", "127.0.0.1",
+		"-turn-ports", "50200-50299")
+	if _, err := gwProxy(t, "127.0.0.1:"+turnPort, l.inet, gwInetAddr+":"+turnPort); err != nil {
+		skipOrFail(t, "loopback TCP port %s for the TURN proxy is taken: %v", turnPort, err)
+	}
+	page, err := gwProxy(t, "127.0.0.1:0", l.inet, gwInetAddr+":"+gwSignalPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := l.startGateway()
+
+	tab := StartBrowser(t).OpenTab(t, "guest", "http://"+page+"/?room="+l.room+"&relay=relay", true)
+	g := lanWaitGuest(t, tab)
+	link := lanWaitLink(t, tab, netip.MustParseAddr("10.86.0.1"), lanJoinTimeout)
+	if link.Role != signal.RoleGateway || link.Path != "relay" {
+		t.Errorf("browser's link to .1: %+v, want the gateway over the relay", link)
+	}
+	if st := lanStatus(t, tab); st.GatewayPeer != link.ID {
+		t.Errorf("page status names gateway peer %q, want %q", st.GatewayPeer, link.ID)
+	}
+	m := g.Command("wget -q -O - http://"+strings.TrimSuffix(gwTestName, ".")+"/",
+		regexp.MustCompile(`(?m)^local=(\S+) remote=(\S+)$`), CommandTimeout)
+	if !strings.HasPrefix(m[2], gwUplinkAddr+":") {
+		t.Errorf("the page was fetched from %s, want the gateway's masqueraded %s", m[2], gwUplinkAddr)
+	}
+	if !strings.Contains(g.ConsoleText(), gwPageTitle) {
+		t.Errorf("the guest's console lacks the page title")
+	}
+	// The counters are read at most once a second (a status line may just
+	// have read them): poll.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if l.metrics()[`peerlan_gateway_forwarded_bytes_total{direction="internet_to_guest"}`] > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("the gateway counted no bytes to the guest")
+			break
+		}
+	}
+	t.Logf("v86 guest %s fetched the page through the gateway: %s", g.IP, m[0])
+	if err := gw.Stop(20 * time.Second); err != nil {
+		t.Errorf("bin/gateway did not exit cleanly: %v", err)
+	}
+	if tables := l.peerlanTables(); len(tables) != 0 {
+		t.Errorf("tables left behind: %q", tables)
+	}
+}
+
+// gwProxy listens on addr in the root namespace (loopback) and forwards
+// every connection to target, dialed inside ns. It returns the listening
+// address.
+func gwProxy(t testing.TB, addr string, ns *Namespace, target string) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	var mu sync.Mutex
+	conns := map[net.Conn]bool{}
+	track := func(c net.Conn, add bool) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if conns == nil {
+			return false
+		}
+		if add {
+			conns[c] = true
+		} else {
+			delete(conns, c)
+		}
+		return true
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				var up net.Conn
+				err := gwInNamespace(ns, func() (err error) { up, err = net.DialTimeout("tcp", target, 5*time.Second); return err })
+				if err != nil {
+					c.Close()
+					return
+				}
+				if !track(c, true) || !track(up, true) {
+					c.Close()
+					up.Close()
+					return
+				}
+				go func() { io.Copy(up, c); up.Close(); track(up, false) }()
+				io.Copy(c, up)
+				c.Close()
+				track(c, false)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		conns = nil
+		mu.Unlock()
+	})
+	return ln.Addr().String(), nil
 }
 
 // gwWithout removes flag and its value from args.
