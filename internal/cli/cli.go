@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 )
 
@@ -39,4 +40,17 @@ func (l *List) Set(s string) error {
 		}
 	}
 	return nil
+}
+
+// ParsePortRange parses a port range flag value "MIN-MAX" (1 <= MIN <= MAX
+// <= 65535). flagName and example only shape the error message, e.g.
+// `-udp-ports "9-1": want MIN-MAX, e.g. 50000-50100`.
+func ParsePortRange(flagName, example, s string) (lo, hi uint16, err error) {
+	a, b, ok := strings.Cut(s, "-")
+	x, err1 := strconv.ParseUint(a, 10, 16)
+	y, err2 := strconv.ParseUint(b, 10, 16)
+	if !ok || err1 != nil || err2 != nil || x == 0 || x > y {
+		return 0, 0, fmt.Errorf("%s %q: want MIN-MAX, e.g. %s", flagName, s, example)
+	}
+	return uint16(x), uint16(y), nil
 }

@@ -164,13 +164,10 @@ func parse(o options, log *slog.Logger) (*config, error) {
 	}
 	c.transport = &peer.TransportConfig{Interfaces: o.iceInterfaces, IncludeLoopback: o.iceLoopback}
 	if o.udpPorts != "" {
-		lo, hi, ok := strings.Cut(o.udpPorts, "-")
-		min, err1 := strconv.ParseUint(lo, 10, 16)
-		max, err2 := strconv.ParseUint(hi, 10, 16)
-		if !ok || err1 != nil || err2 != nil || min == 0 || min > max {
-			return nil, fmt.Errorf("-udp-ports %q: want MIN-MAX, e.g. 50000-50100", o.udpPorts)
+		var err error
+		if c.transport.UDPPortMin, c.transport.UDPPortMax, err = cli.ParsePortRange("-udp-ports", "50000-50100", o.udpPorts); err != nil {
+			return nil, err
 		}
-		c.transport.UDPPortMin, c.transport.UDPPortMax = uint16(min), uint16(max)
 	}
 	// The TAP carries the room: candidates on it would route the mesh
 	// through itself.

@@ -15,8 +15,6 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -112,13 +110,9 @@ func serve(o options, log *slog.Logger) error {
 	}
 	tc := &peer.TransportConfig{Interfaces: o.iceInterfaces, IncludeLoopback: o.iceLoopback}
 	if o.udpPorts != "" {
-		lo, hi, ok := strings.Cut(o.udpPorts, "-")
-		min, err1 := strconv.ParseUint(lo, 10, 16)
-		max, err2 := strconv.ParseUint(hi, 10, 16)
-		if !ok || err1 != nil || err2 != nil || min == 0 || min > max {
-			return fmt.Errorf("-udp-ports %q: want MIN-MAX, e.g. 50000-50100", o.udpPorts)
+		if tc.UDPPortMin, tc.UDPPortMax, err = cli.ParsePortRange("-udp-ports", "50000-50100", o.udpPorts); err != nil {
+			return err
 		}
-		tc.UDPPortMin, tc.UDPPortMax = uint16(min), uint16(max)
 	}
 	var extra []webrtc.ICEServer
 	if len(o.ice) > 0 {

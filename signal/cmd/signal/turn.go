@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"strconv"
 	"strings"
 	"time"
 
@@ -91,16 +90,6 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-func parsePortRange(s string) (lo, hi uint16, err error) {
-	a, b, ok := strings.Cut(s, "-")
-	x, err1 := strconv.ParseUint(a, 10, 16)
-	y, err2 := strconv.ParseUint(b, 10, 16)
-	if !ok || err1 != nil || err2 != nil || x == 0 || x > y {
-		return 0, 0, fmt.Errorf("-turn-ports %q: want MIN-MAX, e.g. 49152-65535", s)
-	}
-	return uint16(x), uint16(y), nil
-}
-
 // relayConfig turns the flags into a relay.Config (without the secret).
 func (t turnFlags) relayConfig(log *slog.Logger, reg prometheus.Registerer) (relay.Config, error) {
 	cfg := relay.Config{
@@ -116,7 +105,7 @@ func (t turnFlags) relayConfig(log *slog.Logger, reg prometheus.Registerer) (rel
 		Registerer:            reg,
 	}
 	var err error
-	if cfg.MinPort, cfg.MaxPort, err = parsePortRange(t.ports); err != nil {
+	if cfg.MinPort, cfg.MaxPort, err = cli.ParsePortRange("-turn-ports", "49152-65535", t.ports); err != nil {
 		return cfg, err
 	}
 	if t.relayIP != "" {
