@@ -132,7 +132,7 @@ func (l *gwLab) startSignal(extra ...string) *SignalServer {
 	secret := filepath.Join(l.t.TempDir(), "secret")
 	s := &SignalServer{Base: "http://" + addr, WS: "ws://" + addr + "/signal"}
 	s.Process = l.inet.Start(bin, append([]string{"-addr", addr, "-secret-file", secret, "-resume-grace", "2s"}, extra...)...)
-	gwWaitHTTP(l.t, s.Process, l.inetHTTP, s.Base+"/healthz", 20*time.Second)
+	waitHTTPVia(l.t, s.Process, l.inetHTTP, s.Base+"/healthz", 20*time.Second)
 	return s
 }
 
@@ -165,7 +165,7 @@ func (l *gwLab) startGuest(extra ...string) {
 	args := append([]string{"-signal", l.sig.WS, "-room", l.room, "-tap", l.guestTAP, "-netns", l.guest.Name,
 		"-ice-interfaces", gwInetLink, "-status", status, "-status-every", "5s"}, extra...)
 	l.guestPeer = l.inet.Start(Binary(l.t, "peer"), args...)
-	gwWaitHTTP(l.t, l.guestPeer, l.inetHTTP, l.guestStatusURL, 20*time.Second)
+	waitHTTPVia(l.t, l.guestPeer, l.inetHTTP, l.guestStatusURL, 20*time.Second)
 	l.waitGatewayLink("", 60*time.Second)
 }
 
@@ -696,25 +696,6 @@ func gwGet(c *http.Client, url string) (string, error) {
 		err = fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	return string(b), err
-}
-
-// gwWaitHTTP waits until url answers 200 from ns (through c).
-func gwWaitHTTP(t testing.TB, p *Process, c *http.Client, url string, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		_, err := gwGet(c, url)
-		if err == nil {
-			return
-		}
-		if p.Exited() {
-			t.Fatalf("%s exited before %s answered", p.Name, url)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not answer within %v: %v", url, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // gwServeHTTP serves the test page on addr inside ns until the test ends.

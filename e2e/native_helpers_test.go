@@ -392,14 +392,22 @@ func (s *SignalServer) RelayedBytes(t testing.TB) float64 {
 
 func waitHTTP(t testing.TB, p *Process, url string, timeout time.Duration) {
 	t.Helper()
+	waitHTTPVia(t, p, http.DefaultClient, url, timeout)
+}
+
+// waitHTTPVia waits until url answers 200 through client c, failing the test
+// when p exits first or the timeout passes.
+func waitHTTPVia(t testing.TB, p *Process, c *http.Client, url string, timeout time.Duration) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		resp, err := http.Get(url)
+		resp, err := c.Get(url)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return
 			}
+			err = fmt.Errorf("GET %s: %s", url, resp.Status)
 		}
 		if p.Exited() {
 			t.Fatalf("%s exited before %s answered", p.Name, url)
