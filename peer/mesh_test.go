@@ -82,15 +82,23 @@ type meshPeer struct {
 
 func startPeer(t testing.TB, url, room string, guestMAC ether.MAC) *meshPeer {
 	t.Helper()
+	return runMeshPeer(t, peer.MeshConfig{
+		Signal:    url,
+		Room:      room,
+		Transport: &peer.TransportConfig{Interfaces: []string{"lo"}},
+	}, guestMAC)
+}
+
+// runMeshPeer runs a Mesh configured by cfg whose local port is a fresh
+// ChannelPort, until the test ends or stop is called. It sets Local, Logger
+// and StatusEvery.
+func runMeshPeer(t testing.TB, cfg peer.MeshConfig, guestMAC ether.MAC) *meshPeer {
+	t.Helper()
 	guest := porttest.NewChannelPort(256)
-	m, err := peer.NewMesh(peer.MeshConfig{
-		Signal:      url,
-		Room:        room,
-		Local:       guest,
-		Transport:   &peer.TransportConfig{Interfaces: []string{"lo"}},
-		Logger:      testLogger(t, guestMAC.String()),
-		StatusEvery: -1,
-	})
+	cfg.Local = guest
+	cfg.Logger = testLogger(t, guestMAC.String())
+	cfg.StatusEvery = -1
+	m, err := peer.NewMesh(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package peer_test
 
 import (
-	"context"
 	"net"
 	"net/http"
 	"net/netip"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/peerlan/peerlan/peer"
 	"github.com/peerlan/peerlan/peer/ether"
-	"github.com/peerlan/peerlan/peer/porttest"
 	"github.com/peerlan/peerlan/signal"
 	"github.com/peerlan/peerlan/signal/relay"
 )
@@ -190,36 +188,12 @@ func startTURNSignal(t *testing.T) string {
 // startVNetPeer starts a Mesh whose WebRTC stack is n.
 func startVNetPeer(t *testing.T, url string, n *vnet.Net, policy peer.RelayPolicy, guestMAC ether.MAC) *meshPeer {
 	t.Helper()
-	guest := porttest.NewChannelPort(256)
-	m, err := peer.NewMesh(peer.MeshConfig{
-		Signal:      url,
-		Room:        "vnet",
-		Relay:       policy,
-		Local:       guest,
-		Transport:   &peer.TransportConfig{Net: n},
-		Logger:      testLogger(t, guestMAC.String()),
-		StatusEvery: -1,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	p := &meshPeer{Mesh: m, guest: guest, mac: guestMAC}
-	var stopped bool
-	p.stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}
-	t.Cleanup(p.stop)
-	return p
+	return runMeshPeer(t, peer.MeshConfig{
+		Signal:    url,
+		Room:      "vnet",
+		Relay:     policy,
+		Transport: &peer.TransportConfig{Net: n},
+	}, guestMAC)
 }
 
 // TestMeshRelayFallbackVNet: with the default policy (all), two peers
