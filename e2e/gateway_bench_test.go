@@ -2,13 +2,7 @@
 
 package e2e
 
-import (
-	"encoding/json"
-	"regexp"
-	"strconv"
-	"testing"
-	"time"
-)
+import "testing"
 
 // gwBenchSeconds is the length of one iperf3 run.
 const gwBenchSeconds = 5
@@ -32,8 +26,8 @@ func BenchmarkGatewayThroughput(b *testing.B) {
 	l.startGuest("-log-level", "warn")
 	LeaseDHCP(b, l.guest, l.guestTAP)
 
-	gwStartIperf(b, l.inet, gwInetAddr)
-	gwStartIperf(b, l.gw, "10.86.0.1")
+	StartIperfServer(b, l.inet, gwInetAddr)
+	StartIperfServer(b, l.gw, "10.86.0.1")
 	var up, down, veth, mesh float64
 	for range b.N {
 		veth += gwIperf(b, l.gw, gwInetAddr, false)
@@ -52,34 +46,9 @@ func BenchmarkGatewayThroughput(b *testing.B) {
 	b.ReportMetric(up/mesh, "x-mesh")
 }
 
-// gwStartIperf runs an iperf3 server on addr in ns until the benchmark ends.
-func gwStartIperf(b *testing.B, ns *Namespace, addr string) {
-	b.Helper()
-	srv := ns.Start("iperf3", "-s", "--forceflush", "-B", addr)
-	srv.WaitOutput(b, regexp.MustCompile(`Server listening`), 10*time.Second)
-}
-
 // gwIperf runs one iperf3 TCP test from ns to addr and returns the
 // receiver's rate in Mbit/s; reverse has the server send.
 func gwIperf(b *testing.B, ns *Namespace, addr string, reverse bool) float64 {
 	b.Helper()
-	args := []string{"-c", addr, "-t", strconv.Itoa(gwBenchSeconds), "-J"}
-	if reverse {
-		args = append(args, "-R")
-	}
-	out, err := ns.Run("iperf3", args...)
-	if err != nil {
-		b.Fatalf("iperf3 %v: %v", args, err)
-	}
-	var res struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
-	if err := json.Unmarshal([]byte(out), &res); err != nil || res.End.SumReceived.BitsPerSecond <= 0 {
-		b.Fatalf("iperf3 %v printed no receiver rate (%v):\n%s", args, err, out)
-	}
-	return res.End.SumReceived.BitsPerSecond / 1e6
+	return RunIperf(b, ns, addr, gwBenchSeconds, 0, reverse).Mbps
 }

@@ -91,30 +91,16 @@ func measureMesh(b *testing.B, mtu int) pathFigures {
 	return f
 }
 
-var (
-	iperfRateRE = regexp.MustCompile(`([\d.]+) Mbits/sec.*receiver`)
-	pingRTTRE   = regexp.MustCompile(`= [\d.]+/([\d.]+)/`)
-)
+var pingRTTRE = regexp.MustCompile(`= [\d.]+/([\d.]+)/`)
 
 // measurePath runs iperf3 both ways and a ping series from a to the server
 // address dst in c.
 func measurePath(b *testing.B, a, c *Namespace, dst netip.Addr) pathFigures {
 	b.Helper()
-	srv := c.Start("iperf3", "-s", "--forceflush", "-B", dst.String())
-	srv.WaitOutput(b, regexp.MustCompile(`Server listening`), 10*time.Second)
+	srv := StartIperfServer(b, c, dst.String())
 	var f pathFigures
-	for _, dir := range [][]string{nil, {"-R"}} {
-		args := append([]string{"-c", dst.String(), "-t", strconv.Itoa(benchSeconds), "-f", "m", "-O", "1"}, dir...)
-		out, err := a.Run("iperf3", args...)
-		if err != nil {
-			b.Fatal(err)
-		}
-		m := iperfRateRE.FindStringSubmatch(out)
-		if m == nil {
-			b.Fatalf("iperf3 printed no receiver rate:\n%s", out)
-		}
-		v, _ := strconv.ParseFloat(m[1], 64)
-		f.mbps += v / 2
+	for _, reverse := range []bool{false, true} {
+		f.mbps += RunIperf(b, a, dst.String(), benchSeconds, 1, reverse).Mbps / 2
 	}
 	out, err := a.Run("ping", "-q", "-c", "200", "-i", "0.005", dst.String())
 	if err != nil {

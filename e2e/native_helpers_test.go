@@ -547,3 +547,47 @@ func Ping(t testing.TB, ns *Namespace, dst netip.Addr, count int) string {
 	}
 	return out
 }
+
+// IperfResult is what one iperf3 TCP test measured at its receiver.
+type IperfResult struct {
+	Bytes float64
+	Mbps  float64
+}
+
+// StartIperfServer runs iperf3 -s bound to addr inside ns until the test
+// ends, and waits until it listens.
+func StartIperfServer(t testing.TB, ns *Namespace, addr string) *Process {
+	t.Helper()
+	srv := ns.Start("iperf3", "-s", "--forceflush", "-B", addr)
+	srv.WaitOutput(t, regexp.MustCompile(`Server listening`), 10*time.Second)
+	return srv
+}
+
+// RunIperf runs one iperf3 TCP test of secs seconds from ns to server,
+// leaving out the first omit seconds (slow start); reverse has the server
+// send. It fails the test unless the receiver got data.
+func RunIperf(t testing.TB, ns *Namespace, server string, secs, omit int, reverse bool) IperfResult {
+	t.Helper()
+	args := []string{"-c", server, "-t", strconv.Itoa(secs), "-O", strconv.Itoa(omit), "-J"}
+	if reverse {
+		args = append(args, "-R")
+	}
+	out, err := ns.Run("iperf3", args...)
+	if err != nil {
+		t.Fatalf("iperf3 %v: %v", args, err)
+	}
+	var res struct {
+		End struct {
+			SumReceived struct {
+				Bytes         float64 `json:"bytes"`
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Error != "" ||
+		res.End.SumReceived.Bytes == 0 || res.End.SumReceived.BitsPerSecond <= 0 {
+		t.Fatalf("iperf3 %v printed no receiver rate (%v %s):\n%s", args, err, res.Error, out)
+	}
+	return IperfResult{Bytes: res.End.SumReceived.Bytes, Mbps: res.End.SumReceived.BitsPerSecond / 1e6}
+}

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"net/netip"
-	"regexp"
 	"testing"
 	"time"
 )
@@ -41,22 +40,10 @@ func TestNativeLAN(t *testing.T) {
 	Ping(t, nsA, leaseB.Addr.Addr(), 10)
 	Ping(t, nsB, leaseA.Addr.Addr(), 10)
 
-	srv := nsB.Start("iperf3", "-s", "--forceflush", "-B", leaseB.Addr.Addr().String())
-	srv.WaitOutput(t, regexp.MustCompile(`Server listening`), 10*time.Second)
+	StartIperfServer(t, nsB, leaseB.Addr.Addr().String())
 	for _, reverse := range []bool{false, true} {
-		args := []string{"-c", leaseB.Addr.Addr().String(), "-t", "3", "-f", "m"}
-		if reverse {
-			args = append(args, "-R")
-		}
-		out, err := nsA.Run("iperf3", args...)
-		if err != nil {
-			t.Fatalf("iperf3 (reverse %v): %v", reverse, err)
-		}
-		m := regexp.MustCompile(`([\d.]+) Mbits/sec\s+receiver`).FindStringSubmatch(out)
-		if m == nil {
-			t.Fatalf("iperf3 (reverse %v) printed no receiver rate:\n%s", reverse, out)
-		}
-		t.Logf("iperf3 TCP A->B reverse=%v: %s Mbit/s", reverse, m[1])
+		r := RunIperf(t, nsA, leaseB.Addr.Addr().String(), 3, 0, reverse)
+		t.Logf("iperf3 TCP A->B reverse=%v: %.1f Mbit/s", reverse, r.Mbps)
 	}
 	if after := sig.RelayedBytes(t); after != before {
 		t.Errorf("signaling server relayed %v bytes during guest traffic; frames must not pass through it", after-before)

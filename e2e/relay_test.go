@@ -103,46 +103,18 @@ func (p *relayPair) relayCheckPaths(t testing.TB) {
 	}
 }
 
-// iperfResult is what relayIperf measured.
-type iperfResult struct {
-	Bytes float64 // received by the receiver
-	Mbps  float64
-}
-
 // relayIperf runs an iperf3 TCP test of secs seconds (after one omitted
 // second of slow start) from A's namespace to an iperf3 server in B's
 // (reverse: B to A).
-func (p *relayPair) relayIperf(t testing.TB, secs int, reverse bool) iperfResult {
+func (p *relayPair) relayIperf(t testing.TB, secs int, reverse bool) IperfResult {
 	t.Helper()
-	server := p.leaseB.Addr.Addr().String()
-	args := []string{"-c", server, "-t", strconv.Itoa(secs), "-O", "1", "-J"}
-	if reverse {
-		args = append(args, "-R")
-	}
-	out, err := p.nsA.Run("iperf3", args...)
-	if err != nil {
-		t.Fatalf("iperf3 %v: %v", args, err)
-	}
-	var res struct {
-		End struct {
-			SumReceived struct {
-				Bytes         float64 `json:"bytes"`
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-		Error string `json:"error"`
-	}
-	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Error != "" || res.End.SumReceived.Bytes == 0 {
-		t.Fatalf("iperf3 %v: %v %s\n%s", args, err, res.Error, out)
-	}
-	return iperfResult{Bytes: res.End.SumReceived.Bytes, Mbps: res.End.SumReceived.BitsPerSecond / 1e6}
+	return RunIperf(t, p.nsA, p.leaseB.Addr.Addr().String(), secs, 1, reverse)
 }
 
 // relayIperfServer starts iperf3 -s in B's namespace.
 func (p *relayPair) relayIperfServer(t testing.TB) {
 	t.Helper()
-	srv := p.nsB.Start("iperf3", "-s", "--forceflush", "-B", p.leaseB.Addr.Addr().String())
-	srv.WaitOutput(t, regexp.MustCompile(`Server listening`), 10*time.Second)
+	StartIperfServer(t, p.nsB, p.leaseB.Addr.Addr().String())
 }
 
 // turnRelayedBytes sums the embedded relay's relayed payload bytes.
