@@ -73,7 +73,7 @@ func lanWaitGuest(t testing.TB, tab *Tab) *lanGuest {
 	// Not WaitShell: its prompt must end the console, and the lease line
 	// often comes right after the first prompt. A command answers instead.
 	tab.WaitPhase("ready", BootTimeout)
-	lanWaitNet(t, tab, "connected", lanJoinTimeout)
+	waitNet(t, tab, "connected", lanJoinTimeout)
 	m := tab.WaitConsole(lanLeaseRE, lanJoinTimeout)
 	tab.Command("echo shell$((6*7))", regexp.MustCompile(`(?m)^shell42$`), CommandTimeout)
 	ip, err := netip.ParseAddr(m[1])
@@ -87,8 +87,9 @@ func lanWaitGuest(t testing.TB, tab *Tab) *lanGuest {
 	return &lanGuest{Tab: tab, IP: ip}
 }
 
-// lanWaitNet waits for peerlanPage.net.state, failing at once on "error".
-func lanWaitNet(t testing.TB, tab *Tab, want string, timeout time.Duration) pageState {
+// waitNet waits for peerlanPage.net.state to be want, failing at once when
+// the page reached another final state ("error" or "unavailable").
+func waitNet(t testing.TB, tab *Tab, want string, timeout time.Duration) pageState {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {

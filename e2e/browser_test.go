@@ -118,22 +118,6 @@ func waitFor(t *testing.T, tab *Tab, expr string) string {
 	}
 }
 
-// waitNet waits for peerlanPage.net.state to be want.
-func waitNet(t *testing.T, tab *Tab, want string, timeout time.Duration) pageState {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		st := tab.State()
-		if st.Net.State == want {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("network state %q (%s) after %v, want %q", st.Net.State, st.Net.Error, timeout, want)
-		}
-		tab.sleep(pollInterval)
-	}
-}
-
 // withoutPeer is the page without the wasm peer, as before the lead's
 // wasm/ lands or when its build failed.
 func withoutPeer() fs.FS {
