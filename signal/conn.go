@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/netip"
 	"path"
 	"sync"
@@ -37,6 +38,10 @@ type conn struct {
 	closeText string
 
 	joined atomic.Bool // set once the peer has joined; gates keepalive extensions
+
+	// iceRefresh re-sends fresh ICE servers every Config.ICERefresh once
+	// joined; stopped by close.
+	iceRefresh atomic.Pointer[time.Timer]
 
 	// Reader-goroutine state.
 	lastRateError time.Time
@@ -78,6 +83,9 @@ func (c *conn) close(code int, text string) {
 	c.closeOnce.Do(func() {
 		c.closeCode, c.closeText = code, text
 		close(c.done)
+		if t := c.iceRefresh.Load(); t != nil {
+			t.Stop()
+		}
 		if ws := c.wsClose.Load(); ws != nil {
 			// Unblock a writer stuck on a slow reader and the reader itself.
 			_ = ws.NetConn().SetDeadline(time.Now().Add(closeTimeout))
@@ -446,8 +454,35 @@ func (c *conn) join(j *Join) {
 		w.ICEServers = s.cfg.ICEServers(rm.name, m.id)
 	}
 	c.sendMsg(w)
+	if s.cfg.ICEServers != nil && s.cfg.ICERefresh > 0 {
+		c.startICERefresh(rm.name, m.id)
+	}
 	if kind != "reattach" {
 		s.broadcastLocked(rm, &PeerJoined{Peer: m.info()}, m)
+	}
+}
+
+// startICERefresh sends the peer fresh ICE servers every ICERefresh until
+// the connection closes. A resumed peer gets a new connection, a new welcome
+// and a new timer.
+func (c *conn) startICERefresh(room string, id PeerID) {
+	every := c.s.cfg.ICERefresh
+	// Armed only once stored, so the callback always finds it.
+	t := time.AfterFunc(math.MaxInt64, func() {
+		select {
+		case <-c.done:
+			return
+		default:
+		}
+		c.sendMsg(&ICEServers{ICEServers: c.s.cfg.ICEServers(room, id)})
+		c.iceRefresh.Load().Reset(every)
+	})
+	c.iceRefresh.Store(t)
+	t.Reset(every)
+	select {
+	case <-c.done: // closed before the timer was stored: close could not stop it
+		t.Stop()
+	default:
 	}
 }
 

@@ -41,6 +41,13 @@
 //	 "ice_servers":[{"urls":["turn:relay.example:3478"],"username":"1700000000:3q2-…","credential":"…"}],
 //	 "limits":{"max_message_bytes":65536,"messages_per_second":50,"burst":100,"max_peers_per_room":64}}
 //
+// ice-servers (server → peer) replaces the welcome's ICE servers while the
+// peer stays joined, sent every Config.ICERefresh (bin/signal: half the TURN
+// credentials' lifetime), so links negotiated hours after the join still get
+// valid TURN credentials. Peers that predate it ignore it as an unknown type.
+//
+//	{"type":"ice-servers","ice_servers":[{"urls":["turn:relay.example:3478"],"username":"1700021600:3q2-…","credential":"…"}]}
+//
 // peer-joined and peer-left (server → peer):
 //
 //	{"type":"peer-joined","peer":{"id":"Q7w…","role":"guest","ip":"10.86.0.4"}}

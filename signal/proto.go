@@ -22,6 +22,7 @@ const (
 	TypeSignal     = "signal"
 	TypeLeave      = "leave"
 	TypeError      = "error"
+	TypeICEServers = "ice-servers"
 )
 
 // PeerID is a server-issued peer identity: 22 characters of base64url
@@ -86,6 +87,14 @@ type Welcome struct {
 	Peers      []PeerInfo   `json:"peers"`
 	ICEServers []ICEServer  `json:"ice_servers"`
 	Limits     Limits       `json:"limits"`
+}
+
+// ICEServers replaces the ICE servers of the welcome with fresh ones (new
+// TURN credentials) while a peer stays joined. Links negotiated from then on
+// use them.
+type ICEServers struct {
+	Type       string      `json:"type"`
+	ICEServers []ICEServer `json:"ice_servers"`
 }
 
 // PeerJoined announces a new member of the room.
@@ -160,7 +169,7 @@ var roomNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 var errNotObject = errors.New("signal: message is not a JSON object with a string \"type\"")
 
 // Decode parses one wire message into a pointer to its type's struct (*Join,
-// *Welcome, *PeerJoined, *PeerLeft, *Signal, *Leave or *Error). It returns an
+// *Welcome, *ICEServers, *PeerJoined, *PeerLeft, *Signal, *Leave or *Error). It returns an
 // *Error with CodeBadJSON or CodeUnknownType for input it cannot accept.
 func Decode(b []byte) (any, error) {
 	var head struct {
@@ -175,6 +184,8 @@ func Decode(b []byte) (any, error) {
 		m = new(Join)
 	case TypeWelcome:
 		m = new(Welcome)
+	case TypeICEServers:
+		m = new(ICEServers)
 	case TypePeerJoined:
 		m = new(PeerJoined)
 	case TypePeerLeft:
@@ -213,6 +224,8 @@ func Encode(m any) ([]byte, error) {
 		m.Type = TypeJoin
 	case *Welcome:
 		m.Type = TypeWelcome
+	case *ICEServers:
+		m.Type = TypeICEServers
 	case *PeerJoined:
 		m.Type = TypePeerJoined
 	case *PeerLeft:
@@ -242,6 +255,8 @@ func typeOf(m any) string {
 		return TypeJoin
 	case *Welcome:
 		return TypeWelcome
+	case *ICEServers:
+		return TypeICEServers
 	case *PeerJoined:
 		return TypePeerJoined
 	case *PeerLeft:

@@ -41,6 +41,11 @@ type Config struct {
 	// with freshly minted TURN credentials). Default: none, so peers use only
 	// host candidates.
 	ICEServers func(room string, id PeerID) []ICEServer
+	// ICERefresh, when positive, is how often each joined peer is sent
+	// fresh ICEServers in an ice-servers message, so that credentials
+	// minted into them never run out while the peer stays. Set it below the
+	// credentials' lifetime. Default 0: the welcome's servers only.
+	ICERefresh time.Duration
 
 	// AllowedOrigins lists the browser origins (scheme://host[:port]) that
 	// may connect, or "*" for any. Requests without an Origin header (native

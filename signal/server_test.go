@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -227,6 +228,42 @@ func TestJoinAndPeerLists(t *testing.T) {
 	if got := m[`peerlan_signal_joins_total{kind="new",role="guest"}`]; got != 3 {
 		t.Fatalf("joins: %v", got)
 	}
+}
+
+// TestICEServersRefreshed: with ICERefresh set, a joined peer gets fresh ICE
+// servers (minted per peer, each time anew) in ice-servers messages; without
+// it, none.
+func TestICEServersRefreshed(t *testing.T) {
+	var minted atomic.Int32
+	ice := func(room string, id signal.PeerID) []signal.ICEServer {
+		n := minted.Add(1)
+		return []signal.ICEServer{{URLs: []string{"turn:relay.example:3478"}, Username: fmt.Sprintf("%d:%s:%s", n, room, id), Credential: "c"}}
+	}
+	ts := startServer(t, func(c *signal.Config) { c.ICEServers, c.ICERefresh = ice, 100*time.Millisecond })
+	a, wa := joinRaw(t, ts, "lab", nil)
+	if len(wa.ICEServers) != 1 || wa.ICEServers[0].Username != fmt.Sprintf("1:lab:%s", wa.ID) {
+		t.Fatalf("welcome ICE servers: %+v", wa.ICEServers)
+	}
+	seen := map[string]bool{wa.ICEServers[0].Username: true}
+	for range 2 {
+		u := expect[*signal.ICEServers](a)
+		if len(u.ICEServers) != 1 || !strings.HasSuffix(u.ICEServers[0].Username, ":lab:"+string(wa.ID)) || seen[u.ICEServers[0].Username] {
+			t.Fatalf("refresh: %+v (seen %v)", u.ICEServers, seen)
+		}
+		seen[u.ICEServers[0].Username] = true
+	}
+	// A peer that left gets nothing more minted for it.
+	a.send(&signal.Leave{})
+	a.expectClosed(websocket.CloseNormalClosure)
+	before := minted.Load()
+	time.Sleep(300 * time.Millisecond)
+	if after := minted.Load(); after != before {
+		t.Fatalf("ICE servers minted %d times after the peer left", after-before)
+	}
+
+	quiet := startServer(t, func(c *signal.Config) { c.ICEServers = ice })
+	q, _ := joinRaw(t, quiet, "lab", nil)
+	q.expectSilence(300 * time.Millisecond)
 }
 
 func TestRelayOnlyWithinRoom(t *testing.T) {
@@ -532,6 +569,7 @@ func TestBadInput(t *testing.T) {
 	check("no type", text(`{"to":"x"}`), signal.CodeBadJSON, false)
 	check("unknown type", text(`{"type":"frame","data":"AAAA"}`), signal.CodeUnknownType, false)
 	check("server-only type", text(`{"type":"welcome"}`), signal.CodeUnknownType, false)
+	check("server-only ice-servers", text(`{"type":"ice-servers","ice_servers":[]}`), signal.CodeUnknownType, false)
 	check("second join", text(`{"type":"join","v":1,"room":"lab"}`), signal.CodeAlreadyJoined, false)
 	check("signal without data", text(`{"type":"signal","to":"`+string(wa.ID)+`"}`), signal.CodeBadSignal, false)
 	check("signal to unknown peer", text(`{"type":"signal","to":"AAAAAAAAAAAAAAAAAAAAAA","data":1}`), signal.CodeUnknownPeer, false)
