@@ -279,6 +279,9 @@ func (m *Mesh) onSignal(ev signal.Event) {
 	switch e := ev.(type) {
 	case *signal.Welcome:
 		m.onWelcome(e)
+	case *signal.ICEServers:
+		m.setICEServers(e.ICEServers)
+		m.log.Debug("signaling server refreshed the ICE servers", "servers", len(e.ICEServers))
 	case *signal.PeerJoined:
 		m.members[e.Peer.ID] = e.Peer
 		if l := m.links[e.Peer.ID]; l != nil {
@@ -303,6 +306,18 @@ func (m *Mesh) onSignal(ev signal.Event) {
 	}
 }
 
+// setICEServers takes the signaling server's ICE servers (with their TURN
+// credentials) for sessions negotiated from now on, plus the configured
+// ones. Open links keep the servers they were negotiated with.
+func (m *Mesh) setICEServers(servers []signal.ICEServer) {
+	// A new slice: peer connections keep the one they were created with.
+	next := make([]webrtc.ICEServer, 0, len(servers)+len(m.cfg.ICEServers))
+	for _, s := range servers {
+		next = append(next, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+	}
+	m.iceServers = append(next, m.cfg.ICEServers...)
+}
+
 func (m *Mesh) onWelcome(w *signal.Welcome) {
 	m.signalState = "connected"
 	m.mu.Lock()
@@ -324,11 +339,7 @@ func (m *Mesh) onWelcome(w *signal.Welcome) {
 			m.log.Error("local DHCP service refused the room's address", "lease", lease, "err", err)
 		}
 	}
-	m.iceServers = m.iceServers[:0]
-	for _, s := range w.ICEServers {
-		m.iceServers = append(m.iceServers, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
-	}
-	m.iceServers = append(m.iceServers, m.cfg.ICEServers...)
+	m.setICEServers(w.ICEServers)
 
 	present := make(map[signal.PeerID]bool, len(w.Peers))
 	clear(m.members)

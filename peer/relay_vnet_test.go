@@ -158,8 +158,9 @@ func (lab *relayVNet) relayedBytes(t *testing.T) float64 {
 }
 
 // startTURNSignal runs a signaling server on loopback whose welcomes list
-// the vnet relay with credentials minted for each peer, as bin/signal does.
-func startTURNSignal(t *testing.T) string {
+// the vnet relay with credentials minted for each peer, valid for ttl, as
+// bin/signal does; with refresh > 0 it sends fresh ones that often.
+func startTURNSignal(t *testing.T, ttl, refresh time.Duration) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -169,9 +170,10 @@ func startTURNSignal(t *testing.T) string {
 		Secret: meshSecret,
 		Logger: testLogger(t, "signal"),
 		ICEServers: func(_ string, id signal.PeerID) []signal.ICEServer {
-			user, pass := relay.MintCredential(vnetTURNSecret, string(id), time.Hour, time.Now())
+			user, pass := relay.MintCredential(vnetTURNSecret, string(id), ttl, time.Now())
 			return []signal.ICEServer{{URLs: []string{vnetTURNURL}, Username: user, Credential: pass}}
 		},
+		ICERefresh: refresh,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -203,7 +205,7 @@ func TestMeshRelayFallbackVNet(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, ignore) }) // after the lab's and peers' cleanups
 	lab := newRelayVNet(t)
-	url := startTURNSignal(t)
+	url := startTURNSignal(t, time.Hour, 0)
 	a := startVNetPeer(t, url, lab.netA, peer.RelayAll, mac(0xa))
 	b := startVNetPeer(t, url, lab.netB, peer.RelayAll, mac(0xb))
 	waitOpen(t, 1, a, b)
@@ -234,13 +236,40 @@ func TestMeshRelayFallbackVNet(t *testing.T) {
 	}
 }
 
+// TestMeshRelayFreshCredentialsVNet: a peer that joined with TURN
+// credentials that have since expired still links through the relay with a
+// peer that joins later, because the signaling server refreshed them.
+func TestMeshRelayFreshCredentialsVNet(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+	lab := newRelayVNet(t)
+	// Expiry has a resolution of one second, so 2 s is the shortest TTL
+	// that surely outlives the join.
+	const ttl = 2 * time.Second
+	url := startTURNSignal(t, ttl, ttl/4)
+	a := startVNetPeer(t, url, lab.netA, peer.RelayOnly, mac(0xa))
+	for deadline := time.Now().Add(10 * time.Second); a.Status().ID == ""; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a did not join within 10 s")
+		}
+	}
+	time.Sleep(ttl + 1500*time.Millisecond) // a's welcome credentials are stale now
+	b := startVNetPeer(t, url, lab.netB, peer.RelayOnly, mac(0xb))
+	waitOpen(t, 1, a, b)
+	a.send(t, b.mac, "with fresh credentials")
+	b.expectFrame(t, "with fresh credentials")
+	if n := lab.relay.Allocations(); n < 2 {
+		t.Errorf("%d TURN allocations, want one for each peer", n)
+	}
+}
+
 // TestMeshDirectPolicyFailsVNet: with policy direct the same two peers do
 // not use the relay, so their link fails, with a status that says why.
 func TestMeshDirectPolicyFailsVNet(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
 	lab := newRelayVNet(t)
-	url := startTURNSignal(t)
+	url := startTURNSignal(t, time.Hour, 0)
 	a := startVNetPeer(t, url, lab.netA, peer.RelayNever, mac(0xa))
 	b := startVNetPeer(t, url, lab.netB, peer.RelayNever, mac(0xb))
 

@@ -142,6 +142,11 @@ func serve(f serveFlags, log *slog.Logger) error {
 		defer turnSrv.Close()
 	}
 	cfg.ICEServers = ice
+	if ice != nil {
+		// Fresh credentials well before the welcome's run out, so links
+		// negotiated late in a long stay still reach the relay.
+		cfg.ICERefresh = f.turn.ttl / 2
+	}
 	var static fs.FS = web.FS()
 	if f.webDir != "" {
 		static = os.DirFS(f.webDir)
