@@ -5,19 +5,13 @@ package peer
 import (
 	"net"
 
+	"github.com/peerlan/peerlan/internal/sockbuf"
 	"github.com/pion/transport/v4"
 	"github.com/pion/transport/v4/stdnet"
 )
 
-// udpSocketBuffer is the receive and send buffer asked for on every UDP
-// socket ICE opens. The kernel's default (about 208 KiB) overflows under a
-// burst of full-size frames: measured here, about one TCP retransmission in
-// six over the mesh was a UDP receive-buffer drop (RcvbufErrors). The kernel
-// caps the request at net.core.rmem_max/wmem_max, so this never needs
-// privileges; it only takes what the host allows.
-const udpSocketBuffer = 4 << 20
-
-// bufferedNet is the host's network stack with larger UDP socket buffers.
+// bufferedNet is the host's network stack with larger UDP socket buffers
+// (see package sockbuf for why).
 type bufferedNet struct{ *stdnet.Net }
 
 func newBufferedNet() (transport.Net, error) {
@@ -31,7 +25,7 @@ func newBufferedNet() (transport.Net, error) {
 func (n bufferedNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
 	c, err := n.Net.ListenUDP(network, laddr)
 	if err == nil {
-		setSocketBuffers(c)
+		sockbuf.Enlarge(c)
 	}
 	return c, err
 }
@@ -39,19 +33,7 @@ func (n bufferedNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UD
 func (n bufferedNet) ListenPacket(network, address string) (net.PacketConn, error) {
 	c, err := n.Net.ListenPacket(network, address)
 	if err == nil {
-		setSocketBuffers(c)
+		sockbuf.Enlarge(c)
 	}
 	return c, err
-}
-
-// setSocketBuffers enlarges c's buffers where it can; failure is harmless
-// (the kernel default stays).
-func setSocketBuffers(c any) {
-	if b, ok := c.(interface {
-		SetReadBuffer(int) error
-		SetWriteBuffer(int) error
-	}); ok {
-		_ = b.SetReadBuffer(udpSocketBuffer)
-		_ = b.SetWriteBuffer(udpSocketBuffer)
-	}
 }

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/peerlan/peerlan/internal/sockbuf"
 )
 
 // Relay socket errors, seen by pion/turn (which answers 508 Insufficient
@@ -89,6 +91,7 @@ func (r *relayPorts) bind(network string, port uint16) (net.PacketConn, net.Addr
 	if err != nil {
 		return nil, nil, err
 	}
+	sockbuf.Enlarge(pc)
 	rc := &relayConn{PacketConn: pc, s: r.s, port: port, created: time.Now()}
 	rc.perms.Store(&map[netip.Addr]struct{}{})
 	rc.lifetime = time.AfterFunc(cfg.MaxAllocationLifetime, rc.expire)

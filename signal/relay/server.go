@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/peerlan/peerlan/internal/sockbuf"
 	"github.com/pion/turn/v4"
 )
 
@@ -162,6 +163,7 @@ func (s *Server) open(tlsConfig *tls.Config) error {
 		if err != nil {
 			return fmt.Errorf("relay: listening on UDP %s: %w", a, err)
 		}
+		sockbuf.Enlarge(pc)
 		s.udp = append(s.udp, pc)
 	}
 	for _, group := range []struct {
