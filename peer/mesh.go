@@ -168,7 +168,7 @@ func NewMesh(cfg MeshConfig) (*Mesh, error) {
 	if err != nil {
 		return nil, err
 	}
-	api, err := newWebRTCAPI(cfg.Transport)
+	api, err := newWebRTCAPI(cfg.Transport, relay)
 	if err != nil {
 		sw.Close()
 		return nil, err

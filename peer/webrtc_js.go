@@ -18,7 +18,7 @@ type TransportConfig struct{}
 
 type webrtcAPI = webrtc.API
 
-func newWebRTCAPI(*TransportConfig) (*webrtcAPI, error) {
+func newWebRTCAPI(*TransportConfig, RelayPolicy) (*webrtcAPI, error) {
 	return webrtc.NewAPI(), nil
 }
 
