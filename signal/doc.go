@@ -18,6 +18,7 @@
 //	 │── join ───────────────────────────►│  first message, within JoinTimeout
 //	 │◄─────────────────────────── welcome│  id, address, peers, ICE servers
 //	 │◄──────────── peer-joined / peer-left│  room membership changes
+//	 │◄─────────────────────── ice-servers│  fresh TURN credentials, every ICERefresh
 //	 │── signal{to} ─────────────────────►│──► signal{from} to that peer
 //	 │── leave ──────────────────────────►│  (optional) release id and address now
 //	 │◄──────────────────────────── error │  any time; see ErrorCode
