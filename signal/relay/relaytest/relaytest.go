@@ -29,6 +29,26 @@ func UDPEcho(tb testing.TB, addr string) *net.UDPAddr {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	echo(tb, pc)
+	return pc.LocalAddr().(*net.UDPAddr) //nolint:forcetypeassert // a udp4 listener
+}
+
+// RelayedEcho allocates on server and answers every datagram arriving at
+// the relayed address with the same bytes until the test ends. It permits
+// peer first, since nothing reaches a relayed address without a permission
+// (RFC 8656), and returns the relayed address.
+func RelayedEcho(tb testing.TB, server, username, password string, peer net.Addr) net.Addr {
+	tb.Helper()
+	pc := Allocate(tb, server, username, password)
+	if _, err := pc.WriteTo([]byte("permit"), peer); err != nil {
+		tb.Fatal(err)
+	}
+	echo(tb, pc)
+	return pc.LocalAddr()
+}
+
+// echo answers pc's datagrams until pc is closed or the test ends.
+func echo(tb testing.TB, pc net.PacketConn) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -43,7 +63,6 @@ func UDPEcho(tb testing.TB, addr string) *net.UDPAddr {
 		}
 	}()
 	tb.Cleanup(func() { _ = pc.Close(); wg.Wait() })
-	return pc.LocalAddr().(*net.UDPAddr) //nolint:forcetypeassert // a udp4 listener
 }
 
 // Allocate connects a pion/turn client over UDP from 127.0.0.1 to server
