@@ -20,6 +20,7 @@ const (
 	dropNoPermission = "no-permission" // a peer sent to a relayed address without a permission for it
 	dropOwnPort      = "own-address"   // a client sent to the relay's own address outside the relay ports
 	dropRefusedPeer  = "refused-peer"  // a write to a refused address got past the permission check
+	dropInboxFull    = "inbox-full"    // a datagram for an allocation whose inbox was full (its client reads too slowly)
 )
 
 // Relayed byte directions, the "direction" label.
@@ -38,9 +39,9 @@ type metrics struct {
 	drops            *prometheus.CounterVec
 
 	// Hot-path children, resolved once.
-	bytesOut, bytesIn             prometheus.Counter
-	packetsOut, packetsIn         prometheus.Counter
-	dropNoPerm, dropOwn, dropPeer prometheus.Counter
+	bytesOut, bytesIn                       prometheus.Counter
+	packetsOut, packetsIn                   prometheus.Counter
+	dropNoPerm, dropOwn, dropPeer, dropFull prometheus.Counter
 
 	reg        prometheus.Registerer
 	registered []prometheus.Collector
@@ -85,6 +86,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.dropNoPerm = m.drops.WithLabelValues(dropNoPermission)
 	m.dropOwn = m.drops.WithLabelValues(dropOwnPort)
 	m.dropPeer = m.drops.WithLabelValues(dropRefusedPeer)
+	m.dropFull = m.drops.WithLabelValues(dropInboxFull)
 	for _, r := range []string{ReasonAuth, ReasonQuota, ReasonPermissionQuota} {
 		m.refusals.WithLabelValues(r)
 	}

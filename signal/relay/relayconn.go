@@ -92,7 +92,12 @@ func (r *relayPorts) bind(network string, port uint16) (net.PacketConn, net.Addr
 		return nil, nil, err
 	}
 	sockbuf.Enlarge(pc)
-	rc := &relayConn{PacketConn: pc, s: r.s, port: port, created: time.Now()}
+	rc := &relayConn{
+		PacketConn: pc, s: r.s, port: port, created: time.Now(),
+		addr:  &net.UDPAddr{IP: cfg.RelayIP.AsSlice(), Port: int(port)},
+		inbox: make(chan datagram, inboxSize),
+		done:  make(chan struct{}),
+	}
 	rc.perms.Store(&map[netip.Addr]struct{}{})
 	rc.lifetime = time.AfterFunc(cfg.MaxAllocationLifetime, rc.expire)
 	r.mu.Lock()
@@ -104,7 +109,8 @@ func (r *relayPorts) bind(network string, port uint16) (net.PacketConn, net.Addr
 	}
 	r.inUse[port] = rc
 	r.mu.Unlock()
-	return rc, &net.UDPAddr{IP: cfg.RelayIP.AsSlice(), Port: int(port)}, nil
+	go rc.pump()
+	return rc, rc.addr, nil
 }
 
 func (r *relayPorts) lookup(port int) *relayConn {
@@ -139,17 +145,25 @@ func (r *relayPorts) all() []*relayConn {
 //     (pion would drop them too, logging each at Info),
 //   - refuses writes to refused addresses again (defence in depth) and to
 //     the relay's own address at any port that is not an allocation's,
+//   - hands a write to another allocation of this server straight to that
+//     allocation's inbox instead of through the kernel (see WriteTo),
 //   - closes itself at MaxAllocationLifetime, which ends the allocation.
+//
+// Reads come from inbox, fed by pump (the socket) and by other allocations.
 type relayConn struct {
 	net.PacketConn
 	s        *Server
 	port     uint16
+	addr     *net.UDPAddr // the relayed address, RelayIP:port
 	created  time.Time
 	lifetime *time.Timer
 
 	// perms is the set of peer IPs with a permission, copied on write from
 	// pion's permission events so the per-datagram read needs no lock.
 	perms atomic.Pointer[map[netip.Addr]struct{}]
+
+	inbox chan datagram
+	done  chan struct{} // closed by Close
 
 	// user and client are set when pion reports the allocation; guarded by
 	// Server.mu.
@@ -158,6 +172,25 @@ type relayConn struct {
 	closeOnce sync.Once
 	closed    atomic.Bool
 }
+
+// inboxSize is how many datagrams wait for pion to read them, the
+// in-process counterpart of a socket's receive buffer: beyond it datagrams
+// are dropped, as the kernel drops them at a full socket.
+const inboxSize = 1024
+
+// datagramSize bounds a relayed datagram: pion reads relay sockets into
+// 1600-byte buffers and truncates anything longer, so nothing longer is
+// worth keeping.
+const datagramSize = 2048
+
+// datagram is a payload waiting in an inbox.
+type datagram struct {
+	buf  *[]byte // from bufPool
+	n    int
+	from *net.UDPAddr
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, datagramSize); return &b }}
 
 func (rc *relayConn) permitted(a netip.Addr) bool {
 	_, ok := (*rc.perms.Load())[a]
@@ -183,24 +216,85 @@ func (rc *relayConn) setPermission(a netip.Addr, on bool) {
 	rc.perms.Store(&next)
 }
 
-// ReadFrom returns the next datagram from a permitted peer.
-func (rc *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
+// pump moves the socket's datagrams from permitted peers into the inbox
+// until the socket closes.
+func (rc *relayConn) pump() {
 	m := rc.s.metrics
 	for {
-		n, addr, err := rc.PacketConn.ReadFrom(p)
+		buf := bufPool.Get().(*[]byte)
+		n, addr, err := rc.PacketConn.ReadFrom(*buf)
 		if err != nil {
-			return n, addr, err
+			bufPool.Put(buf)
+			if !rc.closed.Load() {
+				rc.s.log.Warn("relay: relay socket failed; ending its allocation", "relay_port", rc.port, "err", err)
+			}
+			_ = rc.Close()
+			return
 		}
-		if ua, ok := addr.(*net.UDPAddr); ok && rc.permitted(addrFromIP(ua.IP)) {
-			m.bytesIn.Add(float64(n))
-			m.packetsIn.Inc()
-			return n, addr, nil
+		ua, ok := addr.(*net.UDPAddr)
+		if !ok || !rc.permitted(addrFromIP(ua.IP)) {
+			bufPool.Put(buf)
+			m.dropNoPerm.Inc()
+			continue
 		}
-		m.dropNoPerm.Inc()
+		select {
+		case rc.inbox <- datagram{buf, n, ua}:
+		case <-rc.done:
+			bufPool.Put(buf)
+		}
 	}
 }
 
-// WriteTo sends a client's datagram to a peer.
+// deliver queues a datagram another allocation of this server sent to rc,
+// without blocking the sender: pion's listener loop, which serves every
+// client, calls it. Reports whether it was queued.
+func (rc *relayConn) deliver(p []byte, from *net.UDPAddr) bool {
+	m := rc.s.metrics
+	if !rc.permitted(addrFromIP(from.IP)) {
+		m.dropNoPerm.Inc()
+		return false
+	}
+	buf := bufPool.Get().(*[]byte)
+	n := copy(*buf, p)
+	select {
+	case <-rc.done:
+	default:
+		select {
+		case rc.inbox <- datagram{buf, n, from}:
+			return true
+		default:
+			m.dropFull.Inc()
+		}
+	}
+	bufPool.Put(buf)
+	return false
+}
+
+// ReadFrom returns the next datagram from a permitted peer.
+func (rc *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	select {
+	case d := <-rc.inbox:
+		return rc.take(d, p)
+	case <-rc.done:
+		return 0, nil, net.ErrClosed // pion then deletes the allocation
+	}
+}
+
+func (rc *relayConn) take(d datagram, p []byte) (int, net.Addr, error) {
+	n := copy(p, (*d.buf)[:d.n])
+	bufPool.Put(d.buf)
+	m := rc.s.metrics
+	m.bytesIn.Add(float64(n))
+	m.packetsIn.Inc()
+	return n, d.from, nil
+}
+
+// WriteTo sends a client's datagram to a peer. A datagram for another
+// allocation of this server (clients of one relay reach each other at their
+// relayed addresses, which is how two relay-only peers connect) goes
+// straight into that allocation's inbox: a copy instead of a send and a
+// receive through the kernel, which were half the relay's work per
+// datagram on that path.
 func (rc *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	ua, ok := addr.(*net.UDPAddr)
 	if !ok {
@@ -208,16 +302,22 @@ func (rc *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	}
 	s := rc.s
 	a := addrFromIP(ua.IP)
+	if a == s.cfg.RelayIP && ua.Port >= int(s.cfg.MinPort) && ua.Port <= int(s.cfg.MaxPort) {
+		if dst := s.ports.lookup(ua.Port); dst != nil {
+			s.metrics.bytesOut.Add(float64(len(p)))
+			s.metrics.packetsOut.Inc()
+			dst.deliver(p, rc.addr)
+			return len(p), nil // a dropped datagram is lost, as UDP's would be
+		}
+	}
 	switch {
 	case s.allowListed(a):
 	case a == s.cfg.RelayIP:
 		// Only ports that are relayed addresses right now: not the TURN
 		// listeners (whose ephemeral port may lie inside the range) nor
 		// anything else on the host.
-		if ua.Port < int(s.cfg.MinPort) || ua.Port > int(s.cfg.MaxPort) || s.ports.lookup(ua.Port) == nil {
-			s.metrics.dropOwn.Inc()
-			return 0, fmt.Errorf("%w: %s", errOwnAddressPort, ua)
-		}
+		s.metrics.dropOwn.Inc()
+		return 0, fmt.Errorf("%w: %s", errOwnAddressPort, ua)
 	case ClassifyAddr(a) != ClassGlobal:
 		s.metrics.dropPeer.Inc()
 		return 0, fmt.Errorf("%w: %s", errRefusedPeer, a)
@@ -235,6 +335,7 @@ func (rc *relayConn) Close() error {
 	var err error
 	rc.closeOnce.Do(func() {
 		rc.closed.Store(true)
+		close(rc.done)
 		rc.lifetime.Stop()
 		err = rc.PacketConn.Close()
 		rc.s.ports.release(rc)

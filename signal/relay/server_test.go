@@ -349,6 +349,23 @@ func TestRelayBetweenClientsOfOneRelay(t *testing.T) {
 			if got := metricValue(s.metrics.allocationsTotal); got != 2 {
 				t.Fatalf("allocations_total %v", got)
 			}
+
+			// A third client that never permitted a gets nothing from it,
+			// although the datagrams never leave the relay process.
+			c := allocate(t, dialClient(t, s, "udp", mint("carol", time.Hour)))
+			drops := metricValue(s.metrics.dropNoPerm)
+			for range 3 {
+				if _, err := a.WriteTo([]byte("unasked"), c.LocalAddr()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			eventually(t, "datagrams to c dropped for want of a permission", func() bool {
+				return metricValue(s.metrics.dropNoPerm) >= drops+3
+			})
+			_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			if n, from, err := c.ReadFrom(make([]byte, 64)); err == nil {
+				t.Fatalf("c received %d bytes from %v without a permission", n, from)
+			}
 		})
 	}
 }
