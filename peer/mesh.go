@@ -64,6 +64,9 @@ type MeshConfig struct {
 	Token string
 	// Role is signal.RoleGuest (default) or signal.RoleGateway.
 	Role signal.Role
+	// Resume is a resume token saved from an earlier run (ResumeToken), so
+	// that a restarted peer keeps its id and address. Optional.
+	Resume string
 	// Relay is the relay policy; default RelayAll.
 	Relay RelayPolicy
 
@@ -156,7 +159,7 @@ func NewMesh(cfg MeshConfig) (*Mesh, error) {
 		cfg.StatusEvery = 30 * time.Second
 	}
 	client, err := signal.NewClient(signal.ClientConfig{
-		URL: cfg.Signal, Room: cfg.Room, Role: cfg.Role, Token: cfg.Token, Logger: cfg.Logger,
+		URL: cfg.Signal, Room: cfg.Room, Role: cfg.Role, Token: cfg.Token, Resume: cfg.Resume, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return nil, err

@@ -89,6 +89,11 @@ func (m *Mesh) Status() MeshStatus {
 	return s
 }
 
+// ResumeToken returns the token that lets a later run of this peer take
+// back its id and address (MeshConfig.Resume); "" before the first welcome.
+// It is a credential, so it is not part of Status. Safe for concurrent use.
+func (m *Mesh) ResumeToken() string { return m.client.ResumeToken() }
+
 // publishStatus rebuilds the snapshot from the event loop's state.
 func (m *Mesh) publishStatus() {
 	st := m.sw.Stats()

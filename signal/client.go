@@ -24,6 +24,12 @@ type ClientConfig struct {
 	Room  string // required
 	Role  Role   // default RoleGuest
 	Token string // join token, or gateway token for RoleGateway
+	// Resume is a resume token from an earlier run's welcome (ResumeToken).
+	// The first join presents it, so a restarted peer gets its id and address
+	// back while the server still holds them, replacing a connection of the
+	// earlier run that the server has not yet noticed dead. A token the
+	// server does not honour (expired, other room or role) means a fresh join.
+	Resume string
 
 	MinBackoff time.Duration // first reconnect delay; default 250 ms
 	MaxBackoff time.Duration // reconnect delay cap; default 10 s
@@ -86,7 +92,16 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Client{cfg: cfg, log: cfg.Logger, events: make(chan Event, 256)}, nil
+	return &Client{cfg: cfg, log: cfg.Logger, events: make(chan Event, 256), resume: cfg.Resume}, nil
+}
+
+// ResumeToken returns the resume token of the last welcome (or
+// ClientConfig.Resume before the first). It is a credential: whoever holds
+// it may take this peer's identity in its room until it expires.
+func (c *Client) ResumeToken() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.resume
 }
 
 // Events returns the channel of events. Read it steadily: the client stops

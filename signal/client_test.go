@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/peerlan/peerlan/signal"
 )
 
@@ -149,4 +151,36 @@ func TestClientConfigErrors(t *testing.T) {
 			t.Errorf("accepted %+v", cfg)
 		}
 	}
+}
+
+// TestClientResumeFromEarlierRun: a gateway restarted after a crash presents
+// the resume token its earlier run saved and takes its id and .1 back at
+// once, replacing the dead run's connection that the server still holds;
+// without the token the role is taken.
+func TestClientResumeFromEarlierRun(t *testing.T) {
+	ts := startServer(t, nil)
+	tok := ts.Signer().MintFor(signal.TokenGateway, "lab", time.Hour, time.Now())
+	gateway := func(j *signal.Join) { j.Role, j.Token = signal.RoleGateway, tok }
+	crashed, w1 := joinRaw(t, ts, "lab", gateway)
+
+	fresh := dialRaw(t, ts.url, nil)
+	j := &signal.Join{V: signal.ProtocolVersion, Room: "lab"}
+	gateway(j)
+	fresh.send(j)
+	expectError(fresh, signal.CodeGatewayTaken)
+
+	c, _, _ := runClient(t, ts.url, "lab", func(cfg *signal.ClientConfig) {
+		cfg.Role, cfg.Token, cfg.Resume = signal.RoleGateway, tok, w1.Resume
+	})
+	if got := c.ResumeToken(); got != w1.Resume {
+		t.Fatalf("ResumeToken before the first welcome %q, want the configured one", got)
+	}
+	w2 := nextEvent[*signal.Welcome](t, c)
+	if w2.ID != w1.ID || w2.IP != w1.IP {
+		t.Fatalf("restarted gateway got %v/%v, want %v/%v", w2.ID, w2.IP, w1.ID, w1.IP)
+	}
+	if c.ResumeToken() != w2.Resume {
+		t.Fatal("ResumeToken is not the latest welcome's")
+	}
+	crashed.expectClosed(websocket.ClosePolicyViolation)
 }
