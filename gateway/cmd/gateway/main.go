@@ -106,7 +106,7 @@ Flags:
 	fs.Var(&o.dns, "dns", "upstream DNS `resolvers` (comma-separated ADDR or ADDR:PORT; default: the nameservers of /etc/resolv.conf)")
 	fs.Var(&o.allow, "allow", "comma-separated IPv4 `prefixes` guests may reach although the egress policy blocks them by default")
 	fs.StringVar(&o.rate, "rate", "", "per-guest bandwidth `limit` in each direction, e.g. 20mbit, 5MB, 1MiB, 250000 (bytes/s); empty: no limit")
-	fs.StringVar(&o.stateDir, "state-dir", gateway.DefaultStateDir, "`dir` for the lock and crash-recovery files")
+	fs.StringVar(&o.stateDir, "state-dir", gateway.DefaultStateDir, "`dir` for the lock, the crash-recovery files and the room's resume token (a restarted gateway takes .1 back at once)")
 	fs.StringVar(&o.metricsAddr, "metrics", "", "serve /metrics (Prometheus), /status (JSON) and /healthz on this `host:port` (loopback recommended)")
 	fs.DurationVar(&o.statusEvery, "status-every", 30*time.Second, "period of the status lines in the logs (0 disables)")
 	fs.Var(&o.ice, "ice", "extra STUN/TURN `URLs` (comma-separated) besides the signaling server's")
@@ -319,8 +319,9 @@ func serve(c *config, log *slog.Logger) error {
 	if statusEvery == 0 {
 		statusEvery = -1
 	}
+	resume := newResumeFile(c.o.stateDir, c.o.room, log)
 	mesh, err := peer.NewMesh(peer.MeshConfig{
-		Signal: c.o.signal, Room: c.o.room, Token: c.token, Role: signal.RoleGateway, Relay: c.relay,
+		Signal: c.o.signal, Room: c.o.room, Token: c.token, Role: signal.RoleGateway, Relay: c.relay, Resume: resume.load(),
 		Local: dev, DisableDHCP: true, GuestMTU: c.o.mtu, ICEServers: c.extraICE, Transport: c.transport,
 		Logger: log, StatusEvery: statusEvery,
 	})
@@ -384,7 +385,7 @@ func serve(c *config, log *slog.Logger) error {
 		"tap", host.LAN(), "uplink", host.Uplink(), "table", "inet "+host.Table(), "dns", fwd.Addr(),
 		"upstreams", fwd.Upstreams(), "allow", c.host.Allow, "rate_bytes_per_s", c.host.GuestRateLimit)
 
-	runErr := watch(ctx, mesh, meshDone, host, metrics, c.o.statusEvery, log)
+	runErr := watch(ctx, mesh, meshDone, host, metrics, resume, c.o.statusEvery, log)
 	if errors.Is(runErr, errMeshStopped) {
 		runErr = nil // teardown returns the mesh's own error
 	}
@@ -443,9 +444,10 @@ var errMeshStopped = errors.New("mesh stopped")
 // watch runs until ctx ends (nil), the mesh stops (errMeshStopped; its error
 // stays in meshDone), or the room's subnet changes under us (the server
 // restarted with another -subnet; the host is set up for the old one). It
-// logs the status line and announces .1 to newly linked peers.
+// logs the status line, announces .1 to newly linked peers and keeps the
+// saved resume token current.
 func watch(ctx context.Context, mesh *peer.Mesh, meshDone chan error, host *gateway.Host, m *gateway.Metrics,
-	every time.Duration, log *slog.Logger) error {
+	resume *resumeFile, every time.Duration, log *slog.Logger) error {
 	check := time.NewTicker(announcePoll)
 	defer check.Stop()
 	announced := map[signal.PeerID]bool{} // peers whose current link heard our gratuitous ARP
@@ -472,6 +474,7 @@ func watch(ctx context.Context, mesh *peer.Mesh, meshDone chan error, host *gate
 					host.Subnet(), p)
 			}
 			announceToNewLinks(st, announced, host, log)
+			resume.save(mesh.ResumeToken()) // each welcome brings a fresh one
 		case <-status:
 			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			open, peers := openLinks(mesh.Status())

@@ -1,0 +1,40 @@
+package main
+
+import (
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestResumeFile(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state") // created on the first save
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	r := newResumeFile(dir, "lab-1", log)
+	if got := r.load(); got != "" {
+		t.Fatalf("load without a file: %q", got)
+	}
+	r.save("pl1.first")
+	fi, err := os.Stat(filepath.Join(dir, "resume-lab-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("token file mode %v, want 0600: it is a credential", fi.Mode().Perm())
+	}
+	if got := newResumeFile(dir, "lab-1", log).load(); got != "pl1.first" {
+		t.Fatalf("a later run loads %q", got)
+	}
+	if got := newResumeFile(dir, "lab-2", log).load(); got != "" {
+		t.Fatalf("another room's run loads %q", got)
+	}
+	r.save("") // no token yet: keep the saved one
+	r.save("pl1.second")
+	if got := newResumeFile(dir, "lab-1", log).load(); got != "pl1.second" {
+		t.Fatalf("after an update a later run loads %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "resume-lab-1.tmp")); !os.IsNotExist(err) {
+		t.Errorf("temporary file left behind: %v", err)
+	}
+}
