@@ -123,15 +123,14 @@ func gwNewLab(t testing.TB, sigExtra ...string) *gwLab {
 	return l
 }
 
-// startSignal runs bin/signal in ns inet. A short resume grace lets a
-// restarted gateway take the role of a killed one within seconds.
+// startSignal runs bin/signal in ns inet.
 func (l *gwLab) startSignal(extra ...string) *SignalServer {
 	l.t.Helper()
 	bin := Binary(l.t, "signal")
 	addr := gwInetAddr + ":" + gwSignalPort
 	secret := filepath.Join(l.t.TempDir(), "secret")
 	s := &SignalServer{Base: "http://" + addr, WS: "ws://" + addr + "/signal"}
-	s.Process = l.inet.Start(bin, append([]string{"-addr", addr, "-secret-file", secret, "-resume-grace", "2s"}, extra...)...)
+	s.Process = l.inet.Start(bin, append([]string{"-addr", addr, "-secret-file", secret}, extra...)...)
 	waitHTTPVia(l.t, s.Process, l.inetHTTP, s.Base+"/healthz", 20*time.Second)
 	return s
 }
@@ -432,6 +431,12 @@ func TestGateway(t *testing.T) {
 			t.Errorf("TAP %s outlived its process", l.tap)
 		}
 		gw = l.startGateway()
+		// The resume token saved in -state-dir gives the new run the old id
+		// (and .1) at once, instead of gateway-taken until the server
+		// notices the dead connection and its grace period ends.
+		if !strings.Contains(gw.Output(), `msg="joined room as its gateway" id=`+string(old)+" ") {
+			t.Errorf("the restarted gateway did not resume its identity %s:\n%s", old, gw.Output())
+		}
 		if !strings.Contains(gw.Output(), "recovering from a gateway that did not stop cleanly") {
 			t.Errorf("the restarted gateway did not report recovering the crashed run's state")
 		}
@@ -444,7 +449,7 @@ func TestGateway(t *testing.T) {
 		// The guest knew .1 by the old TAP's MAC address; the new gateway's
 		// gratuitous ARP must replace it at once, not after the neighbour
 		// entry went stale (up to a minute).
-		l.waitGatewayLink(old, 60*time.Second)
+		gw.WaitOutput(t, regexp.MustCompile(`msg="gateway status" peers=1 open=1`), 60*time.Second)
 		mac := strings.TrimSpace(l.gw.MustRun("cat", "/sys/class/net/"+l.tap+"/address"))
 		deadline := time.Now().Add(5 * time.Second)
 		for {
