@@ -40,6 +40,12 @@ type link struct {
 	remoteSet bool                      // remote description applied
 	pending   []webrtc.ICECandidateInit // candidates that came before it
 
+	// remoteDirect: the remote peer's policy is direct (its last offer or
+	// answer said so), so this side uses no TURN on the link either.
+	// Otherwise our relayed candidate could reach the remote as a
+	// peer-reflexive one and carry the link through a relay after all.
+	remoteDirect bool
+
 	state     linkState
 	started   time.Time     // when the current session began
 	openedIn  time.Duration // how long the last session took to open
@@ -90,13 +96,13 @@ func (m *Mesh) startOffer(l *link) {
 		return
 	}
 	m.log.Debug("offering", "peer", l.info.ID, "session", l.session)
-	m.sendNegotiation(l, &negotiation{Kind: kindOffer, Session: l.session, SDP: offer.SDP})
+	m.sendNegotiation(l, &negotiation{Kind: kindOffer, Session: l.session, SDP: offer.SDP, Direct: m.cfg.Relay == RelayNever})
 }
 
 // openSession creates the peer connection and the pre-negotiated channel of
 // l's current session and wires their callbacks to the event loop.
 func (m *Mesh) openSession(l *link) error {
-	cfg := webrtc.Configuration{ICEServers: m.iceServersFor(), ICETransportPolicy: webrtc.ICETransportPolicyAll}
+	cfg := webrtc.Configuration{ICEServers: m.iceServersFor(l), ICETransportPolicy: webrtc.ICETransportPolicyAll}
 	if m.cfg.Relay == RelayOnly {
 		cfg.ICETransportPolicy = webrtc.ICETransportPolicyRelay
 	}
@@ -128,9 +134,10 @@ func (m *Mesh) openSession(l *link) error {
 	return nil
 }
 
-// iceServersFor returns the ICE servers the relay policy allows.
-func (m *Mesh) iceServersFor() []webrtc.ICEServer {
-	if m.cfg.Relay != RelayNever {
+// iceServersFor returns the ICE servers l may use: no TURN when either
+// side's policy is direct.
+func (m *Mesh) iceServersFor(l *link) []webrtc.ICEServer {
+	if m.cfg.Relay != RelayNever && !l.remoteDirect {
 		return m.iceServers
 	}
 	// Direct only: keep STUN (it finds direct server-reflexive paths), drop TURN.
@@ -185,6 +192,15 @@ func (m *Mesh) onNegotiation(from signal.PeerID, data []byte) {
 		if l == nil || !l.offerer || n.Session != l.session || l.remoteSet || l.pc == nil {
 			return // stale
 		}
+		if n.Direct != l.remoteDirect {
+			l.remoteDirect = n.Direct
+			if n.Direct && m.cfg.Relay == RelayAll {
+				// Our offer came with TURN; offer again without.
+				m.log.Debug("peer allows direct paths only; offering again without TURN", "peer", l.info.ID)
+				m.startOffer(l)
+				return
+			}
+		}
 		if err := l.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: m.filterSDP(n.SDP)}); err != nil {
 			m.failLink(l, fmt.Sprintf("apply answer: %v", err))
 			return
@@ -225,6 +241,7 @@ func (m *Mesh) onOffer(l *link, n *negotiation) {
 	}
 	m.teardownSession(l)
 	l.offerer = false
+	l.remoteDirect = n.Direct
 	l.session = n.Session
 	l.state = linkConnecting
 	l.started = time.Now()
@@ -247,7 +264,7 @@ func (m *Mesh) onOffer(l *link, n *negotiation) {
 		m.failLink(l, fmt.Sprintf("create answer: %v", err))
 		return
 	}
-	m.sendNegotiation(l, &negotiation{Kind: kindAnswer, Session: l.session, SDP: answer.SDP})
+	m.sendNegotiation(l, &negotiation{Kind: kindAnswer, Session: l.session, SDP: answer.SDP, Direct: m.cfg.Relay == RelayNever})
 }
 
 func (m *Mesh) filterSDP(sdp string) string {

@@ -19,6 +19,11 @@ import (
 //	{"kind":"answer","session":3735928559,"sdp":"v=0\r\n…"}
 //	{"kind":"candidate","session":3735928559,"candidate":{"candidate":"candidate:1 1 udp …","sdpMid":"0","sdpMLineIndex":0}}
 //
+// A peer whose relay policy is direct adds "direct":true to its offers and
+// answers; the other side then uses no TURN server on that link (offering
+// again without one if its offer had), so that the link cannot end up
+// relayed through the other side's relayed candidate.
+//
 // The data channel itself is pre-negotiated (DESIGN.md invariant 3): both
 // sides create channel id 0, label "peerlan", unordered, maxRetransmits 0, so
 // no in-band open handshake delays it. Each message on it is exactly one
@@ -36,6 +41,7 @@ type negotiation struct {
 	Session   uint32                   `json:"session"`
 	SDP       string                   `json:"sdp,omitempty"`
 	Candidate *webrtc.ICECandidateInit `json:"candidate,omitempty"`
+	Direct    bool                     `json:"direct,omitempty"` // offer, answer: the sender's policy is direct
 }
 
 // maxSDPLen bounds an SDP we will parse; the signaling server bounds whole

@@ -29,12 +29,16 @@ import (
 //	LAN A 10.1.0.0/24          internet 198.51.100.0/24           LAN B 10.2.0.0/24
 //	peer A ── NAT A .10 ───────────┬──── ✗ ────────────── NAT B .20 ── peer B
 //	                               └── TURN 198.51.100.1:3478 ─┘
+//
+// newPublicBVNet puts peer B on the internet itself (.30, no NAT), still
+// without a direct path to NAT A, so the relay can reach B unasked.
 const (
-	vnetWAN     = "198.51.100.0/24"
-	vnetTURNIP  = "198.51.100.1"
-	vnetNATAIP  = "198.51.100.10"
-	vnetNATBIP  = "198.51.100.20"
-	vnetTURNURL = "turn:" + vnetTURNIP + ":3478?transport=udp"
+	vnetWAN       = "198.51.100.0/24"
+	vnetTURNIP    = "198.51.100.1"
+	vnetNATAIP    = "198.51.100.10"
+	vnetNATBIP    = "198.51.100.20"
+	vnetPublicBIP = "198.51.100.30"
+	vnetTURNURL   = "turn:" + vnetTURNIP + ":3478?transport=udp"
 )
 
 var vnetTURNSecret = []byte("vnet relay test secret, 32 bytes")
@@ -49,7 +53,11 @@ type relayVNet struct {
 	blocked    chan struct{} // receives (non-blocking) for each dropped direct packet
 }
 
-func newRelayVNet(t *testing.T) *relayVNet {
+func newRelayVNet(t *testing.T) *relayVNet { return newVNetLab(t, false) }
+
+func newPublicBVNet(t *testing.T) *relayVNet { return newVNetLab(t, true) }
+
+func newVNetLab(t *testing.T, publicB bool) *relayVNet {
 	t.Helper()
 	lf := logging.NewDefaultLoggerFactory()
 	lf.DefaultLogLevel = logging.LogLevelWarn
@@ -59,6 +67,9 @@ func newRelayVNet(t *testing.T) *relayVNet {
 	}
 	lab := &relayVNet{wan: wan, metrics: prometheus.NewRegistry(), blocked: make(chan struct{}, 1)}
 	natA, natB := netip.MustParseAddr(vnetNATAIP), netip.MustParseAddr(vnetNATBIP)
+	if publicB {
+		natB = netip.MustParseAddr(vnetPublicBIP)
+	}
 	wan.AddChunkFilter(func(c vnet.Chunk) bool {
 		src, dst := chunkIP(c.SourceAddr()), chunkIP(c.DestinationAddr())
 		if (src == natA && dst == natB) || (src == natB && dst == natA) {
@@ -106,7 +117,16 @@ func newRelayVNet(t *testing.T) *relayVNet {
 		return n
 	}
 	lab.netA = lan("10.1.0.0/24", vnetNATAIP)
-	lab.netB = lan("10.2.0.0/24", vnetNATBIP)
+	if publicB {
+		if lab.netB, err = vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{vnetPublicBIP}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := wan.AddNet(lab.netB); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		lab.netB = lan("10.2.0.0/24", vnetNATBIP)
+	}
 	if err := wan.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -260,6 +280,61 @@ func TestMeshRelayFreshCredentialsVNet(t *testing.T) {
 	b.expectFrame(t, "with fresh credentials")
 	if n := lab.relay.Allocations(); n < 2 {
 		t.Errorf("%d TURN allocations, want one for each peer", n)
+	}
+}
+
+// TestMeshDirectPolicyAgainstRelayingPeerVNet: a peer with policy direct
+// and one with policy all, without a direct path between them, where the
+// relay can reach the direct peer unasked (it is on the internet). The
+// all peer's relayed candidate would reach the direct peer as a
+// peer-reflexive one and carry the link through the relay; the direct
+// peer's offer or answer says "direct", so the other side uses no TURN on
+// the link and it does not open. Both orders: the direct peer offering,
+// and answering an offer that came with TURN.
+func TestMeshDirectPolicyAgainstRelayingPeerVNet(t *testing.T) {
+	for _, directOffers := range []bool{true, false} {
+		name := "direct peer answers"
+		if directOffers {
+			name = "direct peer offers"
+		}
+		t.Run(name, func(t *testing.T) {
+			ignore := goleak.IgnoreCurrent()
+			t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+			lab := newPublicBVNet(t)
+			url := startTURNSignal(t, time.Hour, 0)
+			var a, b *meshPeer
+			if directOffers { // the newcomer offers
+				a = startVNetPeer(t, url, lab.netA, peer.RelayAll, mac(0xa))
+				time.Sleep(500 * time.Millisecond)
+				b = startVNetPeer(t, url, lab.netB, peer.RelayNever, mac(0xb))
+			} else {
+				b = startVNetPeer(t, url, lab.netB, peer.RelayNever, mac(0xb))
+				time.Sleep(500 * time.Millisecond)
+				a = startVNetPeer(t, url, lab.netA, peer.RelayAll, mac(0xa))
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for time.Now().Before(deadline) {
+				for _, p := range []*meshPeer{a, b} {
+					for _, l := range p.Status().Peers {
+						if l.State == "open" {
+							t.Fatalf("%v: link opened via %q (%s -> %s) although one side allows direct paths only",
+								p.mac, l.Path, l.LocalCandidate, l.RemoteCandidate)
+						}
+					}
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			select {
+			case <-lab.blocked:
+			default:
+				t.Error("no packet tried the direct path: the test does not prove anything")
+			}
+			for deadline := time.Now().Add(10 * time.Second); lab.relay.Allocations() != 0; time.Sleep(100 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d TURN allocations left on a link with a direct-only peer", lab.relay.Allocations())
+				}
+			}
+		})
 	}
 }
 
