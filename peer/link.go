@@ -391,6 +391,13 @@ func (m *Mesh) teardownSession(l *link) {
 	l.session = 0
 }
 
+// pairAttempts and pairRetry bound how long refreshPair waits for pion to
+// report a selected pair.
+const (
+	pairAttempts = 5
+	pairRetry    = 100 * time.Millisecond
+)
+
 // refreshPair looks up the selected candidate pair in the background.
 func (m *Mesh) refreshPair(l *link) {
 	pc, id, session := l.pc, l.info.ID, l.session
@@ -399,11 +406,20 @@ func (m *Mesh) refreshPair(l *link) {
 	}
 	l.pairAt = time.Now()
 	go func() {
-		p, err := selectedPair(pc)
-		if err != nil {
-			return
+		// Right after the channel opens, pion may not report the selected
+		// pair yet; try a few times rather than show no path for a whole
+		// refresh period.
+		for range pairAttempts {
+			p, err := selectedPair(pc)
+			if err == nil {
+				m.events.post(linkEvent{peer: id, session: session, kind: evStats, pair: p})
+				return
+			}
+			if !errors.Is(err, errNoPair) {
+				return
+			}
+			time.Sleep(pairRetry)
 		}
-		m.events.post(linkEvent{peer: id, session: session, kind: evStats, pair: p})
 	}()
 }
 

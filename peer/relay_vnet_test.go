@@ -231,7 +231,11 @@ func TestMeshRelayFallbackVNet(t *testing.T) {
 	waitOpen(t, 1, a, b)
 
 	for _, p := range []*meshPeer{a, b} {
+		// The selected pair is read in the background once the link opens.
 		l := p.Status().Peers[0]
+		for deadline := time.Now().Add(5 * time.Second); l.Path == "" && time.Now().Before(deadline); l = p.Status().Peers[0] {
+			time.Sleep(50 * time.Millisecond)
+		}
 		if l.Path != "relay" {
 			t.Errorf("%v: link path %q (%s -> %s), want relay", p.mac, l.Path, l.LocalCandidate, l.RemoteCandidate)
 		}
