@@ -169,8 +169,9 @@ var roomNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 var errNotObject = errors.New("signal: message is not a JSON object with a string \"type\"")
 
 // Decode parses one wire message into a pointer to its type's struct (*Join,
-// *Welcome, *ICEServers, *PeerJoined, *PeerLeft, *Signal, *Leave or *Error). It returns an
-// *Error with CodeBadJSON or CodeUnknownType for input it cannot accept.
+// *Welcome, *ICEServers, *PeerJoined, *PeerLeft, *Signal, *Leave or *Error).
+// It returns an *Error with CodeBadJSON or CodeUnknownType for input it
+// cannot accept.
 func Decode(b []byte) (any, error) {
 	var head struct {
 		Type *string `json:"type"`

@@ -250,27 +250,23 @@ func (rc *relayConn) pump() {
 
 // deliver queues a datagram another allocation of this server sent to rc,
 // without blocking the sender: pion's listener loop, which serves every
-// client, calls it. Reports whether it was queued.
-func (rc *relayConn) deliver(p []byte, from *net.UDPAddr) bool {
+// client, calls it. A datagram that does not fit is dropped and counted.
+func (rc *relayConn) deliver(p []byte, from *net.UDPAddr) {
 	m := rc.s.metrics
 	if !rc.permitted(addrFromIP(from.IP)) {
 		m.dropNoPerm.Inc()
-		return false
+		return
 	}
 	buf := bufPool.Get().(*[]byte)
 	n := copy(*buf, p)
 	select {
+	case rc.inbox <- datagram{buf, n, from}:
+		return
 	case <-rc.done:
 	default:
-		select {
-		case rc.inbox <- datagram{buf, n, from}:
-			return true
-		default:
-			m.dropFull.Inc()
-		}
+		m.dropFull.Inc()
 	}
 	bufPool.Put(buf)
-	return false
 }
 
 // ReadFrom returns the next datagram from a permitted peer.
