@@ -70,5 +70,6 @@
 //	peerlan_turn_relayed_bytes_total{direction}      client-to-peer, peer-to-client (payload bytes)
 //	peerlan_turn_relayed_packets_total{direction}
 //	peerlan_turn_refusals_total{reason}              auth, quota, permission-quota, permission-<class>
-//	peerlan_turn_dropped_packets_total{reason}       no-permission, own-address, refused-peer
+//	peerlan_turn_dropped_packets_total{reason}       no-permission, own-address, refused-peer,
+//	                                                 inbox-full, send-failed
 package relay

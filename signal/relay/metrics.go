@@ -21,6 +21,7 @@ const (
 	dropOwnPort      = "own-address"   // a client sent to the relay's own address outside the relay ports
 	dropRefusedPeer  = "refused-peer"  // a write to a refused address got past the permission check
 	dropInboxFull    = "inbox-full"    // a datagram for an allocation whose inbox was full (its client reads too slowly)
+	dropSendFailed   = "send-failed"   // a datagram handed to another allocation could not be sent to its client
 )
 
 // Relayed byte directions, the "direction" label.
@@ -39,9 +40,9 @@ type metrics struct {
 	drops            *prometheus.CounterVec
 
 	// Hot-path children, resolved once.
-	bytesOut, bytesIn                       prometheus.Counter
-	packetsOut, packetsIn                   prometheus.Counter
-	dropNoPerm, dropOwn, dropPeer, dropFull prometheus.Counter
+	bytesOut, bytesIn                                 prometheus.Counter
+	packetsOut, packetsIn                             prometheus.Counter
+	dropNoPerm, dropOwn, dropPeer, dropFull, dropSend prometheus.Counter
 
 	reg        prometheus.Registerer
 	registered []prometheus.Collector
@@ -87,6 +88,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.dropOwn = m.drops.WithLabelValues(dropOwnPort)
 	m.dropPeer = m.drops.WithLabelValues(dropRefusedPeer)
 	m.dropFull = m.drops.WithLabelValues(dropInboxFull)
+	m.dropSend = m.drops.WithLabelValues(dropSendFailed)
 	for _, r := range []string{ReasonAuth, ReasonQuota, ReasonPermissionQuota} {
 		m.refusals.WithLabelValues(r)
 	}

@@ -1,12 +1,14 @@
 package relay
 
 import (
+	"bytes"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/peerlan/peerlan/signal/relay/relaytest"
+	"github.com/pion/stun/v3"
 )
 
 // A mapped address sent as IPv6 must be unmapped before classification:
@@ -46,5 +48,79 @@ func TestRawIPv6PeerAddressForms(t *testing.T) {
 	// above are about the addresses, not the encoding.
 	if !r.CreatePermissionV6(netip.MustParseAddr("::ffff:192.0.2.1")) {
 		t.Error("permission to ::ffff:192.0.2.1 refused")
+	}
+}
+
+// A datagram from one allocation to another of the same relay reaches the
+// second client as RFC 8656 puts it on the wire: a Data indication while
+// the client holds only a permission, ChannelData (numbered, length, padded
+// to 4 bytes) once it bound a channel. The second is sent straight from the
+// listener loop, from the relay's own record of the client's channels.
+func TestHandOffWireFormat(t *testing.T) {
+	s := startServer(t, loopbackConfig(t))
+	a := allocate(t, dialClient(t, s, "udp", mint("alice", time.Hour)))
+	aAddr := netip.MustParseAddrPort(a.LocalAddr().String())
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	bob := mint("bob", time.Hour)
+	b := relaytest.NewRawClient(t, pc, s.Addrs().UDP[0], bob.user, bob.pass)
+	bRelayed := b.Allocate()
+	bTo := net.UDPAddrFromAddrPort(bRelayed)
+
+	// receive sends msg from a to b until b gets something, and returns it.
+	receive := func(msg []byte) []byte {
+		t.Helper()
+		for range 20 {
+			if _, err := a.WriteTo(msg, bTo); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := b.Receive(200 * time.Millisecond); err == nil {
+				return got
+			}
+		}
+		t.Fatal("b received nothing")
+		return nil
+	}
+
+	if !b.CreatePermissionV6(netip.AddrFrom16(aAddr.Addr().As16())) {
+		t.Fatal("permission refused")
+	}
+	ind := &stun.Message{Raw: receive([]byte("via-indication"))}
+	if err := ind.Decode(); err != nil || ind.Type != stun.NewType(stun.MethodData, stun.ClassIndication) {
+		t.Fatalf("want a Data indication, got %x (%v)", ind.Raw, err)
+	}
+	var from stun.XORMappedAddress
+	data, _ := ind.Get(stun.AttrData)
+	if err := from.GetFromAs(ind, stun.AttrXORPeerAddress); err != nil || from.String() != aAddr.String() {
+		t.Fatalf("indication from %v (%v), want %v", from, err, aAddr)
+	}
+	if string(data) != "via-indication" {
+		t.Fatalf("indication data %q", data)
+	}
+
+	const channel = 0x4001
+	if !b.ChannelBind(aAddr, channel) {
+		t.Fatal("channel bind refused")
+	}
+	rc := s.ports.lookup(int(bRelayed.Port()))
+	if rc.toClient.Load() == nil || (*rc.channels.Load())[aAddr] != channel {
+		t.Fatal("the relay did not record b's UDP path and channel, so hand-off goes through pion's read loop")
+	}
+	before := metricValue(s.metrics.bytesIn)
+	got := receive([]byte("hello"))
+	for len(got) > 0 && got[0] < 0x40 { // a Data indication still under way
+		if got, err = b.Receive(time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []byte{0x40, 0x01, 0, 5, 'h', 'e', 'l', 'l', 'o', 0, 0, 0}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("ChannelData %x, want %x", got, want)
+	}
+	if d := metricValue(s.metrics.bytesIn) - before; d < 5 {
+		t.Fatalf("relayed bytes to clients grew by %v, want at least 5", d)
 	}
 }

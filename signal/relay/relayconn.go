@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -94,11 +95,13 @@ func (r *relayPorts) bind(network string, port uint16) (net.PacketConn, net.Addr
 	sockbuf.Enlarge(pc)
 	rc := &relayConn{
 		PacketConn: pc, s: r.s, port: port, created: time.Now(),
-		addr:  &net.UDPAddr{IP: cfg.RelayIP.AsSlice(), Port: int(port)},
-		inbox: make(chan datagram, inboxSize),
-		done:  make(chan struct{}),
+		addr:     &net.UDPAddr{IP: cfg.RelayIP.AsSlice(), Port: int(port)},
+		addrPort: netip.AddrPortFrom(cfg.RelayIP, port),
+		inbox:    make(chan datagram, inboxSize),
+		done:     make(chan struct{}),
 	}
 	rc.perms.Store(&map[netip.Addr]struct{}{})
+	rc.channels.Store(&map[netip.AddrPort]uint16{})
 	rc.lifetime = time.AfterFunc(cfg.MaxAllocationLifetime, rc.expire)
 	r.mu.Lock()
 	if _, busy := r.inUse[port]; busy || r.s.closing.Load() {
@@ -146,7 +149,8 @@ func (r *relayPorts) all() []*relayConn {
 //   - refuses writes to refused addresses again (defence in depth) and to
 //     the relay's own address at any port that is not an allocation's,
 //   - hands a write to another allocation of this server straight to that
-//     allocation's inbox instead of through the kernel (see WriteTo),
+//     allocation's client, or its inbox, instead of through the kernel (see
+//     WriteTo and handOff),
 //   - closes itself at MaxAllocationLifetime, which ends the allocation.
 //
 // Reads come from inbox, fed by pump (the socket) and by other allocations.
@@ -154,13 +158,20 @@ type relayConn struct {
 	net.PacketConn
 	s        *Server
 	port     uint16
-	addr     *net.UDPAddr // the relayed address, RelayIP:port
+	addr     *net.UDPAddr   // the relayed address, RelayIP:port
+	addrPort netip.AddrPort // the same, as a map key
 	created  time.Time
 	lifetime *time.Timer
 
 	// perms is the set of peer IPs with a permission, copied on write from
 	// pion's permission events so the per-datagram read needs no lock.
 	perms atomic.Pointer[map[netip.Addr]struct{}]
+	// channels maps peers to the channel numbers the client bound for
+	// them, copied on write from pion's channel events like perms.
+	channels atomic.Pointer[map[netip.AddrPort]uint16]
+	// toClient is set when the client talks UDP to one of this server's
+	// listeners; nil for TCP and TLS clients.
+	toClient atomic.Pointer[clientPath]
 
 	inbox chan datagram
 	done  chan struct{} // closed by Close
@@ -185,6 +196,13 @@ const inboxSize = 512
 // 1600-byte buffers and truncates anything longer, so nothing longer is
 // worth keeping.
 const datagramSize = 2048
+
+// clientPath is where an allocation's client is reached: its address and
+// the listener socket it talks to.
+type clientPath struct {
+	conn net.PacketConn
+	addr *net.UDPAddr
+}
 
 // datagram is a payload waiting in an inbox.
 type datagram struct {
@@ -219,6 +237,27 @@ func (rc *relayConn) setPermission(a netip.Addr, on bool) {
 	rc.perms.Store(&next)
 }
 
+// setChannel records or forgets the channel number bound for peer; callers
+// hold Server.mu. Forgetting checks the number, so that a stale delete
+// cannot drop a rebinding.
+func (rc *relayConn) setChannel(peer netip.AddrPort, number uint16, on bool) {
+	old := *rc.channels.Load()
+	cur, has := old[peer]
+	if on && has && cur == number || !on && (!has || cur != number) {
+		return
+	}
+	next := make(map[netip.AddrPort]uint16, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	if on {
+		next[peer] = number
+	} else {
+		delete(next, peer)
+	}
+	rc.channels.Store(&next)
+}
+
 // pump moves the socket's datagrams from permitted peers into the inbox
 // until the socket closes.
 func (rc *relayConn) pump() {
@@ -248,25 +287,91 @@ func (rc *relayConn) pump() {
 	}
 }
 
-// deliver queues a datagram another allocation of this server sent to rc,
-// without blocking the sender: pion's listener loop, which serves every
-// client, calls it. A datagram that does not fit is dropped and counted.
-func (rc *relayConn) deliver(p []byte, from *net.UDPAddr) {
+// handOff takes a datagram that allocation from, of this server, sent to
+// rc. It runs in pion's listener loop, which serves every client, so it
+// never blocks. When rc's client is on UDP and has bound a channel for
+// from, the datagram goes out to it as ChannelData at once, as pion's read
+// loop for rc would send it: no queue, no second goroutine. Otherwise it
+// waits in rc's inbox for that loop (which then sends a Data indication,
+// or ChannelData to a TCP client). A datagram that does not fit is dropped
+// and counted.
+func (rc *relayConn) handOff(p []byte, from *relayConn) {
 	m := rc.s.metrics
-	if !rc.permitted(addrFromIP(from.IP)) {
+	if !rc.permitted(from.addrPort.Addr()) {
 		m.dropNoPerm.Inc()
 		return
+	}
+	if path := rc.toClient.Load(); path != nil {
+		if ch, ok := (*rc.channels.Load())[from.addrPort]; ok {
+			rc.sendChannelData(path, ch, p, from.toClient.Load())
+			return
+		}
 	}
 	buf := bufPool.Get().(*[]byte)
 	n := copy(*buf, p)
 	select {
-	case rc.inbox <- datagram{buf, n, from}:
+	case rc.inbox <- datagram{buf, n, from.addr}:
 		return
 	case <-rc.done:
 	default:
 		m.dropFull.Inc()
 	}
 	bufPool.Put(buf)
+}
+
+// channelDataHeader is RFC 8656 §12.4's channel number and length.
+const channelDataHeader = 4
+
+// sendChannelData sends p to rc's client as ChannelData for channel ch.
+// When the sender's client talks to the same listener, this runs in that
+// listener's read loop and the datagram joins the loop's next batched
+// send; otherwise it is sent at once.
+func (rc *relayConn) sendChannelData(path *clientPath, ch uint16, p []byte, sender *clientPath) {
+	m := rc.s.metrics
+	if rc.closed.Load() {
+		return // the allocation is gone; pion would no longer send either
+	}
+	if bc, ok := path.conn.(*batchConn); ok && sender != nil && sender.conn == path.conn {
+		if b := bc.sendBuffer(); b != nil {
+			n := frameChannelData(b, ch, p)
+			if n == 0 {
+				m.dropSend.Inc()
+				return
+			}
+			bc.queue(n, path.addr)
+			m.bytesIn.Add(float64(len(p)))
+			m.packetsIn.Inc()
+			return
+		}
+	}
+	buf := bufPool.Get().(*[]byte)
+	defer bufPool.Put(buf)
+	n := frameChannelData(*buf, ch, p)
+	if n == 0 {
+		m.dropSend.Inc()
+		return
+	}
+	if _, err := path.conn.WriteTo((*buf)[:n], path.addr); err != nil {
+		m.dropSend.Inc()
+		return
+	}
+	m.bytesIn.Add(float64(len(p)))
+	m.packetsIn.Inc()
+}
+
+// frameChannelData writes p into b as ChannelData for channel ch (RFC 8656
+// §12.4), padded to 4 bytes as pion pads it, and returns its length, or 0
+// when b is too short (p is longer than pion ever reads from a client).
+func frameChannelData(b []byte, ch uint16, p []byte) int {
+	size := (channelDataHeader + len(p) + 3) &^ 3
+	if size > len(b) {
+		return 0
+	}
+	binary.BigEndian.PutUint16(b[0:2], ch)
+	binary.BigEndian.PutUint16(b[2:4], uint16(len(p))) //nolint:gosec // bounded by len(b)
+	n := copy(b[channelDataHeader:], p)
+	clear(b[channelDataHeader+n : size])
+	return size
 }
 
 // ReadFrom returns the next datagram from a permitted peer.
@@ -290,10 +395,9 @@ func (rc *relayConn) take(d datagram, p []byte) (int, net.Addr, error) {
 
 // WriteTo sends a client's datagram to a peer. A datagram for another
 // allocation of this server (clients of one relay reach each other at their
-// relayed addresses, which is how two relay-only peers connect) goes
-// straight into that allocation's inbox: a copy instead of a send and a
-// receive through the kernel, which were half the relay's work per
-// datagram on that path.
+// relayed addresses, which is how two relay-only peers connect) is handed
+// over in process (see handOff): no send and receive through the kernel,
+// which were half the relay's work per datagram on that path.
 func (rc *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	ua, ok := addr.(*net.UDPAddr)
 	if !ok {
@@ -305,7 +409,7 @@ func (rc *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		if dst := s.ports.lookup(ua.Port); dst != nil {
 			s.metrics.bytesOut.Add(float64(len(p)))
 			s.metrics.packetsOut.Inc()
-			dst.deliver(p, rc.addr)
+			dst.handOff(p, rc)
 			return len(p), nil // a dropped datagram is lost, as UDP's would be
 		}
 	}

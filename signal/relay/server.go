@@ -109,6 +109,12 @@ func New(c Config) (*Server, error) {
 			OnPermissionDeleted: func(src, _ net.Addr, _, _, _ string, relay net.Addr, peer net.IP) {
 				s.onPermission(relay, peer, false)
 			},
+			OnChannelCreated: func(_, _ net.Addr, _, _, _ string, relay, peer net.Addr, number uint16) {
+				s.onChannel(relay, peer, number, true)
+			},
+			OnChannelDeleted: func(_, _ net.Addr, _, _, _ string, relay, peer net.Addr, number uint16) {
+				s.onChannel(relay, peer, number, false)
+			},
 		},
 	}
 	for _, pc := range s.udp {
@@ -151,7 +157,9 @@ func loadTLS(cfg *Config) (*tls.Config, error) {
 // open opens configured addresses and wraps the stream listeners.
 func (s *Server) open(tlsConfig *tls.Config) error {
 	cfg := &s.cfg
-	s.udp = append(s.udp, cfg.PacketConns...)
+	for _, pc := range cfg.PacketConns {
+		s.udp = append(s.udp, s.batched(pc))
+	}
 	for _, l := range cfg.Listeners {
 		s.tcp = append(s.tcp, newConnListener(l, nil, cfg))
 	}
@@ -164,7 +172,7 @@ func (s *Server) open(tlsConfig *tls.Config) error {
 			return fmt.Errorf("relay: listening on UDP %s: %w", a, err)
 		}
 		sockbuf.Enlarge(pc)
-		s.udp = append(s.udp, pc)
+		s.udp = append(s.udp, s.batched(pc))
 	}
 	for _, group := range []struct {
 		addrs []string
@@ -180,6 +188,15 @@ func (s *Server) open(tlsConfig *tls.Config) error {
 		}
 	}
 	return nil
+}
+
+// batched wraps a kernel UDP socket for batched reads and sends; pion
+// serves any other PacketConn (a vnet one in tests) as it is.
+func (s *Server) batched(pc net.PacketConn) net.PacketConn {
+	if uc, ok := pc.(*net.UDPConn); ok {
+		return newBatchConn(uc, func(n int) { s.metrics.dropSend.Add(float64(n)) })
+	}
+	return pc
 }
 
 // closeAll closes what the caller handed over when New fails early.
@@ -396,12 +413,15 @@ func (s *Server) quota(username, _ string, src net.Addr) bool {
 	return true
 }
 
-func (s *Server) onAllocationCreated(src, _ net.Addr, _, username, _ string, relay net.Addr, _ int) {
+func (s *Server) onAllocationCreated(src, dst net.Addr, _, username, _ string, relay net.Addr, _ int) {
 	user := userOf(username)
 	ua, _ := relay.(*net.UDPAddr)
 	var rc *relayConn
 	if ua != nil {
 		rc = s.ports.lookup(ua.Port)
+	}
+	if path := s.udpPath(src, dst); rc != nil && path != nil {
+		rc.toClient.Store(path)
 	}
 	s.mu.Lock()
 	u := s.users[user]
@@ -453,6 +473,38 @@ func (s *Server) onAllocationDeleted(src, _ net.Addr, _, username, _ string) {
 	s.mu.Unlock()
 	s.metrics.allocations.Dec()
 	s.log.Debug("relay: allocation deleted", "user", user, "client", src)
+}
+
+// udpPath returns how to reach a client at src that talks to the listener
+// at dst, or nil unless that is one of the UDP listeners. (pion reports
+// every allocation's protocol as UDP; a TCP client's addresses are TCP
+// addresses.)
+func (s *Server) udpPath(src, dst net.Addr) *clientPath {
+	client, ok := src.(*net.UDPAddr)
+	if _, isUDP := dst.(*net.UDPAddr); !ok || !isUDP {
+		return nil
+	}
+	for _, pc := range s.udp {
+		if pc.LocalAddr().String() == dst.String() {
+			return &clientPath{conn: pc, addr: client}
+		}
+	}
+	return nil
+}
+
+func (s *Server) onChannel(relay, peer net.Addr, number uint16, on bool) {
+	ra, ok1 := relay.(*net.UDPAddr)
+	pa, ok2 := peer.(*net.UDPAddr)
+	if !ok1 || !ok2 {
+		return
+	}
+	rc := s.ports.lookup(ra.Port)
+	if rc == nil {
+		return
+	}
+	s.mu.Lock()
+	rc.setChannel(netip.AddrPortFrom(addrFromIP(pa.IP), uint16(pa.Port)), number, on) //nolint:gosec // a UDP port
+	s.mu.Unlock()
 }
 
 func (s *Server) onPermission(relay net.Addr, peer net.IP, on bool) {

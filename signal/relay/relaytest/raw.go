@@ -63,8 +63,9 @@ func (r *RawClient) auth() []stun.Setter {
 }
 
 // Allocate performs the long-term credential dance and allocates a UDP
-// relay, failing the test if the server refuses.
-func (r *RawClient) Allocate() {
+// relay, failing the test if the server refuses. It returns the relayed
+// address.
+func (r *RawClient) Allocate() netip.AddrPort {
 	r.tb.Helper()
 	udp := stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}}
 	allocateType := stun.NewType(stun.MethodAllocate, stun.ClassRequest)
@@ -79,6 +80,48 @@ func (r *RawClient) Allocate() {
 	if res.Type.Class != stun.ClassSuccessResponse {
 		r.tb.Fatalf("allocate: %s", res)
 	}
+	var relayed stun.XORMappedAddress
+	if err := relayed.GetFromAs(res, stun.AttrXORRelayedAddress); err != nil {
+		r.tb.Fatalf("allocate: no relayed address in %s: %v", res, err)
+	}
+	a, _ := netip.AddrFromSlice(relayed.IP)
+	return netip.AddrPortFrom(a.Unmap(), uint16(relayed.Port)) //nolint:gosec // a UDP port
+}
+
+// ChannelBind binds channel number to peer and reports whether the server
+// granted it. Call Allocate first.
+func (r *RawClient) ChannelBind(peer netip.AddrPort, number uint16) bool {
+	r.tb.Helper()
+	addr := &stun.XORMappedAddress{IP: peer.Addr().AsSlice(), Port: int(peer.Port())}
+	setters := []stun.Setter{
+		stun.TransactionID,
+		stun.NewType(stun.MethodChannelBind, stun.ClassRequest),
+		xorPeerAddress{addr},
+		stun.RawAttribute{Type: stun.AttrChannelNumber, Value: []byte{byte(number >> 8), byte(number), 0, 0}},
+	}
+	res := r.roundTrip(append(setters, r.auth()...)...)
+	var code stun.ErrorCodeAttribute
+	if res.Type.Class == stun.ClassErrorResponse && code.GetFrom(res) == nil && code.Code == stun.CodeStaleNonce {
+		_ = r.nonce.GetFrom(res)
+		return r.ChannelBind(peer, number)
+	}
+	return res.Type.Class == stun.ClassSuccessResponse
+}
+
+// xorPeerAddress is XOR-PEER-ADDRESS in the family of its address.
+type xorPeerAddress struct{ a *stun.XORMappedAddress }
+
+func (x xorPeerAddress) AddTo(m *stun.Message) error {
+	return x.a.AddToAs(m, stun.AttrXORPeerAddress)
+}
+
+// Receive returns the next datagram the server sends, raw, or an error
+// after d.
+func (r *RawClient) Receive(d time.Duration) ([]byte, error) {
+	buf := make([]byte, 2048)
+	_ = r.conn.SetReadDeadline(time.Now().Add(d))
+	n, _, err := r.conn.ReadFrom(buf)
+	return buf[:n], err
 }
 
 // stunMagicCookie is RFC 5389's fixed header value (unexported by pion).
