@@ -2,6 +2,7 @@ package relay
 
 import (
 	"net"
+	"runtime"
 
 	"golang.org/x/net/ipv4"
 )
@@ -24,7 +25,7 @@ const batchSize = 32
 type batchConn struct {
 	*net.UDPConn
 	io        *ipv4.PacketConn
-	batchSend bool        // sendmmsg takes IPv4 addresses only on an AF_INET socket
+	batchSend bool        // whether this socket takes the addresses x/net writes (see newBatchConn)
 	onDrop    func(n int) // counts queued datagrams the kernel refused
 
 	in         []ipv4.Message // the last batch read
@@ -36,8 +37,12 @@ type batchConn struct {
 
 func newBatchConn(c *net.UDPConn, onDrop func(int)) *batchConn {
 	bc := &batchConn{UDPConn: c, io: ipv4.NewPacketConn(c), onDrop: onDrop}
+	// x/net writes an IPv4 destination as AF_INET even on an AF_INET6
+	// socket. Linux sends it from a dual-stack socket as it would send the
+	// mapped form; other systems may refuse it there, so they batch sends
+	// on IPv4 sockets only.
 	la, _ := c.LocalAddr().(*net.UDPAddr)
-	bc.batchSend = la != nil && la.IP.To4() != nil
+	bc.batchSend = runtime.GOOS == "linux" || la != nil && la.IP.To4() != nil
 	bc.in = make([]ipv4.Message, batchSize)
 	bc.out = make([]ipv4.Message, batchSize)
 	for i := range batchSize {

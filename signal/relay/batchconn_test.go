@@ -3,6 +3,7 @@ package relay
 import (
 	"fmt"
 	"net"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -71,15 +72,37 @@ func TestBatchConn(t *testing.T) {
 	}
 }
 
-// A dual-stack socket reads in batches but sends each datagram at once.
-func TestBatchConnDualStackSendsAtOnce(t *testing.T) {
+// A dual-stack socket (what "udp" with a wildcard address opens) batches
+// its sends to IPv4 clients too, whose addresses it reads in mapped form.
+func TestBatchConnDualStack(t *testing.T) {
 	c, err := net.ListenUDP("udp", &net.UDPAddr{Port: 0})
 	if err != nil {
 		t.Skipf("no dual-stack socket here: %v", err)
 	}
-	defer c.Close()
-	bc := newBatchConn(c, func(int) {})
-	if bc.sendBuffer() != nil {
-		t.Fatalf("%v: queued sends would carry AF_INET addresses on an AF_INET6 socket", c.LocalAddr())
+	bc := newBatchConn(c, func(int) { t.Error("a send was refused") })
+	defer bc.Close()
+	if runtime.GOOS != "linux" {
+		t.Skip("sends are batched on dual-stack sockets on Linux only")
+	}
+	client := listenUDP4(t)
+	port := bc.LocalAddr().(*net.UDPAddr).Port
+	if _, err := client.WriteTo([]byte("hello"), &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	_, from, err := bc.ReadFrom(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := bc.sendBuffer()
+	if b == nil {
+		t.Fatal("a dual-stack socket on Linux does not batch its sends")
+	}
+	bc.queue(copy(b, "answer"), from.(*net.UDPAddr))
+	bc.flush()
+	_ = client.SetReadDeadline(time.Now().Add(2 * time.Second))
+	k, _, err := client.ReadFrom(buf)
+	if err != nil || string(buf[:k]) != "answer" {
+		t.Fatalf("client got %q (%v)", buf[:k], err)
 	}
 }
