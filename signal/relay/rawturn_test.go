@@ -51,14 +51,31 @@ func TestRawIPv6PeerAddressForms(t *testing.T) {
 	}
 }
 
-// A datagram from one allocation to another of the same relay reaches the
-// second client as RFC 8656 puts it on the wire: a Data indication while
-// the client holds only a permission, ChannelData (numbered, length, padded
-// to 4 bytes) once it bound a channel. The second is sent straight from the
-// listener loop, from the relay's own record of the client's channels.
-func TestHandOffWireFormat(t *testing.T) {
-	s := startServer(t, loopbackConfig(t))
-	a := allocate(t, dialClient(t, s, "udp", mint("alice", time.Hour)))
+// A datagram for a client reaches it as RFC 8656 puts it on the wire: a
+// Data indication while the client holds only a permission for the sender,
+// ChannelData (numbered, length, padded to 4 bytes) once it bound a
+// channel. The relay sends ChannelData itself, from its own record of the
+// client's channels: from the listener loop when the sender is another
+// allocation of this relay, from the relay socket's pump when the sender is
+// outside.
+func TestChannelDataWireFormat(t *testing.T) {
+	for _, sender := range []string{"allocation", "outside"} {
+		t.Run(sender, func(t *testing.T) {
+			cfg := loopbackConfig(t)
+			cfg.AllowPeers = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+			s := startServer(t, cfg)
+			var a net.PacketConn
+			if sender == "allocation" {
+				a = allocate(t, dialClient(t, s, "udp", mint("alice", time.Hour)))
+			} else {
+				a = listenUDP4(t)
+			}
+			testChannelDataWireFormat(t, s, a)
+		})
+	}
+}
+
+func testChannelDataWireFormat(t *testing.T, s *Server, a net.PacketConn) {
 	aAddr := netip.MustParseAddrPort(a.LocalAddr().String())
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -107,7 +124,7 @@ func TestHandOffWireFormat(t *testing.T) {
 	}
 	rc := s.ports.lookup(int(bRelayed.Port()))
 	if rc.toClient.Load() == nil || (*rc.channels.Load())[aAddr] != channel {
-		t.Fatal("the relay did not record b's UDP path and channel, so hand-off goes through pion's read loop")
+		t.Fatal("the relay did not record b's UDP path and channel, so ChannelData goes through pion's read loop")
 	}
 	before := metricValue(s.metrics.bytesIn)
 	got := receive([]byte("hello"))

@@ -258,8 +258,11 @@ func (rc *relayConn) setChannel(peer netip.AddrPort, number uint16, on bool) {
 	rc.channels.Store(&next)
 }
 
-// pump moves the socket's datagrams from permitted peers into the inbox
-// until the socket closes.
+// pump moves the socket's datagrams from permitted peers to the client
+// until the socket closes: as ChannelData straight from here when the
+// client talks UDP and bound a channel for the peer (the usual case once
+// ICE has picked a relayed pair), else through the inbox and pion's read
+// loop, which sends a Data indication or writes to a TCP client.
 func (rc *relayConn) pump() {
 	m := rc.s.metrics
 	for {
@@ -274,10 +277,21 @@ func (rc *relayConn) pump() {
 			return
 		}
 		ua, ok := addr.(*net.UDPAddr)
-		if !ok || !rc.permitted(addrFromIP(ua.IP)) {
+		var peer netip.Addr
+		if ok {
+			peer = addrFromIP(ua.IP)
+		}
+		if !ok || !rc.permitted(peer) {
 			bufPool.Put(buf)
 			m.dropNoPerm.Inc()
 			continue
+		}
+		if path := rc.toClient.Load(); path != nil {
+			if ch, bound := (*rc.channels.Load())[netip.AddrPortFrom(peer, uint16(ua.Port))]; bound { //nolint:gosec // a UDP port
+				rc.sendChannelData(path, ch, (*buf)[:n], nil)
+				bufPool.Put(buf)
+				continue
+			}
 		}
 		select {
 		case rc.inbox <- datagram{buf, n, ua}:
