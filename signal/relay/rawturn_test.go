@@ -77,13 +77,8 @@ func TestChannelDataWireFormat(t *testing.T) {
 
 func testChannelDataWireFormat(t *testing.T, s *Server, a net.PacketConn) {
 	aAddr := netip.MustParseAddrPort(a.LocalAddr().String())
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
 	bob := mint("bob", time.Hour)
-	b := relaytest.NewRawClient(t, pc, s.Addrs().UDP[0], bob.user, bob.pass)
+	b := relaytest.NewRawClient(t, listenUDP4(t), s.Addrs().UDP[0], bob.user, bob.pass)
 	bRelayed := b.Allocate()
 	bTo := net.UDPAddrFromAddrPort(bRelayed)
 
@@ -129,6 +124,7 @@ func testChannelDataWireFormat(t *testing.T, s *Server, a net.PacketConn) {
 	before := metricValue(s.metrics.bytesIn)
 	got := receive([]byte("hello"))
 	for len(got) > 0 && got[0] < 0x40 { // a Data indication still under way
+		var err error
 		if got, err = b.Receive(time.Second); err != nil {
 			t.Fatal(err)
 		}
