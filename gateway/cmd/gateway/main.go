@@ -38,6 +38,7 @@ import (
 
 	"github.com/peerlan/peerlan/gateway"
 	"github.com/peerlan/peerlan/internal/cli"
+	"github.com/peerlan/peerlan/internal/resumefile"
 	"github.com/peerlan/peerlan/peer"
 	"github.com/peerlan/peerlan/peer/tap"
 	"github.com/peerlan/peerlan/signal"
@@ -319,9 +320,9 @@ func serve(c *config, log *slog.Logger) error {
 	if statusEvery == 0 {
 		statusEvery = -1
 	}
-	resume := newResumeFile(c.o.stateDir, c.o.room, log)
+	resume := resumefile.New(c.o.stateDir, c.o.room, log)
 	mesh, err := peer.NewMesh(peer.MeshConfig{
-		Signal: c.o.signal, Room: c.o.room, Token: c.token, Role: signal.RoleGateway, Relay: c.relay, Resume: resume.load(),
+		Signal: c.o.signal, Room: c.o.room, Token: c.token, Role: signal.RoleGateway, Relay: c.relay, Resume: resume.Load(),
 		Local: dev, DisableDHCP: true, GuestMTU: c.o.mtu, ICEServers: c.extraICE, Transport: c.transport,
 		Logger: log, StatusEvery: statusEvery,
 	})
@@ -447,7 +448,7 @@ var errMeshStopped = errors.New("mesh stopped")
 // logs the status line, announces .1 to newly linked peers and keeps the
 // saved resume token current.
 func watch(ctx context.Context, mesh *peer.Mesh, meshDone chan error, host *gateway.Host, m *gateway.Metrics,
-	resume *resumeFile, every time.Duration, log *slog.Logger) error {
+	resume *resumefile.File, every time.Duration, log *slog.Logger) error {
 	check := time.NewTicker(announcePoll)
 	defer check.Stop()
 	announced := map[signal.PeerID]bool{} // peers whose current link heard our gratuitous ARP
@@ -474,7 +475,7 @@ func watch(ctx context.Context, mesh *peer.Mesh, meshDone chan error, host *gate
 					host.Subnet(), p)
 			}
 			announceToNewLinks(st, announced, host, log)
-			resume.save(mesh.ResumeToken()) // each welcome brings a fresh one
+			resume.Save(mesh.ResumeToken()) // each welcome brings a fresh one
 		case <-status:
 			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			open, peers := openLinks(mesh.Status())
