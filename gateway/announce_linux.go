@@ -3,10 +3,10 @@
 package gateway
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net"
 
+	"github.com/peerlan/peerlan/peer/ether"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,7 +25,10 @@ func (h *Host) Announce() error {
 	if len(ifi.HardwareAddr) != 6 {
 		return fmt.Errorf("gateway: %s has no Ethernet address", ifi.Name)
 	}
-	frame := gratuitousARP(ifi.HardwareAddr, h.GatewayAddr().As4())
+	frame := make([]byte, ether.ARPFrameLen)
+	if _, err := ether.BuildGratuitousARP(frame, ether.MAC(ifi.HardwareAddr), h.GatewayAddr()); err != nil {
+		return fmt.Errorf("gateway: gratuitous ARP for %v: %w", h.GatewayAddr(), err)
+	}
 	// Protocol 0: the socket only sends.
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -38,24 +41,6 @@ func (h *Host) Announce() error {
 		return fmt.Errorf("gateway: sending a gratuitous ARP on %s: %w", ifi.Name, err)
 	}
 	return nil
-}
-
-// gratuitousARP builds the Ethernet frame of an ARP request from ip to ip.
-func gratuitousARP(mac net.HardwareAddr, ip [4]byte) []byte {
-	f := make([]byte, 42)
-	copy(f[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-	copy(f[6:12], mac)
-	binary.BigEndian.PutUint16(f[12:14], unix.ETH_P_ARP)
-	a := f[14:]
-	binary.BigEndian.PutUint16(a[0:2], 1)      // hardware type Ethernet
-	binary.BigEndian.PutUint16(a[2:4], 0x0800) // protocol IPv4
-	a[4], a[5] = 6, 4
-	binary.BigEndian.PutUint16(a[6:8], 1) // request
-	copy(a[8:14], mac)
-	copy(a[14:18], ip[:])
-	// target hardware address stays zero
-	copy(a[24:28], ip[:])
-	return f
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }

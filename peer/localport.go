@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 
@@ -45,6 +46,7 @@ type LocalPort struct {
 	dhcpReplies   atomic.Uint64
 	replyDrops    atomic.Uint64
 	serverBlocked atomic.Uint64
+	announced     atomic.Uint64
 }
 
 var _ Port = (*LocalPort)(nil)
@@ -61,6 +63,9 @@ type LocalPortStats struct {
 	ReplyDrops   uint64
 	// ServerBlocked counts DHCP server messages from the mesh not delivered.
 	ServerBlocked uint64
+	// Announced counts gratuitous ARPs sent to the mesh for the guest, one
+	// after each DHCP ACK.
+	Announced uint64
 	// DHCP has the service's counters by message type (zero without one).
 	DHCP DHCPStats
 }
@@ -95,8 +100,44 @@ func (p *LocalPort) Read(b []byte) (int, error) {
 		p.dhcpConsumed.Add(1)
 		if rn > 0 {
 			p.sendReply(p.reply[:rn])
+			if mac, addr, ok := ackedAddress(p.reply[:rn]); ok {
+				if an, err := ether.BuildGratuitousARP(b, mac, addr); err == nil {
+					p.announced.Add(1)
+					return an, nil
+				}
+			}
 		}
 	}
+}
+
+// ackedAddress returns the client and address of a DHCP ACK frame. After
+// each ACK Read hands the switch a gratuitous ARP on the guest's behalf, so
+// that hosts on the mesh that still hold another MAC address for it (the
+// guest restarted, or its peer resumed its id and address with a new TAP)
+// update their neighbour entry at once instead of when it goes stale.
+func ackedAddress(frame []byte) (ether.MAC, netip.Addr, bool) {
+	e, err := ether.ParseEthernet(frame)
+	if err != nil || e.Type() != ether.TypeIPv4 {
+		return ether.MAC{}, netip.Addr{}, false
+	}
+	ip, err := ether.ParseIPv4(e.Payload())
+	if err != nil || ip.Protocol() != ether.ProtoUDP {
+		return ether.MAC{}, netip.Addr{}, false
+	}
+	u, err := ether.ParseUDP(ip.Payload())
+	if err != nil {
+		return ether.MAC{}, netip.Addr{}, false
+	}
+	d, err := ether.ParseDHCP(u.Payload())
+	if err != nil || d.MessageType() != ether.DHCPAck {
+		return ether.MAC{}, netip.Addr{}, false
+	}
+	mac, ok := d.ClientMAC()
+	addr := d.YIAddr()
+	if !ok || !addr.Is4() || addr.IsUnspecified() {
+		return ether.MAC{}, netip.Addr{}, false
+	}
+	return mac, addr, true
 }
 
 func (p *LocalPort) sendReply(frame []byte) {
@@ -149,6 +190,7 @@ func (p *LocalPort) Stats() LocalPortStats {
 		DHCPReplies:   p.dhcpReplies.Load(),
 		ReplyDrops:    p.replyDrops.Load(),
 		ServerBlocked: p.serverBlocked.Load(),
+		Announced:     p.announced.Load(),
 	}
 	if p.dhcp != nil {
 		s.DHCP = p.dhcp.Stats()

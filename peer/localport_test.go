@@ -117,7 +117,13 @@ func TestLocalPortAnswersDHCPAndForwardsTheRest(t *testing.T) {
 	g.send <- dns
 
 	buf := make([]byte, MaxFrameSize)
-	for _, want := range [][]byte{arp, dns} {
+	// Each ACK is followed by a gratuitous ARP for the guest's address,
+	// from the guest's MAC, to the mesh.
+	garp := make([]byte, ether.ARPFrameLen)
+	if _, err := ether.BuildGratuitousARP(garp, dhcpTestGuest, dhcpTestAddr); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range [][]byte{garp, arp, garp, dns} {
 		n, err := p.Read(buf)
 		if err != nil {
 			t.Fatal(err)
@@ -136,7 +142,7 @@ func TestLocalPortAnswersDHCPAndForwardsTheRest(t *testing.T) {
 		}
 	}
 	st := p.Stats()
-	if st.FromGuest != 2 || st.DHCPConsumed != 3 || st.DHCPReplies != 3 || st.ToGuest != 3 ||
+	if st.FromGuest != 2 || st.Announced != 2 || st.DHCPConsumed != 3 || st.DHCPReplies != 3 || st.ToGuest != 3 ||
 		st.DHCP.Discovers != 1 || st.DHCP.Requests != 2 || st.DHCP.Offers != 1 || st.DHCP.Acks != 2 {
 		t.Fatalf("stats %+v", st)
 	}

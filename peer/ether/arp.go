@@ -81,3 +81,33 @@ func BuildARPReply(b []byte, req ARP, hw MAC) (int, error) {
 	putAddr4(a[24:28], spa)
 	return ARPFrameLen, nil
 }
+
+// BuildGratuitousARP writes into b a gratuitous ARP: a broadcast request
+// from hw for its own address ip, "ip is at hw". Hosts that hold another
+// MAC address for ip update their neighbour entry at once instead of when
+// it goes stale, which on Linux can take most of a minute; hosts without
+// an entry create none. It returns the frame length (ARPFrameLen), or
+// ErrShort when b is too small and ErrMalformed when ip is not IPv4. It
+// allocates nothing.
+func BuildGratuitousARP(b []byte, hw MAC, ip netip.Addr) (int, error) {
+	if len(b) < ARPFrameLen {
+		return 0, ErrShort
+	}
+	if !ip.Is4() {
+		return 0, ErrMalformed
+	}
+	e := Ethernet(b[:ARPFrameLen])
+	e.SetDst(Broadcast)
+	e.SetSrc(hw)
+	e.SetType(TypeARP)
+	a := e.Payload()
+	binary.BigEndian.PutUint16(a[0:2], 1)
+	binary.BigEndian.PutUint16(a[2:4], TypeIPv4)
+	a[4], a[5] = 6, 4
+	binary.BigEndian.PutUint16(a[6:8], ARPRequest)
+	copy(a[8:14], hw[:])
+	putAddr4(a[14:18], ip)
+	clear(a[18:24])
+	putAddr4(a[24:28], ip)
+	return ARPFrameLen, nil
+}

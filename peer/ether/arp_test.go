@@ -1,6 +1,8 @@
 package ether
 
 import (
+	"bytes"
+	"encoding/hex"
 	"errors"
 	"net/netip"
 	"testing"
@@ -82,5 +84,26 @@ func TestParseARPErrors(t *testing.T) {
 	}
 	if _, err := ParseARP(good[:ARPLen-1]); !errors.Is(err, ErrShort) {
 		t.Errorf("27 bytes: %v", err)
+	}
+}
+
+func TestBuildGratuitousARP(t *testing.T) {
+	hw := MAC{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
+	b := bytes.Repeat([]byte{0xee}, ARPFrameLen+8) // stale bytes must not leak into the frame
+	n, err := BuildGratuitousARP(b, hw, netip.MustParseAddr("10.77.0.23"))
+	if err != nil || n != ARPFrameLen {
+		t.Fatalf("n %d err %v", n, err)
+	}
+	// As Linux's arping -U writes it: broadcast request, sender = target IP.
+	want, _ := hex.DecodeString("ffffffffffff" + "525400123456" + "0806" +
+		"0001" + "0800" + "06" + "04" + "0001" + "525400123456" + "0a4d0017" + "000000000000" + "0a4d0017")
+	if !bytes.Equal(b[:n], want) {
+		t.Fatalf("frame %x\nwant  %x", b[:n], want)
+	}
+	if _, err := BuildGratuitousARP(b[:ARPFrameLen-1], hw, netip.MustParseAddr("10.77.0.23")); !errors.Is(err, ErrShort) {
+		t.Errorf("short buffer: %v", err)
+	}
+	if _, err := BuildGratuitousARP(b, hw, netip.MustParseAddr("2001:db8::1")); !errors.Is(err, ErrMalformed) {
+		t.Errorf("IPv6 address: %v", err)
 	}
 }
