@@ -19,7 +19,8 @@ func TestNativeLAN(t *testing.T) {
 	room := "native-" + randomSuffix(4)
 	nsA, nsB := NewNamespace(t, "lan-a"), NewNamespace(t, "lan-b")
 	a := StartPeer(t, sig, room, nsA)
-	b := StartPeer(t, sig, room, nsB)
+	stateB := t.TempDir()
+	b := StartPeer(t, sig, room, nsB, "-state-dir", stateB)
 
 	stA := a.WaitLinks(t, 1, 30*time.Second)
 	stB := b.WaitLinks(t, 1, 30*time.Second)
@@ -66,6 +67,23 @@ func TestNativeLAN(t *testing.T) {
 		t.Logf("%s -> %s: path %s (%s -> %s), open in %.1f ms, rtt %.2f ms", c.p.Name, c.other, l.Path,
 			l.LocalCandidate, l.RemoteCandidate, l.OpenMillis, l.RTTMillis)
 	}
+
+	// B dies without a word and comes back: its saved resume token gives it
+	// its id and address again (without it the server would hold both for
+	// the dead run during its resume grace, and B would join as a new peer).
+	b.Kill()
+	b2 := StartPeer(t, sig, room, nsB, "-state-dir", stateB)
+	st2 := b2.WaitLinks(t, 1, 30*time.Second)
+	if st2.ID != stB.ID || st2.IP != stB.IP {
+		t.Fatalf("restarted peer is %s at %v, want %s at %v as before the kill", st2.ID, st2.IP, stB.ID, stB.IP)
+	}
+	if lease := LeaseDHCP(t, nsB, b2.TAP); lease.Addr.Addr() != stB.IP {
+		t.Fatalf("restarted peer leased %v, want %v", lease.Addr, stB.IP)
+	}
+	// The new TAP has a new MAC address; the gratuitous ARP B's peer sends
+	// after the DHCP ACK updates A's neighbour entry, so A reaches B at once
+	// (without it A kept sending to the old MAC until the entry went stale).
+	Ping(t, nsA, stB.IP, 3)
 }
 
 type assigned struct {

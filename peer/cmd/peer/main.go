@@ -21,6 +21,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/peerlan/peerlan/internal/cli"
+	"github.com/peerlan/peerlan/internal/resumefile"
 	"github.com/peerlan/peerlan/peer"
 	"github.com/peerlan/peerlan/peer/tap"
 )
@@ -34,6 +35,7 @@ type options struct {
 	iceInterfaces, ice         cli.List
 	iceLoopback                bool
 	udpPorts, statusAddr       string
+	stateDir                   string
 	pprof                      bool
 	logLevel, logFormat        string
 	statusEvery                time.Duration
@@ -68,6 +70,7 @@ Flags:
 	fs.Var(&o.iceInterfaces, "ice-interfaces", "only gather host candidates on these `interfaces` (comma-separated; lo allowed)")
 	fs.BoolVar(&o.iceLoopback, "ice-loopback", false, "also gather loopback candidates (peers on one host)")
 	fs.StringVar(&o.udpPorts, "udp-ports", "", "local UDP port `range` for WebRTC, as MIN-MAX (default: any)")
+	fs.StringVar(&o.stateDir, "state-dir", "", "keep the room's resume token in this `dir`, so that a restarted peer (after a crash or kill -9)\ntakes its id and address back at once; one dir per peer process (default: none, a restart joins afresh)")
 	fs.StringVar(&o.statusAddr, "status", "", "serve GET /status (JSON) on this `host:port` (loopback recommended)")
 	fs.BoolVar(&o.pprof, "pprof", false, "also serve Go's profiler at /debug/pprof/ on the -status address")
 	fs.DurationVar(&o.statusEvery, "status-every", 30*time.Second, "period of the status line in the logs (0 disables)")
@@ -128,8 +131,12 @@ func serve(o options, log *slog.Logger) error {
 	if statusEvery == 0 {
 		statusEvery = -1
 	}
+	var resume *resumefile.File
+	if o.stateDir != "" {
+		resume = resumefile.New(o.stateDir, o.room, log)
+	}
 	mesh, err := peer.NewMesh(peer.MeshConfig{
-		Signal: o.signal, Room: o.room, Token: o.token, Relay: relay,
+		Signal: o.signal, Room: o.room, Token: o.token, Relay: relay, Resume: resume.Load(),
 		Local: dev, GuestMTU: o.mtu, MaxBuffered: o.maxBuffered, ICEServers: extra, Transport: tc,
 		Logger: log, StatusEvery: statusEvery,
 	})
@@ -147,10 +154,31 @@ func serve(o options, log *slog.Logger) error {
 		}
 		defer hs.Close()
 	}
+	if resume != nil {
+		go keepResumeToken(ctx, mesh, resume)
+	}
 	err = mesh.Run(ctx)
 	log.Info("stopped")
 	return err
 }
+
+// keepResumeToken saves the mesh's resume token whenever a welcome brought
+// a new one, until ctx ends.
+func keepResumeToken(ctx context.Context, mesh *peer.Mesh, f *resumefile.File) {
+	t := time.NewTicker(resumeSavePoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f.Save(mesh.ResumeToken())
+		}
+	}
+}
+
+// resumeSavePoll is how soon after a welcome its resume token is on disk.
+const resumeSavePoll = 250 * time.Millisecond
 
 func serveStatus(addr string, withPprof bool, mesh *peer.Mesh, log *slog.Logger) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
