@@ -337,9 +337,10 @@ func (rc *relayConn) handOff(p []byte, from *relayConn) {
 const channelDataHeader = 4
 
 // sendChannelData sends p to rc's client as ChannelData for channel ch.
-// When the sender's client talks to the same listener, this runs in that
-// listener's read loop and the datagram joins the loop's next batched
-// send; otherwise it is sent at once.
+// When the sending allocation's client talks to the same listener, this
+// runs in that listener's read loop (pion writes to a relay socket only
+// from the loop serving its client), so the datagram may join the loop's
+// next batched send; otherwise it is sent at once.
 func (rc *relayConn) sendChannelData(path *clientPath, ch uint16, p []byte, sender *clientPath) {
 	m := rc.s.metrics
 	if rc.closed.Load() {
