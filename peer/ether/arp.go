@@ -66,20 +66,26 @@ func BuildARPReply(b []byte, req ARP, hw MAC) (int, error) {
 	}
 	// Read everything from req before writing: b may alias req's frame.
 	sha, spa, tpa := req.SenderMAC(), req.SenderIP(), req.TargetIP()
+	putARPFrame(b, sha, ARPReply, hw, tpa, sha, spa)
+	return ARPFrameLen, nil
+}
+
+// putARPFrame writes an Ethernet frame to dst from sha carrying an IPv4 ARP
+// packet into b, which holds at least ARPFrameLen bytes.
+func putARPFrame(b []byte, dst MAC, op uint16, sha MAC, spa netip.Addr, tha MAC, tpa netip.Addr) {
 	e := Ethernet(b[:ARPFrameLen])
-	e.SetDst(sha)
-	e.SetSrc(hw)
+	e.SetDst(dst)
+	e.SetSrc(sha)
 	e.SetType(TypeARP)
 	a := e.Payload()
-	binary.BigEndian.PutUint16(a[0:2], 1)
+	binary.BigEndian.PutUint16(a[0:2], 1) // hardware type Ethernet
 	binary.BigEndian.PutUint16(a[2:4], TypeIPv4)
 	a[4], a[5] = 6, 4
-	binary.BigEndian.PutUint16(a[6:8], ARPReply)
-	copy(a[8:14], hw[:])
-	putAddr4(a[14:18], tpa)
-	copy(a[18:24], sha[:])
-	putAddr4(a[24:28], spa)
-	return ARPFrameLen, nil
+	binary.BigEndian.PutUint16(a[6:8], op)
+	copy(a[8:14], sha[:])
+	putAddr4(a[14:18], spa)
+	copy(a[18:24], tha[:])
+	putAddr4(a[24:28], tpa)
 }
 
 // BuildGratuitousARP writes into b a gratuitous ARP: a broadcast request
@@ -96,18 +102,6 @@ func BuildGratuitousARP(b []byte, hw MAC, ip netip.Addr) (int, error) {
 	if !ip.Is4() {
 		return 0, ErrMalformed
 	}
-	e := Ethernet(b[:ARPFrameLen])
-	e.SetDst(Broadcast)
-	e.SetSrc(hw)
-	e.SetType(TypeARP)
-	a := e.Payload()
-	binary.BigEndian.PutUint16(a[0:2], 1)
-	binary.BigEndian.PutUint16(a[2:4], TypeIPv4)
-	a[4], a[5] = 6, 4
-	binary.BigEndian.PutUint16(a[6:8], ARPRequest)
-	copy(a[8:14], hw[:])
-	putAddr4(a[14:18], ip)
-	clear(a[18:24])
-	putAddr4(a[24:28], ip)
+	putARPFrame(b, Broadcast, ARPRequest, hw, ip, MAC{}, ip)
 	return ARPFrameLen, nil
 }
