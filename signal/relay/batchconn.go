@@ -71,7 +71,7 @@ func (c *batchConn) ReadFrom(p []byte) (int, net.Addr, error) {
 }
 
 // sendBuffer returns a buffer for the next datagram to queue, or nil when
-// this socket cannot batch sends to addr. Only the read loop calls it.
+// this socket does not batch its sends. Only the read loop calls it.
 func (c *batchConn) sendBuffer() []byte {
 	if !c.batchSend {
 		return nil

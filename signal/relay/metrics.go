@@ -116,3 +116,15 @@ func (m *metrics) unregister() {
 	}
 	m.registered = nil
 }
+
+// clientToPeer counts a datagram of n payload bytes relayed from a client.
+func (m *metrics) clientToPeer(n int) {
+	m.bytesOut.Add(float64(n))
+	m.packetsOut.Inc()
+}
+
+// peerToClient counts a datagram of n payload bytes relayed to a client.
+func (m *metrics) peerToClient(n int) {
+	m.bytesIn.Add(float64(n))
+	m.packetsIn.Inc()
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -221,41 +222,32 @@ func (rc *relayConn) permitted(a netip.Addr) bool {
 // setPermission adds or removes a; callers hold Server.mu, which serialises
 // writers.
 func (rc *relayConn) setPermission(a netip.Addr, on bool) {
-	old := *rc.perms.Load()
-	if _, has := old[a]; has == on {
-		return
+	if _, has := (*rc.perms.Load())[a]; has != on {
+		storeWith(&rc.perms, a, struct{}{}, on)
 	}
-	next := make(map[netip.Addr]struct{}, len(old)+1)
-	for k := range old {
-		next[k] = struct{}{}
-	}
-	if on {
-		next[a] = struct{}{}
-	} else {
-		delete(next, a)
-	}
-	rc.perms.Store(&next)
 }
 
 // setChannel records or forgets the channel number bound for peer; callers
 // hold Server.mu. Forgetting checks the number, so that a stale delete
 // cannot drop a rebinding.
 func (rc *relayConn) setChannel(peer netip.AddrPort, number uint16, on bool) {
-	old := *rc.channels.Load()
-	cur, has := old[peer]
-	if on && has && cur == number || !on && (!has || cur != number) {
-		return
+	cur, has := (*rc.channels.Load())[peer]
+	if on && (!has || cur != number) || !on && has && cur == number {
+		storeWith(&rc.channels, peer, number, on)
 	}
-	next := make(map[netip.AddrPort]uint16, len(old)+1)
-	for k, v := range old {
-		next[k] = v
-	}
+}
+
+// storeWith replaces the map in m by a copy with k set to v (on) or
+// removed: readers load the map on every datagram without a lock, so it is
+// never changed in place. Callers hold Server.mu, which serialises writers.
+func storeWith[K comparable, V any](m *atomic.Pointer[map[K]V], k K, v V, on bool) {
+	next := maps.Clone(*m.Load())
 	if on {
-		next[peer] = number
+		next[k] = v
 	} else {
-		delete(next, peer)
+		delete(next, k)
 	}
-	rc.channels.Store(&next)
+	m.Store(&next)
 }
 
 // pump moves the socket's datagrams from permitted peers to the client
@@ -286,12 +278,9 @@ func (rc *relayConn) pump() {
 			m.dropNoPerm.Inc()
 			continue
 		}
-		if path := rc.toClient.Load(); path != nil {
-			if ch, bound := (*rc.channels.Load())[netip.AddrPortFrom(peer, uint16(ua.Port))]; bound { //nolint:gosec // a UDP port
-				rc.sendChannelData(path, ch, (*buf)[:n], nil)
-				bufPool.Put(buf)
-				continue
-			}
+		if rc.sendOnChannel(netip.AddrPortFrom(peer, uint16(ua.Port)), (*buf)[:n], nil) { //nolint:gosec // a UDP port
+			bufPool.Put(buf)
+			continue
 		}
 		select {
 		case rc.inbox <- datagram{buf, n, ua}:
@@ -315,11 +304,8 @@ func (rc *relayConn) handOff(p []byte, from *relayConn) {
 		m.dropNoPerm.Inc()
 		return
 	}
-	if path := rc.toClient.Load(); path != nil {
-		if ch, ok := (*rc.channels.Load())[from.addrPort]; ok {
-			rc.sendChannelData(path, ch, p, from.toClient.Load())
-			return
-		}
+	if rc.sendOnChannel(from.addrPort, p, from.toClient.Load()) {
+		return
 	}
 	buf := bufPool.Get().(*[]byte)
 	n := copy(*buf, p)
@@ -336,42 +322,57 @@ func (rc *relayConn) handOff(p []byte, from *relayConn) {
 // channelDataHeader is RFC 8656 §12.4's channel number and length.
 const channelDataHeader = 4
 
-// sendChannelData sends p to rc's client as ChannelData for channel ch.
-// When the sending allocation's client talks to the same listener, this
-// runs in that listener's read loop (pion writes to a relay socket only
-// from the loop serving its client), so the datagram may join the loop's
-// next batched send; otherwise it is sent at once.
-func (rc *relayConn) sendChannelData(path *clientPath, ch uint16, p []byte, sender *clientPath) {
-	m := rc.s.metrics
-	if rc.closed.Load() {
-		return // the allocation is gone; pion would no longer send either
+// sendOnChannel sends p from peer to rc's client as ChannelData, as pion's
+// read loop for rc would, and reports whether it took p: it does when the
+// client talks UDP and bound a channel for peer, or the allocation is gone.
+// A datagram it cannot send is dropped and counted. sender is the sending
+// allocation's client path when the sender is another allocation of this
+// server, else nil.
+func (rc *relayConn) sendOnChannel(peer netip.AddrPort, p []byte, sender *clientPath) bool {
+	path := rc.toClient.Load()
+	if path == nil {
+		return false
 	}
+	ch, ok := (*rc.channels.Load())[peer]
+	if !ok {
+		return false
+	}
+	m := rc.s.metrics
+	switch {
+	case rc.closed.Load():
+		// The allocation is gone; pion would no longer send either.
+	case rc.writeChannelData(path, ch, p, sender):
+		m.peerToClient(len(p))
+	default:
+		m.dropSend.Inc()
+	}
+	return true
+}
+
+// writeChannelData frames p for channel ch and sends it to the client at
+// path, reporting whether it went. When the sending allocation's client
+// talks to the same listener, this runs in that listener's read loop (pion
+// writes to a relay socket only from the loop serving its client), so the
+// datagram may join the loop's next batched send; otherwise it is sent at
+// once.
+func (rc *relayConn) writeChannelData(path *clientPath, ch uint16, p []byte, sender *clientPath) bool {
 	if bc, ok := path.conn.(*batchConn); ok && sender != nil && sender.conn == path.conn {
 		if b := bc.sendBuffer(); b != nil {
 			n := frameChannelData(b, ch, p)
-			if n == 0 {
-				m.dropSend.Inc()
-				return
+			if n > 0 {
+				bc.queue(n, path.addr)
 			}
-			bc.queue(n, path.addr)
-			m.bytesIn.Add(float64(len(p)))
-			m.packetsIn.Inc()
-			return
+			return n > 0
 		}
 	}
 	buf := bufPool.Get().(*[]byte)
 	defer bufPool.Put(buf)
 	n := frameChannelData(*buf, ch, p)
 	if n == 0 {
-		m.dropSend.Inc()
-		return
+		return false
 	}
-	if _, err := path.conn.WriteTo((*buf)[:n], path.addr); err != nil {
-		m.dropSend.Inc()
-		return
-	}
-	m.bytesIn.Add(float64(len(p)))
-	m.packetsIn.Inc()
+	_, err := path.conn.WriteTo((*buf)[:n], path.addr)
+	return err == nil
 }
 
 // frameChannelData writes p into b as ChannelData for channel ch (RFC 8656
@@ -402,9 +403,7 @@ func (rc *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 func (rc *relayConn) take(d datagram, p []byte) (int, net.Addr, error) {
 	n := copy(p, (*d.buf)[:d.n])
 	bufPool.Put(d.buf)
-	m := rc.s.metrics
-	m.bytesIn.Add(float64(n))
-	m.packetsIn.Inc()
+	rc.s.metrics.peerToClient(n)
 	return n, d.from, nil
 }
 
@@ -422,8 +421,7 @@ func (rc *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	a := addrFromIP(ua.IP)
 	if a == s.cfg.RelayIP && ua.Port >= int(s.cfg.MinPort) && ua.Port <= int(s.cfg.MaxPort) {
 		if dst := s.ports.lookup(ua.Port); dst != nil {
-			s.metrics.bytesOut.Add(float64(len(p)))
-			s.metrics.packetsOut.Inc()
+			s.metrics.clientToPeer(len(p))
 			dst.handOff(p, rc)
 			return len(p), nil // a dropped datagram is lost, as UDP's would be
 		}
@@ -442,8 +440,7 @@ func (rc *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	}
 	n, err := rc.PacketConn.WriteTo(p, addr)
 	if err == nil {
-		s.metrics.bytesOut.Add(float64(n))
-		s.metrics.packetsOut.Inc()
+		s.metrics.clientToPeer(n)
 	}
 	return n, err
 }

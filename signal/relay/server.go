@@ -415,11 +415,7 @@ func (s *Server) quota(username, _ string, src net.Addr) bool {
 
 func (s *Server) onAllocationCreated(src, dst net.Addr, _, username, _ string, relay net.Addr, _ int) {
 	user := userOf(username)
-	ua, _ := relay.(*net.UDPAddr)
-	var rc *relayConn
-	if ua != nil {
-		rc = s.ports.lookup(ua.Port)
-	}
+	rc := s.relayConnAt(relay)
 	if path := s.udpPath(src, dst); rc != nil && path != nil {
 		rc.toClient.Store(path)
 	}
@@ -492,14 +488,19 @@ func (s *Server) udpPath(src, dst net.Addr) *clientPath {
 	return nil
 }
 
-func (s *Server) onChannel(relay, peer net.Addr, number uint16, on bool) {
-	ra, ok1 := relay.(*net.UDPAddr)
-	pa, ok2 := peer.(*net.UDPAddr)
-	if !ok1 || !ok2 {
-		return
+// relayConnAt returns the relay socket of the relayed address pion
+// reports, or nil.
+func (s *Server) relayConnAt(relay net.Addr) *relayConn {
+	if ua, ok := relay.(*net.UDPAddr); ok {
+		return s.ports.lookup(ua.Port)
 	}
-	rc := s.ports.lookup(ra.Port)
-	if rc == nil {
+	return nil
+}
+
+func (s *Server) onChannel(relay, peer net.Addr, number uint16, on bool) {
+	rc := s.relayConnAt(relay)
+	pa, ok := peer.(*net.UDPAddr)
+	if rc == nil || !ok {
 		return
 	}
 	s.mu.Lock()
@@ -508,11 +509,7 @@ func (s *Server) onChannel(relay, peer net.Addr, number uint16, on bool) {
 }
 
 func (s *Server) onPermission(relay net.Addr, peer net.IP, on bool) {
-	ua, ok := relay.(*net.UDPAddr)
-	if !ok {
-		return
-	}
-	rc := s.ports.lookup(ua.Port)
+	rc := s.relayConnAt(relay)
 	if rc == nil {
 		return
 	}
