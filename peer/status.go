@@ -90,7 +90,8 @@ func (m *Mesh) Status() MeshStatus {
 }
 
 // ResumeToken returns the token that lets a later run of this peer take
-// back its id and address (MeshConfig.Resume); "" before the first welcome.
+// back its id and address (MeshConfig.Resume): the last welcome's, or
+// MeshConfig.Resume before the first.
 // It is a credential, so it is not part of Status. Safe for concurrent use.
 func (m *Mesh) ResumeToken() string { return m.client.ResumeToken() }
 

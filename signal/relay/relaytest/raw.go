@@ -99,13 +99,7 @@ func (r *RawClient) ChannelBind(peer netip.AddrPort, number uint16) bool {
 		xorPeerAddress{addr},
 		stun.RawAttribute{Type: stun.AttrChannelNumber, Value: []byte{byte(number >> 8), byte(number), 0, 0}},
 	}
-	res := r.roundTrip(append(setters, r.auth()...)...)
-	var code stun.ErrorCodeAttribute
-	if res.Type.Class == stun.ClassErrorResponse && code.GetFrom(res) == nil && code.Code == stun.CodeStaleNonce {
-		_ = r.nonce.GetFrom(res)
-		return r.ChannelBind(peer, number)
-	}
-	return res.Type.Class == stun.ClassSuccessResponse
+	return r.granted(setters...)
 }
 
 // xorPeerAddress is XOR-PEER-ADDRESS in the family of its address.
@@ -159,11 +153,19 @@ func (r *RawClient) CreatePermissionV6(addr netip.Addr) bool {
 		stun.NewType(stun.MethodCreatePermission, stun.ClassRequest),
 		xorPeerAddressV6{addr: addr, port: 3480},
 	}
+	return r.granted(setters...)
+}
+
+// granted sends an authenticated request built from setters, again with
+// the fresh nonce if the server calls the current one stale, and reports
+// whether the server granted it.
+func (r *RawClient) granted(setters ...stun.Setter) bool {
+	r.tb.Helper()
 	res := r.roundTrip(append(setters, r.auth()...)...)
 	var code stun.ErrorCodeAttribute
 	if res.Type.Class == stun.ClassErrorResponse && code.GetFrom(res) == nil && code.Code == stun.CodeStaleNonce {
 		_ = r.nonce.GetFrom(res)
-		return r.CreatePermissionV6(addr)
+		res = r.roundTrip(append(setters, r.auth()...)...)
 	}
 	return res.Type.Class == stun.ClassSuccessResponse
 }
