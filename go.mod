@@ -16,7 +16,6 @@ require (
 	github.com/pion/webrtc/v4 v4.2.11
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
-	github.com/songgao/water v0.0.0-20200317203138-2b4b6d7c09d8
 	go.uber.org/goleak v1.3.0
 	golang.org/x/net v0.59.0
 	golang.org/x/sys v0.48.0

@@ -19,10 +19,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/songgao/water"
 	"go.uber.org/goleak"
 
 	"github.com/peerlan/peerlan/peer/ether"
+	"github.com/peerlan/peerlan/peer/tap"
 )
 
 // TestDHCPUdhcpcOnTAP serves Debian's busybox udhcpc, running in a network
@@ -44,8 +44,7 @@ func TestDHCPUdhcpcOnTAP(t *testing.T) {
 
 	// Opened in the root namespace; the fd keeps working after the device
 	// moves into the guest's namespace.
-	tap, err := water.New(water.Config{DeviceType: water.TAP,
-		PlatformSpecificParams: water.PlatformSpecificParams{Name: tapName}})
+	dev, err := tap.Open(tap.Config{Name: tapName})
 	if err != nil {
 		t.Fatalf("open TAP: %v", err)
 	}
@@ -61,7 +60,7 @@ func TestDHCPUdhcpcOnTAP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lp := NewLocalPort(tap, srv, log)
+	lp := NewLocalPort(dev, srv, log)
 
 	// The switch's side: read what the guest sends on to the mesh. Acting
 	// as the room's gateway, answer ARP for .1 with the service MAC, so the

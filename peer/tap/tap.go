@@ -27,6 +27,10 @@ type Config struct {
 	// Netns, when set, names a network namespace (as in `ip netns`) the TAP
 	// moves into; the device keeps working from this process.
 	Netns string
+	// Offload opens the device with the kernel's checksum and TCP
+	// segmentation offloads (IFF_VNET_HDR): TCP streams then cross it as
+	// super-frames of up to 64 KiB (see Device).
+	Offload bool
 }
 
 // ValidName reports whether s is a usable Linux interface name.

@@ -3,16 +3,24 @@
 package tap
 
 import (
+	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/peerlan/peerlan/peer/ether"
 )
 
 func requireTAP(t *testing.T) {
@@ -188,4 +196,135 @@ func TestOpenOnBridge(t *testing.T) {
 			t.Errorf("link = %q, want master %s", out, br)
 		}
 	})
+}
+
+// onThreadIn runs fn on an OS thread inside the named namespace; sockets fn
+// opens stay in that namespace when used from other goroutines afterwards.
+func onThreadIn(t *testing.T, ns string, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		f, err := os.Open("/run/netns/" + ns)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			t.Errorf("setns: %v", err)
+			return
+		}
+		fn()
+	}()
+	<-done
+}
+
+// TestOffloadCarriesTCP joins two namespaces through a pair of offload TAPs
+// and a pump of this test's own, and sends 8 MiB over TCP between them. The
+// A-to-B direction moves super-frames as they are (ReadOffload, then
+// WriteOffload), which must happen (the kernel sends TSO super-frames); B to
+// A reads through the plain Read, whose software segmentation and
+// checksums the kernel must accept, or the transfer would stall.
+func TestOffloadCarriesTCP(t *testing.T) {
+	requireTAP(t)
+	s := suffix(t)
+	nsA, nsB := "peerlan-tapa-"+s, "peerlan-tapb-"+s
+	for _, ns := range []string{nsA, nsB} {
+		if out, err := ipOut(t, "netns", "add", ns); err != nil {
+			t.Fatalf("ip netns add: %v: %s", err, out)
+		}
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+		ipOut(t, "-n", ns, "link", "set", "lo", "up")
+	}
+	a, err := Open(Config{Name: "pla" + s, Netns: nsA, Offload: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Open(Config{Name: "plb" + s, Netns: nsB, Offload: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for _, x := range []struct{ ns, dev, addr string }{{nsA, a.Name(), "192.0.2.1/24"}, {nsB, b.Name(), "192.0.2.2/24"}} {
+		if out, err := ipOut(t, "-n", x.ns, "addr", "add", x.addr, "dev", x.dev); err != nil {
+			t.Fatalf("addr: %v: %s", err, out)
+		}
+	}
+	var supers, segmentsBack atomic.Int64
+	go func() { // A -> B: super-frames pass through untouched
+		buf := make([]byte, ether.MaxOffloadFrameSize)
+		for {
+			n, o, err := a.ReadOffload(buf)
+			if err != nil {
+				return
+			}
+			if o.GSO != ether.GSONone {
+				supers.Add(1)
+			}
+			b.WriteOffload(buf[:n], o)
+		}
+	}()
+	go func() { // B -> A: complete frames only
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := b.Read(buf)
+			if err != nil {
+				return
+			}
+			if n > ether.MaxFrameLen {
+				t.Errorf("plain Read returned a %d-byte frame", n)
+			}
+			segmentsBack.Add(1)
+			a.Write(buf[:n])
+		}
+	}()
+
+	const size = 8 << 20
+	var ln net.Listener
+	onThreadIn(t, nsB, func() { ln, err = net.Listen("tcp", "192.0.2.2:0") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	sums := make(chan [32]byte, 2)
+	go func() { // B receives one stream and sends one back
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		h := sha256.New()
+		io.CopyN(h, c, size)
+		sums <- [32]byte(h.Sum(nil))
+		c.Write(bytes.Repeat([]byte("peerlan "), size/8))
+	}()
+	var c net.Conn
+	onThreadIn(t, nsA, func() { c, err = net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	data := make([]byte, size)
+	rand.Read(data)
+	if _, err := c.Write(data); err != nil {
+		t.Fatalf("send A->B: %v", err)
+	}
+	back := sha256.New()
+	if n, err := io.CopyN(back, c, size); err != nil {
+		t.Fatalf("receive B->A: %d bytes, %v", n, err)
+	}
+	if got := <-sums; got != sha256.Sum256(data) {
+		t.Fatal("A->B stream corrupted")
+	}
+	if [32]byte(back.Sum(nil)) != sha256.Sum256(bytes.Repeat([]byte("peerlan "), size/8)) {
+		t.Fatal("B->A stream corrupted")
+	}
+	if supers.Load() == 0 {
+		t.Error("no super-frame crossed A->B: the kernel did not use TSO")
+	}
+	t.Logf("A->B super-frames %d; B->A complete frames %d", supers.Load(), segmentsBack.Load())
 }
