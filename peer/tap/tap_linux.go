@@ -5,11 +5,11 @@ package tap
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"net"
 	"syscall"
 
 	"golang.org/x/sys/unix"
