@@ -49,7 +49,7 @@ type LocalPort struct {
 	announced     atomic.Uint64
 }
 
-var _ Port = (*LocalPort)(nil)
+var _ OffloadPort = (*LocalPort)(nil)
 
 // LocalPortStats counts a LocalPort's traffic.
 type LocalPortStats struct {
@@ -88,26 +88,73 @@ func (p *LocalPort) Read(b []byte) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		if p.dhcp == nil {
-			p.fromGuest.Add(1)
-			return n, nil
+		if m, ok := p.serve(b, n); ok {
+			return m, nil
 		}
-		rn, handled := p.dhcp.Handle(b[:n], p.reply[:])
-		if !handled {
-			p.fromGuest.Add(1)
-			return n, nil
+	}
+}
+
+// Offloads reports whether the guest's port carries offloaded frames (see
+// OffloadPort); LocalPort then carries them too.
+func (p *LocalPort) Offloads() bool {
+	op, ok := p.guest.(OffloadPort)
+	return ok && op.Offloads()
+}
+
+// ReadOffload is Read for a guest port that carries offloaded frames. A
+// datagram to the DHCP server port gets its checksum finished before the
+// service looks at it; other frames pass with their work.
+func (p *LocalPort) ReadOffload(b []byte) (int, ether.Offload, error) {
+	op, ok := p.guest.(OffloadPort)
+	if !ok {
+		n, err := p.Read(b)
+		return n, ether.Offload{}, err
+	}
+	for {
+		n, o, err := op.ReadOffload(b)
+		if err != nil {
+			return n, o, err
 		}
-		p.dhcpConsumed.Add(1)
-		if rn > 0 {
-			p.sendReply(p.reply[:rn])
-			if mac, addr, ok := ackedAddress(p.reply[:rn]); ok {
-				if an, err := ether.BuildGratuitousARP(b, mac, addr); err == nil {
-					p.announced.Add(1)
-					return an, nil
+		if p.dhcp != nil && o.GSO == ether.GSONone && isForDHCPServer(b[:n]) {
+			if o.NeedsCsum {
+				if o.Check(b[:n]) != nil {
+					continue
 				}
+				ether.FinishChecksum(b[:n], o)
+			}
+			o = ether.Offload{}
+		}
+		if m, ok := p.serve(b, n); ok {
+			return m, o, nil
+		}
+	}
+}
+
+// serve puts the local services in front of the guest's frame b[:n]. It
+// returns the length of what goes on to the switch in b (the frame itself,
+// or a gratuitous ARP for the guest after a DHCP ACK) and true, or false
+// when the frame was the service's alone.
+func (p *LocalPort) serve(b []byte, n int) (int, bool) {
+	if p.dhcp == nil {
+		p.fromGuest.Add(1)
+		return n, true
+	}
+	rn, handled := p.dhcp.Handle(b[:n], p.reply[:])
+	if !handled {
+		p.fromGuest.Add(1)
+		return n, true
+	}
+	p.dhcpConsumed.Add(1)
+	if rn > 0 {
+		p.sendReply(p.reply[:rn])
+		if mac, addr, ok := ackedAddress(p.reply[:rn]); ok {
+			if an, err := ether.BuildGratuitousARP(b, mac, addr); err == nil {
+				p.announced.Add(1)
+				return an, true
 			}
 		}
 	}
+	return 0, false
 }
 
 // ackedAddress returns the client and address of a DHCP ACK frame. After
@@ -160,7 +207,13 @@ func (p *LocalPort) sendReply(frame []byte) {
 // Write gives one frame from the switch to the guest. A DHCP server message
 // is filtered: it is reported written, but the guest never sees it.
 func (p *LocalPort) Write(b []byte) (int, error) {
-	if p.dhcp != nil && isDHCPServerMessage(b) {
+	return p.WriteOffload(b, ether.Offload{})
+}
+
+// WriteOffload is Write for a frame with offload work left, which only a
+// guest port that carries offloaded frames is given (see Offloads).
+func (p *LocalPort) WriteOffload(b []byte, o ether.Offload) (int, error) {
+	if p.dhcp != nil && o.GSO == ether.GSONone && isDHCPServerMessage(b) {
 		n := p.serverBlocked.Add(1)
 		if n == 1 && p.log.Enabled(context.Background(), slog.LevelInfo) {
 			e := ether.Ethernet(b)
@@ -170,13 +223,25 @@ func (p *LocalPort) Write(b []byte) (int, error) {
 		return len(b), nil
 	}
 	p.writeMu.Lock()
-	n, err := p.guest.Write(b)
+	var (
+		n   int
+		err error
+	)
+	if o.IsZero() {
+		n, err = p.guest.Write(b)
+	} else if op, ok := p.guest.(OffloadPort); ok {
+		n, err = op.WriteOffload(b, o)
+	} else {
+		err = errNotOffloading
+	}
 	p.writeMu.Unlock()
 	if err == nil {
 		p.toGuest.Add(1)
 	}
 	return n, err
 }
+
+var errNotOffloading = errors.New("peer: offloaded frame for a guest port that does not carry them")
 
 // Close closes the guest's port, which unblocks Read and Write.
 func (p *LocalPort) Close() error { return p.guest.Close() }
@@ -198,19 +263,32 @@ func (p *LocalPort) Stats() LocalPortStats {
 	return s
 }
 
-// isDHCPServerMessage reports whether frame is a UDP datagram from port 67
-// to port 68 (an unfragmented one, or the first fragment).
-func isDHCPServerMessage(frame []byte) bool {
+// isForDHCPServer reports whether frame is a UDP datagram to port 67 (an
+// unfragmented one, or the first fragment), whatever its checksum.
+func isForDHCPServer(frame []byte) bool {
+	u, ok := udpOf(frame)
+	return ok && len(u) >= 4 && uint16(u[2])<<8|uint16(u[3]) == ether.DHCPServerPort
+}
+
+// udpOf returns the UDP header and payload of an IPv4 frame's first
+// fragment.
+func udpOf(frame []byte) ([]byte, bool) {
 	e, err := ether.ParseEthernet(frame)
 	if err != nil || e.Type() != ether.TypeIPv4 {
-		return false
+		return nil, false
 	}
 	ip, err := ether.ParseIPv4(e.Payload())
 	if err != nil || ip.Protocol() != ether.ProtoUDP || ip.FragmentOffset() != 0 {
-		return false
+		return nil, false
 	}
-	u := ip.Payload()
-	return len(u) >= 4 &&
+	return ip.Payload(), true
+}
+
+// isDHCPServerMessage reports whether frame is a UDP datagram from port 67
+// to port 68 (an unfragmented one, or the first fragment).
+func isDHCPServerMessage(frame []byte) bool {
+	u, ok := udpOf(frame)
+	return ok && len(u) >= 4 &&
 		uint16(u[0])<<8|uint16(u[1]) == ether.DHCPServerPort &&
 		uint16(u[2])<<8|uint16(u[3]) == ether.DHCPClientPort
 }

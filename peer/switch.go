@@ -34,10 +34,10 @@ const (
 	maxPortNameLen    = 128
 
 	// readBufSize is the buffer each port's reader hands to Read: larger
-	// than any frame the switch accepts, so that a port delivering an
-	// oversize frame (a data channel message can reach 64 KiB) shows up in
-	// the oversize counter rather than vanishing inside the port.
-	readBufSize = 64 << 10
+	// than any frame the switch accepts (an offloaded super-frame included),
+	// so that a port delivering an oversize frame shows up in the oversize
+	// counter rather than vanishing inside the port.
+	readBufSize = MaxOffloadFrameSize + 1024
 )
 
 var (
@@ -140,7 +140,10 @@ func (c SwitchConfig) validate() error {
 //
 // Forwarding (DESIGN.md invariant 4):
 //   - Frames shorter than an Ethernet header or longer than MaxFrameSize,
-//     and frames with a group or all-zero source MAC, are dropped.
+//     and frames with a group or all-zero source MAC, are dropped. An
+//     OffloadPort's offloaded frames may be longer (MaxOffloadFrameSize) if
+//     their work passes ether.Offload.Check; they leave by OffloadPorts as
+//     they are and by other ports finished (checksummed, segmented).
 //   - The source MAC is learned on the ingress port and ages out after
 //     MACAgingTime without frames from it; a port's learned MACs are
 //     forgotten when it is removed.
@@ -275,6 +278,7 @@ type switchPort struct {
 	name string
 	kind PortKind
 	port Port
+	off  OffloadPort // port, when it carries offloaded frames; else nil
 	q    *frameQueue
 
 	readerDone chan struct{}
@@ -307,7 +311,7 @@ type switchPort struct {
 func (s *Switch) drop(sp *switchPort, r DropReason, frame []byte) {
 	sp.drops[r].Add(1)
 	switch r {
-	case DropSpoofedSource, DropGroupSource, DropZeroSource, DropMACLimit, DropBroadcastBudget, DropOversize:
+	case DropSpoofedSource, DropGroupSource, DropZeroSource, DropMACLimit, DropBroadcastBudget, DropOversize, DropBadOffload:
 	default:
 		return
 	}
@@ -407,6 +411,9 @@ func (s *Switch) AddPort(name string, kind PortKind, p Port) error {
 		port:       p,
 		readerDone: make(chan struct{}),
 		writerDone: make(chan struct{}),
+	}
+	if op, ok := p.(OffloadPort); ok && op.Offloads() {
+		sp.off = op
 	}
 	sp.q = newFrameQueue(s.cfg.QueueLen, &sp.drops[DropQueueFull])
 	if kind == PortKindLink {
@@ -518,7 +525,16 @@ func (s *Switch) readLoop(sp *switchPort) {
 
 	buf := make([]byte, readBufSize)
 	for {
-		n, err := sp.port.Read(buf)
+		var (
+			n   int
+			o   ether.Offload
+			err error
+		)
+		if sp.off != nil {
+			n, o, err = sp.off.ReadOffload(buf)
+		} else {
+			n, err = sp.port.Read(buf)
+		}
 		if err != nil {
 			if errors.Is(err, ErrDropped) {
 				continue // the port lost a frame; it is still usable
@@ -526,7 +542,7 @@ func (s *Switch) readLoop(sp *switchPort) {
 			s.readFailed(sp, err)
 			return
 		}
-		s.forward(sp, buf[:n])
+		s.forward(sp, buf[:n], o)
 	}
 }
 
@@ -558,40 +574,100 @@ func (s *Switch) writeLoop(sp *switchPort) {
 	defer s.log.Debug("switch: writer stopped", "port", sp.name)
 
 	batch := newFrameRing(s.cfg.QueueLen)
+	var fin finisher
 	for sp.q.take(&batch) {
 		for i := range batch.count {
-			f := batch.at(i).frame()
-			_, err := sp.port.Write(f)
-			switch {
-			case err == nil:
-				sp.txFrames.Add(1)
-				sp.txBytes.Add(uint64(len(f)))
-			case errors.Is(err, ErrDropped):
-				sp.drops[DropPortBusy].Add(1)
-			default:
-				if sp.q.isClosed() {
-					return
+			slot := batch.at(i)
+			stop := s.write(sp, slot.frame(), slot.off, &fin)
+			slot.release()
+			if stop {
+				for j := i + 1; j < batch.count; j++ {
+					batch.at(j).release()
 				}
-				sp.drops[DropWriteError].Add(1)
-				if sp.logged.Or(1<<DropWriteError)&(1<<DropWriteError) == 0 {
-					s.log.Warn("switch: port write failed (logged once per port)", "port", sp.name, "kind", sp.kind, "err", err)
-				}
+				return
 			}
 		}
 		batch.count = 0
 	}
 }
 
-// forward handles one frame read from in. It is the switch's hot path: it
-// takes no lock but the destination queues', and allocates nothing.
-func (s *Switch) forward(in *switchPort, frame []byte) {
+// finisher is a writer's means to finish offloaded frames in software for a
+// port that does not carry them.
+type finisher struct {
+	seg ether.Segmenter
+	buf []byte // one segment; allocated on first need
+}
+
+// write hands frame, with the work o it still needs, to sp's port, doing
+// that work first when the port cannot. It reports whether the writer must
+// stop (a write failed because the port is being removed).
+func (s *Switch) write(sp *switchPort, frame []byte, o ether.Offload, fin *finisher) (stop bool) {
+	switch {
+	case o.IsZero():
+		_, err := sp.port.Write(frame)
+		return s.written(sp, frame, err)
+	case sp.off != nil:
+		_, err := sp.off.WriteOffload(frame, o)
+		return s.written(sp, frame, err)
+	case o.GSO == ether.GSONone:
+		// The switch checked o on ingress; the slot is the writer's to change.
+		ether.FinishChecksum(frame, o)
+		_, err := sp.port.Write(frame)
+		return s.written(sp, frame, err)
+	}
+	if fin.buf == nil {
+		fin.buf = make([]byte, MaxFrameSize)
+	}
+	if fin.seg.Reset(frame, o) != nil {
+		sp.drops[DropBadOffload].Add(1)
+		return false
+	}
+	for n := fin.seg.Next(fin.buf); n > 0; n = fin.seg.Next(fin.buf) {
+		_, err := sp.port.Write(fin.buf[:n])
+		if s.written(sp, fin.buf[:n], err) {
+			return true
+		}
+	}
+	return false
+}
+
+// written accounts for one Write of frame to sp that returned err, and
+// reports whether the writer must stop.
+func (s *Switch) written(sp *switchPort, frame []byte, err error) (stop bool) {
+	switch {
+	case err == nil:
+		sp.txFrames.Add(1)
+		sp.txBytes.Add(uint64(len(frame)))
+	case errors.Is(err, ErrDropped):
+		sp.drops[DropPortBusy].Add(1)
+	default:
+		if sp.q.isClosed() {
+			return true
+		}
+		sp.drops[DropWriteError].Add(1)
+		if sp.logged.Or(1<<DropWriteError)&(1<<DropWriteError) == 0 {
+			s.log.Warn("switch: port write failed (logged once per port)", "port", sp.name, "kind", sp.kind, "err", err)
+		}
+	}
+	return false
+}
+
+// forward handles one frame read from in, with the work o it still needs
+// (zero for a plain frame). It is the switch's hot path: it takes no lock
+// but the destination queues', and allocates nothing.
+func (s *Switch) forward(in *switchPort, frame []byte, o ether.Offload) {
 	in.rxFrames.Add(1)
 	in.rxBytes.Add(uint64(len(frame)))
 	if len(frame) < ether.HeaderLen {
 		s.drop(in, DropRunt, frame)
 		return
 	}
-	if len(frame) > MaxFrameSize {
+	if !o.IsZero() {
+		if o.Check(frame) != nil {
+			s.drop(in, DropBadOffload, frame)
+			return
+		}
+	} else if len(frame) > MaxFrameSize {
 		s.drop(in, DropOversize, frame)
 		return
 	}
@@ -619,7 +695,7 @@ func (s *Switch) forward(in *switchPort, frame []byte) {
 			s.drop(in, DropBroadcastBudget, frame)
 			return
 		}
-		s.flood(in, frame)
+		s.flood(in, frame, o)
 		return
 	}
 	if e := table[keyOf(dst)]; e != nil && !s.expired(e, now) {
@@ -628,14 +704,14 @@ func (s *Switch) forward(in *switchPort, frame []byte) {
 			s.drop(in, DropFiltered, frame)
 			return
 		}
-		s.send(out, frame)
+		out.q.push(frame, o)
 		return
 	}
-	s.flood(in, frame)
+	s.flood(in, frame, o)
 }
 
 // flood sends frame to every port it may go to but the one it came from.
-func (s *Switch) flood(in *switchPort, frame []byte) {
+func (s *Switch) flood(in *switchPort, frame []byte, o ether.Offload) {
 	ports := s.ports.Load()
 	targets := ports.all
 	if in.kind == PortKindLink {
@@ -643,12 +719,10 @@ func (s *Switch) flood(in *switchPort, frame []byte) {
 	}
 	for _, out := range targets {
 		if out != in {
-			s.send(out, frame)
+			out.q.push(frame, o)
 		}
 	}
 }
-
-func (s *Switch) send(out *switchPort, frame []byte) { out.q.push(frame) }
 
 // learn records that src was seen on in, and reports whether the frame may
 // go on. The common case, src already learned on in, is a map lookup and an

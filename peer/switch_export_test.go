@@ -1,12 +1,14 @@
 package peer
 
+import "github.com/peerlan/peerlan/peer/ether"
+
 // Hooks for the black-box tests in package peer_test (which must be external
 // to import peer/porttest).
 
 // ForwardForTest runs the forwarding path once for frame as if the named
 // port had just read it.
 func (s *Switch) ForwardForTest(port string, frame []byte) {
-	s.forward(s.ports.Load().byName[port], frame)
+	s.forward(s.ports.Load().byName[port], frame, ether.Offload{})
 }
 
 // SweepForTest runs the janitor's sweep of expired MACs now.

@@ -4,6 +4,8 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+
+	"github.com/peerlan/peerlan/peer/ether"
 )
 
 // writerSpins is how many times a writer that found its queue empty yields
@@ -16,18 +18,48 @@ import (
 const writerSpins = 8
 
 // frameSlot holds one queued frame. Slots are allocated once per queue, so
-// queueing a frame is a copy and never an allocation.
+// queueing a frame is a copy and never an allocation; a super-frame borrows
+// a buffer from the switch's pool for as long as it is queued.
 type frameSlot struct {
 	n   int
+	off ether.Offload // work the frame still needs; zero for a plain frame
+	big *superBuf     // the frame's bytes when it is a super-frame, else nil
 	buf [MaxFrameSize]byte
 }
 
-func (s *frameSlot) frame() []byte { return s.buf[:s.n] }
+func (s *frameSlot) frame() []byte {
+	if s.big != nil {
+		return s.big[:s.n]
+	}
+	return s.buf[:s.n]
+}
 
-// frameRing is a fixed ring of slots; its head and count say which are full.
+// release returns the slot's super-frame buffer, if any, to the pool.
+func (s *frameSlot) release() {
+	if s.big != nil {
+		superBufs.Put(s.big)
+		s.big = nil
+	}
+}
+
+// superBuf holds one super-frame.
+type superBuf [MaxOffloadFrameSize]byte
+
+// superBufs recycles super-frame buffers across the switch's queues, so that
+// the forwarding path allocates nothing in the steady state and a queue
+// costs memory for super-frames only while it holds them.
+var superBufs = sync.Pool{New: func() any { return new(superBuf) }}
+
+// maxQueuedSupers bounds the super-frames one queue holds pending (and so
+// its memory: 16 × 64 KiB, as much data as 700 full frames). A push beyond
+// it drops the oldest frames, as a full queue does.
+const maxQueuedSupers = 16
+
+// frameRing is a fixed ring of slots; its head and count say which are full,
+// and supers how many of those hold super-frames.
 type frameRing struct {
-	slots       []frameSlot
-	head, count int
+	slots               []frameSlot
+	head, count, supers int
 }
 
 func newFrameRing(n int) frameRing { return frameRing{slots: make([]frameSlot, n)} }
@@ -78,17 +110,32 @@ func newFrameQueue(n int, dropped *atomic.Uint64) *frameQueue {
 	return &frameQueue{wake: make(chan struct{}, 1), dropped: dropped, pending: newFrameRing(n)}
 }
 
-// push copies frame into the queue, discarding (and counting) the oldest
-// pending frame if the queue is full. It does nothing once the queue is
-// closed. frame must be at most MaxFrameSize long.
-func (q *frameQueue) push(frame []byte) {
+// push copies frame, with the work o it still needs, into the queue,
+// discarding (and counting) the oldest pending frames if the queue is full
+// or holds maxQueuedSupers super-frames already. It does nothing once the
+// queue is closed. frame must be at most MaxFrameSize long, or
+// MaxOffloadFrameSize for an offloaded frame.
+func (q *frameQueue) push(frame []byte, o ether.Offload) {
+	super := len(frame) > MaxFrameSize
+	var big *superBuf
+	if super {
+		big = superBufs.Get().(*superBuf) // outside the lock: it may allocate
+	}
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
+		if big != nil {
+			superBufs.Put(big)
+		}
 		return
 	}
 	r := &q.pending
-	if r.count == len(r.slots) {
+	for r.count == len(r.slots) || (super && r.supers >= maxQueuedSupers) {
+		old := r.at(0)
+		if old.big != nil {
+			r.supers--
+			old.release()
+		}
 		r.head++
 		if r.head == len(r.slots) {
 			r.head = 0
@@ -97,7 +144,14 @@ func (q *frameQueue) push(frame []byte) {
 		q.dropped.Add(1)
 	}
 	s := r.at(r.count)
-	s.n = copy(s.buf[:], frame)
+	s.off = o
+	if super {
+		s.big = big
+		s.n = copy(big[:], frame)
+		r.supers++
+	} else {
+		s.n = copy(s.buf[:], frame)
+	}
 	r.count++
 	if r.count == 1 {
 		q.nonEmpty.Store(true)
@@ -111,7 +165,7 @@ func (q *frameQueue) push(frame []byte) {
 }
 
 // take blocks until frames are pending, then swaps them into batch, whose
-// previous contents must have been consumed. It returns false once the queue
+// previous contents must have been consumed (and their slots released). It returns false once the queue
 // is closed; frames still pending then are abandoned.
 func (q *frameQueue) take(batch *frameRing) bool {
 	q.mu.Lock()

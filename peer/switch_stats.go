@@ -68,6 +68,9 @@ const (
 	DropPortBusy
 	// DropWriteError (egress): the port's Write failed with another error.
 	DropWriteError
+	// DropBadOffload (ingress): an offloaded frame whose offload header
+	// does not fit it (see ether.Offload.Check).
+	DropBadOffload
 
 	numDropReasons
 )
@@ -84,6 +87,7 @@ var dropReasonNames = [numDropReasons]string{
 	DropQueueFull:       "queue-full",
 	DropPortBusy:        "port-busy",
 	DropWriteError:      "write-error",
+	DropBadOffload:      "bad-offload",
 }
 
 func (r DropReason) String() string {
