@@ -40,6 +40,10 @@ type link struct {
 	remoteSet bool                      // remote description applied
 	pending   []webrtc.ICECandidateInit // candidates that came before it
 
+	// offload: both peers said they take offloaded frames in this session's
+	// offer and answer, so its channel carries them (see linkPort).
+	offload bool
+
 	// remoteDirect: the remote peer's policy is direct (its last offer or
 	// answer said so), so this side uses no TURN on the link either.
 	// Otherwise our relayed candidate could reach the remote as a
@@ -96,7 +100,9 @@ func (m *Mesh) startOffer(l *link) {
 		return
 	}
 	m.log.Debug("offering", "peer", l.info.ID, "session", l.session)
-	m.sendNegotiation(l, &negotiation{Kind: kindOffer, Session: l.session, SDP: offer.SDP, Direct: m.cfg.Relay == RelayNever})
+	l.offload = false // until the answer says the remote takes them too
+	m.sendNegotiation(l, &negotiation{Kind: kindOffer, Session: l.session, SDP: offer.SDP,
+		Direct: m.cfg.Relay == RelayNever, Offload: m.offloads()})
 }
 
 // openSession creates the peer connection and the pre-negotiated channel of
@@ -201,6 +207,7 @@ func (m *Mesh) onNegotiation(from signal.PeerID, data []byte) {
 				return
 			}
 		}
+		l.offload = n.Offload && m.offloads()
 		if err := l.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: m.filterSDP(n.SDP)}); err != nil {
 			m.failLink(l, fmt.Sprintf("apply answer: %v", err))
 			return
@@ -242,6 +249,7 @@ func (m *Mesh) onOffer(l *link, n *negotiation) {
 	m.teardownSession(l)
 	l.offerer = false
 	l.remoteDirect = n.Direct
+	l.offload = n.Offload && m.offloads()
 	l.session = n.Session
 	l.state = linkConnecting
 	l.started = time.Now()
@@ -264,7 +272,8 @@ func (m *Mesh) onOffer(l *link, n *negotiation) {
 		m.failLink(l, fmt.Sprintf("create answer: %v", err))
 		return
 	}
-	m.sendNegotiation(l, &negotiation{Kind: kindAnswer, Session: l.session, SDP: answer.SDP, Direct: m.cfg.Relay == RelayNever})
+	m.sendNegotiation(l, &negotiation{Kind: kindAnswer, Session: l.session, SDP: answer.SDP,
+		Direct: m.cfg.Relay == RelayNever, Offload: l.offload})
 }
 
 func (m *Mesh) filterSDP(sdp string) string {
@@ -329,6 +338,7 @@ func (m *Mesh) onLinkEvent(ev linkEvent) {
 			m.failLink(l, err.Error())
 			return
 		}
+		setOffload(lp, l.offload)
 		l.port = &meshLinkPort{linkPort: lp, onEnd: func(err error) {
 			m.events.post(linkEvent{peer: ev.peer, session: ev.session, kind: evPortEnded, err: err})
 		}}
@@ -343,7 +353,7 @@ func (m *Mesh) onLinkEvent(ev linkEvent) {
 		l.lastError = ""
 		m.refreshPair(l)
 		m.log.Info("link open", "peer", l.info.ID, "ip", l.info.IP, "role", l.info.Role,
-			"offerer", l.offerer, "took", l.openedIn.Round(time.Millisecond))
+			"offerer", l.offerer, "offload", l.offload, "took", l.openedIn.Round(time.Millisecond))
 	case evPortEnded:
 		if l.state == linkOpen {
 			m.failLink(l, fmt.Sprintf("data channel closed: %v", ev.err))
@@ -422,6 +432,9 @@ func (m *Mesh) refreshPair(l *link) {
 		}
 	}()
 }
+
+// offloads reports whether this peer takes offloaded frames on its links.
+func (m *Mesh) offloads() bool { return offloadSupported && !m.cfg.DisableOffload }
 
 // meshLinkPort reports the end of a link port to the mesh.
 type meshLinkPort struct {

@@ -9,6 +9,7 @@ type linkPortCounters struct {
 }
 
 // maxLinkMessage is the largest data channel message a link reads. Honest
-// peers send at most MaxFrameSize; anything up to this is read and dropped,
-// and a larger message ends the link (SCTP cannot skip it).
-const maxLinkMessage = 64 << 10
+// peers send at most MaxFrameSize, or an offload header and a super-frame
+// on an offload link; anything up to this is read and dropped when it does
+// not fit, and a larger message ends the link (SCTP cannot skip it).
+const maxLinkMessage = 80 << 10

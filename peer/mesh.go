@@ -86,6 +86,10 @@ type MeshConfig struct {
 	MaxBuffered int
 	// ICEServers are used in addition to those the signaling server hands out.
 	ICEServers []webrtc.ICEServer
+	// DisableOffload keeps every link to plain frames even when both peers
+	// could carry offloaded ones (see OffloadPort); for measurements and
+	// interoperability checks.
+	DisableOffload bool
 	// Transport holds native-only WebRTC settings (network, interfaces,
 	// SCTP tuning); nil selects defaults. Ignored in the browser.
 	Transport *TransportConfig

@@ -28,6 +28,15 @@ import (
 // sides create channel id 0, label "peerlan", unordered, maxRetransmits 0, so
 // no in-band open handshake delays it. Each message on it is exactly one
 // Ethernet frame, with no header of ours.
+//
+// Offload (native peers; a departure from invariant 3 recorded in
+// docs/architecture.md): a peer that takes offloaded frames adds
+// "offload":true to its offers, and an answerer that takes them too answers
+// "offload":true. On such a session, and only there, every message is the
+// 10-byte virtio-net header (ether.Offload) followed by the frame, which may
+// be a TCP super-frame of up to 64 KiB that the receiver hands to its TAP
+// as it is, or segments for a guest that cannot take it. A browser never
+// offers it, so its links keep one plain frame per message.
 
 const (
 	kindOffer     = "offer"
@@ -41,7 +50,8 @@ type negotiation struct {
 	Session   uint32                   `json:"session"`
 	SDP       string                   `json:"sdp,omitempty"`
 	Candidate *webrtc.ICECandidateInit `json:"candidate,omitempty"`
-	Direct    bool                     `json:"direct,omitempty"` // offer, answer: the sender's policy is direct
+	Direct    bool                     `json:"direct,omitempty"`  // offer, answer: the sender's policy is direct
+	Offload   bool                     `json:"offload,omitempty"` // offer, answer: the sender takes offloaded frames
 }
 
 // maxSDPLen bounds an SDP we will parse; the signaling server bounds whole

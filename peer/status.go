@@ -56,6 +56,9 @@ type LinkStatus struct {
 	// Drops counts frames to or from this peer that were dropped: switch
 	// drops on its port plus send-buffer and oversize drops of the channel.
 	Drops uint64 `json:"drops"`
+	// Offload: the link carries offloaded frames (TCP super-frames) both
+	// ways, which only native peers negotiate.
+	Offload bool `json:"offload,omitempty"`
 	Error string `json:"error,omitempty"`
 }
 
@@ -109,7 +112,7 @@ func (m *Mesh) publishStatus() {
 			ID: l.info.ID, IP: l.info.IP, Role: l.info.Role, State: string(l.state),
 			Path: l.pair.path(), LocalCandidate: l.pair.local, RemoteCandidate: l.pair.remote,
 			RTTMillis: float64(l.pair.rtt.Microseconds()) / 1000, OpenMillis: float64(l.openedIn.Microseconds()) / 1000,
-			Error: l.lastError,
+			Error: l.lastError, Offload: l.offload && l.state == linkOpen,
 		}
 		if p, ok := ports[portName(l.info.ID)]; ok {
 			ls.RxBytes, ls.TxBytes, ls.RxFrames, ls.TxFrames = p.RxBytes, p.TxBytes, p.RxFrames, p.TxFrames
