@@ -33,7 +33,7 @@ type options struct {
 	tap                        tap.Config
 	mtu, maxBuffered           int
 	iceInterfaces, ice         cli.List
-	iceLoopback                bool
+	iceLoopback, offload       bool
 	udpPorts, statusAddr       string
 	stateDir                   string
 	pprof                      bool
@@ -65,6 +65,7 @@ Flags:
 	fs.StringVar(&o.tap.Bridge, "bridge", "", "add the TAP to this existing Linux `bridge`")
 	fs.StringVar(&o.tap.Netns, "netns", "", "move the TAP into this network `namespace` (as in ip netns)")
 	fs.IntVar(&o.mtu, "mtu", peer.DefaultGuestMTU, "interface MTU offered to the guest by DHCP (and set on the TAP)")
+	fs.BoolVar(&o.offload, "offload", true, "TCP segmentation and checksum offload: the TAP hands over 64 KiB super-frames, and links to\nother native peers carry them as they are (browsers get segments); -offload=false for plain frames")
 	fs.IntVar(&o.maxBuffered, "max-buffered", peer.DefaultMaxBuffered, "per-link send queue in `bytes`; frames above it are dropped (counted), as on a congested port")
 	fs.Var(&o.ice, "ice", "extra STUN/TURN `URLs` (comma-separated) besides the signaling server's")
 	fs.Var(&o.iceInterfaces, "ice-interfaces", "only gather host candidates on these `interfaces` (comma-separated; lo allowed)")
@@ -122,11 +123,12 @@ func serve(o options, log *slog.Logger) error {
 		extra = []webrtc.ICEServer{{URLs: o.ice}}
 	}
 	o.tap.MTU = o.mtu
+	o.tap.Offload = o.offload
 	dev, err := tap.Open(o.tap)
 	if err != nil {
 		return err
 	}
-	log.Info("TAP device ready", "tap", dev.Name(), "bridge", o.tap.Bridge, "netns", o.tap.Netns, "mtu", o.mtu)
+	log.Info("TAP device ready", "tap", dev.Name(), "bridge", o.tap.Bridge, "netns", o.tap.Netns, "mtu", o.mtu, "offload", o.offload)
 	statusEvery := o.statusEvery
 	if statusEvery == 0 {
 		statusEvery = -1
@@ -137,7 +139,7 @@ func serve(o options, log *slog.Logger) error {
 	}
 	mesh, err := peer.NewMesh(peer.MeshConfig{
 		Signal: o.signal, Room: o.room, Token: o.token, Relay: relay, Resume: resume.Load(),
-		Local: dev, GuestMTU: o.mtu, MaxBuffered: o.maxBuffered, ICEServers: extra, Transport: tc,
+		Local: dev, GuestMTU: o.mtu, MaxBuffered: o.maxBuffered, ICEServers: extra, Transport: tc, DisableOffload: !o.offload,
 		Logger: log, StatusEvery: statusEvery,
 	})
 	if err != nil {
