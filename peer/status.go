@@ -58,8 +58,8 @@ type LinkStatus struct {
 	Drops uint64 `json:"drops"`
 	// Offload: the link carries offloaded frames (TCP super-frames) both
 	// ways, which only native peers negotiate.
-	Offload bool `json:"offload,omitempty"`
-	Error string `json:"error,omitempty"`
+	Offload bool   `json:"offload,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 // pairInfo is what a link knows of its selected candidate pair.
