@@ -265,6 +265,7 @@ func forwardSwitch(tb testing.TB) *peer.Switch {
 			tb.Fatal(err)
 		}
 	}
+	sw.WarmQueuesForTest()
 	sw.ForwardForTest("L", benchFrame(ether.Broadcast, mac(1)))
 	sw.ForwardForTest("A", benchFrame(ether.Broadcast, mac(0xa)))
 	return sw

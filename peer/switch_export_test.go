@@ -17,3 +17,12 @@ func (s *Switch) SweepForTest() { s.sweep() }
 // SampleClockForTest makes the MAC table see the current time of the
 // injected clock now rather than at the janitor's next tick.
 func (s *Switch) SampleClockForTest() { s.sampleClock() }
+
+// WarmQueuesForTest allocates every queue slot's buffer now, as a queue that
+// once ran full has, so that allocation tests see the steady state. Call it
+// before any traffic.
+func (s *Switch) WarmQueuesForTest() {
+	for _, sp := range s.ports.Load().all {
+		sp.q.warm(&sp.batch)
+	}
+}

@@ -17,14 +17,16 @@ import (
 // each time a port goes idle.
 const writerSpins = 8
 
-// frameSlot holds one queued frame. Slots are allocated once per queue, so
-// queueing a frame is a copy and never an allocation; a super-frame borrows
-// a buffer from the switch's pool for as long as it is queued.
+// frameSlot holds one queued frame. A slot's buffer is allocated the first
+// time the slot is used and kept, so a queue costs memory for as deep as it
+// has ever been, and queueing a frame in a warm queue is a copy and never an
+// allocation; a super-frame borrows a buffer from the switch's pool for as
+// long as it is queued.
 type frameSlot struct {
 	n   int
 	off ether.Offload // work the frame still needs; zero for a plain frame
 	big *superBuf     // the frame's bytes when it is a super-frame, else nil
-	buf [MaxFrameSize]byte
+	buf *[MaxFrameSize]byte
 }
 
 func (s *frameSlot) frame() []byte {
@@ -150,6 +152,9 @@ func (q *frameQueue) push(frame []byte, o ether.Offload) {
 		s.n = copy(big[:], frame)
 		r.supers++
 	} else {
+		if s.buf == nil {
+			s.buf = new([MaxFrameSize]byte)
+		}
 		s.n = copy(s.buf[:], frame)
 	}
 	r.count++
@@ -202,6 +207,20 @@ func (q *frameQueue) close() {
 	q.mu.Unlock()
 	if wake {
 		q.wake <- struct{}{}
+	}
+}
+
+// warm allocates the buffer of every slot of both rings, so that no later
+// push allocates (for allocation tests).
+func (q *frameQueue) warm(batch *frameRing) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, r := range []*frameRing{&q.pending, batch} {
+		for i := range r.slots {
+			if r.slots[i].buf == nil {
+				r.slots[i].buf = new([MaxFrameSize]byte)
+			}
+		}
 	}
 }
 
