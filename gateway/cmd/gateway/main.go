@@ -56,7 +56,7 @@ type options struct {
 	mtu                                   int
 	dns, allow                            cli.List
 	ice, iceInterfaces                    cli.List
-	iceLoopback                           bool
+	iceLoopback, offload                  bool
 	udpPorts, metricsAddr                 string
 	statusEvery                           time.Duration
 	logLevel, logFormat                   string
@@ -113,6 +113,7 @@ Flags:
 	fs.Var(&o.ice, "ice", "extra STUN/TURN `URLs` (comma-separated) besides the signaling server's")
 	fs.Var(&o.iceInterfaces, "ice-interfaces", "only gather host candidates on these `interfaces` (comma-separated; the TAP is always left out)")
 	fs.BoolVar(&o.iceLoopback, "ice-loopback", false, "also gather loopback candidates (peers on one host)")
+	fs.BoolVar(&o.offload, "offload", true, "TCP segmentation and checksum offload on the TAP: 64 KiB super-frames to and from the host's\nstack, carried as they are to native peers that take them (browsers get segments); -offload=false for plain frames")
 	fs.StringVar(&o.udpPorts, "udp-ports", "", "local UDP port `range` for WebRTC, as MIN-MAX (default: any)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
@@ -131,6 +132,7 @@ Flags:
 		fmt.Fprintln(os.Stderr, "gateway:", err)
 		return 2
 	}
+	cli.TuneGC()
 	cfg, err := parse(o, log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gateway:", err, "(see -h)")
@@ -311,11 +313,11 @@ func serve(c *config, log *slog.Logger) error {
 		defer ln.Close()
 	}
 
-	dev, err := tap.Open(tap.Config{Name: c.o.tap, MTU: c.o.mtu})
+	dev, err := tap.Open(tap.Config{Name: c.o.tap, MTU: c.o.mtu, Offload: c.o.offload})
 	if err != nil {
 		return err
 	}
-	log.Info("TAP device ready", "tap", dev.Name(), "mtu", c.o.mtu)
+	log.Info("TAP device ready", "tap", dev.Name(), "mtu", c.o.mtu, "offload", c.o.offload)
 	statusEvery := c.o.statusEvery
 	if statusEvery == 0 {
 		statusEvery = -1
@@ -324,7 +326,7 @@ func serve(c *config, log *slog.Logger) error {
 	mesh, err := peer.NewMesh(peer.MeshConfig{
 		Signal: c.o.signal, Room: c.o.room, Token: c.token, Role: signal.RoleGateway, Relay: c.relay, Resume: resume.Load(),
 		Local: dev, DisableDHCP: true, GuestMTU: c.o.mtu, ICEServers: c.extraICE, Transport: c.transport,
-		Logger: log, StatusEvery: statusEvery,
+		DisableOffload: !c.o.offload, Logger: log, StatusEvery: statusEvery,
 	})
 	if err != nil {
 		dev.Close()

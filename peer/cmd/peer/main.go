@@ -100,6 +100,7 @@ Flags:
 		fmt.Fprintln(os.Stderr, "peer:", err)
 		return 2
 	}
+	cli.TuneGC()
 	if err := serve(o, log); err != nil {
 		log.Error("peer: " + err.Error())
 		return 1
