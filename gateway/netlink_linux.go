@@ -8,77 +8,21 @@ import (
 	"fmt"
 	"net/netip"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/peerlan/peerlan/internal/rtnl"
 )
 
-// A minimal rtnetlink client: the few address, link and route operations the
-// gateway needs, so that it depends on no CLI besides nft.
+// The gateway's few address, link and route operations, over package rtnl,
+// so that it depends on no CLI besides nft.
 
-const netlinkTimeout = 5 * time.Second
-
-// nlRequest sends one rtnetlink request and waits for its acknowledgement.
-func nlRequest(msgType uint16, flags uint16, payload []byte) error {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
-	if err != nil {
-		return fmt.Errorf("%w: socket: %w", errNetlink, err)
+func nlRequest(msgType, flags uint16, payload []byte) error {
+	err := rtnl.Request(msgType, flags, payload)
+	if errors.Is(err, rtnl.ErrNetlink) {
+		return fmt.Errorf("%w: %w", errNetlink, err)
 	}
-	defer unix.Close(fd)
-	tv := unix.NsecToTimeval(netlinkTimeout.Nanoseconds())
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		return fmt.Errorf("%w: SO_RCVTIMEO: %w", errNetlink, err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return fmt.Errorf("%w: bind: %w", errNetlink, err)
-	}
-	const seq = 1
-	msg := make([]byte, unix.SizeofNlMsghdr, unix.SizeofNlMsghdr+len(payload))
-	binary.NativeEndian.PutUint32(msg[0:4], uint32(unix.SizeofNlMsghdr+len(payload)))
-	binary.NativeEndian.PutUint16(msg[4:6], msgType)
-	binary.NativeEndian.PutUint16(msg[6:8], flags|unix.NLM_F_REQUEST|unix.NLM_F_ACK)
-	binary.NativeEndian.PutUint32(msg[8:12], seq)
-	msg = append(msg, payload...)
-	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return fmt.Errorf("%w: send: %w", errNetlink, err)
-	}
-	buf := make([]byte, 64<<10)
-	for {
-		n, _, err := unix.Recvfrom(fd, buf, 0)
-		if err != nil {
-			return fmt.Errorf("%w: receive: %w", errNetlink, err)
-		}
-		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
-		if err != nil {
-			return fmt.Errorf("%w: parse: %w", errNetlink, err)
-		}
-		for _, m := range msgs {
-			if m.Header.Seq != seq || m.Header.Type != unix.NLMSG_ERROR {
-				continue
-			}
-			if len(m.Data) < 4 {
-				return fmt.Errorf("%w: short error message", errNetlink)
-			}
-			if code := int32(binary.NativeEndian.Uint32(m.Data[:4])); code != 0 {
-				return syscall.Errno(-code)
-			}
-			return nil
-		}
-	}
-}
-
-// rtattr appends one route attribute (4-byte aligned).
-func rtattr(b []byte, typ uint16, data []byte) []byte {
-	l := unix.SizeofRtAttr + len(data)
-	var hdr [unix.SizeofRtAttr]byte
-	binary.NativeEndian.PutUint16(hdr[0:2], uint16(l))
-	binary.NativeEndian.PutUint16(hdr[2:4], typ)
-	b = append(b, hdr[:]...)
-	b = append(b, data...)
-	for len(b)%4 != 0 {
-		b = append(b, 0)
-	}
-	return b
+	return err
 }
 
 // addrMsg builds an ifaddrmsg for an IPv4 address with its subnet broadcast.
@@ -89,10 +33,10 @@ func addrMsg(ifindex int, p netip.Prefix) []byte {
 	b[3] = unix.RT_SCOPE_UNIVERSE
 	binary.NativeEndian.PutUint32(b[4:8], uint32(ifindex))
 	a := p.Addr().As4()
-	b = rtattr(b, unix.IFA_LOCAL, a[:])
-	b = rtattr(b, unix.IFA_ADDRESS, a[:])
+	b = rtnl.Attr(b, unix.IFA_LOCAL, a[:])
+	b = rtnl.Attr(b, unix.IFA_ADDRESS, a[:])
 	brd := broadcastAddr(p).As4()
-	return rtattr(b, unix.IFA_BROADCAST, brd[:])
+	return rtnl.Attr(b, unix.IFA_BROADCAST, brd[:])
 }
 
 // addrAdd assigns p (address/prefix length) to the interface.
@@ -109,18 +53,13 @@ func addrDel(ifindex int, p netip.Prefix) error {
 	return err
 }
 
-// linkSetUp sets or clears IFF_UP.
+// linkSetUp sets or clears IFF_UP; a missing interface is down already.
 func linkSetUp(ifindex int, up bool) error {
-	b := make([]byte, unix.SizeofIfInfomsg)
-	b[0] = unix.AF_UNSPEC
-	binary.NativeEndian.PutUint32(b[4:8], uint32(ifindex))
 	var flags uint32
 	if up {
 		flags = unix.IFF_UP
 	}
-	binary.NativeEndian.PutUint32(b[8:12], flags)
-	binary.NativeEndian.PutUint32(b[12:16], unix.IFF_UP) // change mask
-	err := nlRequest(unix.RTM_NEWLINK, 0, b)
+	err := nlRequest(unix.RTM_NEWLINK, 0, rtnl.LinkMsg(ifindex, flags, unix.IFF_UP))
 	if !up && errors.Is(err, unix.ENODEV) {
 		return nil
 	}
