@@ -7,12 +7,11 @@ import "errors"
 
 // Errors that name what the operator must fix.
 var (
-	ErrNoTUN         = errors.New("tap: /dev/net/tun is missing: load the tun module (modprobe tun) or run where TUN/TAP devices are available")
-	ErrNotPermitted  = errors.New("tap: creating a TAP device needs CAP_NET_ADMIN: run as root, or grant it with setcap cap_net_admin+ep")
-	ErrBusy          = errors.New("tap: the TAP name is in use by another process")
-	ErrBadName       = errors.New("tap: interface names are 1-15 characters without '/', ':' or white space")
-	ErrUnsupported   = errors.New("tap: TAP devices are supported on Linux only")
-	errCommandFailed = errors.New("tap: ip command failed")
+	ErrNoTUN        = errors.New("tap: /dev/net/tun is missing: load the tun module (modprobe tun) or run where TUN/TAP devices are available")
+	ErrNotPermitted = errors.New("tap: creating a TAP device needs CAP_NET_ADMIN: run as root, or grant it with setcap cap_net_admin+ep")
+	ErrBusy         = errors.New("tap: the TAP name is in use by another process")
+	ErrBadName      = errors.New("tap: interface names are 1-15 characters without '/', ':' or white space")
+	ErrUnsupported  = errors.New("tap: TAP devices are supported on Linux only")
 )
 
 // Config says which TAP to create and where to put it.
@@ -25,7 +24,8 @@ type Config struct {
 	// that every guest on the bridge is on the LAN.
 	Bridge string
 	// Netns, when set, names a network namespace (as in `ip netns`) the TAP
-	// moves into; the device keeps working from this process.
+	// is created in (Bridge, if set, is looked up there too); the device
+	// works from this process wherever it lives.
 	Netns string
 	// Offload opens the device with the kernel's checksum and TCP
 	// segmentation offloads (IFF_VNET_HDR): TCP streams then cross it as

@@ -7,13 +7,11 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/peerlan/peerlan/internal/rtnl"
 	"github.com/peerlan/peerlan/peer/ether"
 )
 
@@ -70,12 +68,31 @@ func Open(cfg Config) (*Device, error) {
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		return nil, ErrNoTUN
 	}
-	d, err := create(cfg.Name, cfg.Offload)
-	if err != nil {
-		return nil, err
+	var d *Device
+	open := func() error {
+		var err error
+		if d, err = create(cfg.Name, cfg.Offload); err != nil {
+			return err
+		}
+		if err := d.place(cfg); err != nil {
+			d.Close()
+			return err
+		}
+		return nil
 	}
-	if err := d.place(cfg); err != nil {
-		d.Close()
+	var err error
+	if cfg.Netns == "" {
+		err = open()
+	} else {
+		// Created inside the namespace, the device never moves: a move
+		// costs the kernel an RCU grace period (15 ms here), most of the
+		// time from start to a TAP that takes frames.
+		err = rtnl.InNamespace(cfg.Netns, open)
+		if errors.Is(err, os.ErrNotExist) {
+			err = fmt.Errorf("tap: namespace %s does not exist: %w", cfg.Netns, err)
+		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	return d, nil
@@ -137,33 +154,36 @@ func create(name string, offload bool) (*Device, error) {
 	return d, nil
 }
 
+// place sets the device's MTU and bridge and brings it up, in the
+// namespace it was created in, over rtnetlink (package rtnl) rather than by
+// running ip.
 func (d *Device) place(cfg Config) error {
-	if err := ip("link", "set", "dev", d.name, "mtu", strconv.Itoa(cfg.MTU)); err != nil {
-		return err
+	if err := d.setLink(0, unix.IFLA_MTU, uint32(cfg.MTU)); err != nil {
+		return fmt.Errorf("tap: set the MTU of %s to %d: %w", d.name, cfg.MTU, err)
 	}
 	if cfg.Bridge != "" {
-		if err := ip("link", "set", "dev", d.name, "master", cfg.Bridge); err != nil {
+		br, err := net.InterfaceByName(cfg.Bridge)
+		if err == nil {
+			err = d.setLink(0, unix.IFLA_MASTER, uint32(br.Index))
+		}
+		if err != nil {
 			return fmt.Errorf("tap: add %s to bridge %s: %w", d.name, cfg.Bridge, err)
 		}
 	}
-	if cfg.Netns != "" {
-		if err := ip("link", "set", "dev", d.name, "netns", cfg.Netns); err != nil {
-			return fmt.Errorf("tap: move %s into namespace %s: %w", d.name, cfg.Netns, err)
-		}
-		return ip("-n", cfg.Netns, "link", "set", "dev", d.name, "up")
-	}
-	return ip("link", "set", "dev", d.name, "up")
-}
-
-func ip(args ...string) error {
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		if errors.Is(err, exec.ErrNotFound) {
-			return errors.New("tap: the ip command (iproute2) is not installed")
-		}
-		return fmt.Errorf("%w: ip %s: %s", errCommandFailed, strings.Join(args, " "), strings.TrimSpace(string(out)))
+	if err := d.setLink(unix.IFF_UP, 0, 0); err != nil {
+		return fmt.Errorf("tap: bring %s up: %w", d.name, err)
 	}
 	return nil
+}
+
+// setLink changes the device, named by its name: it sets the flags in
+// setFlags and, when attr is not zero, a 4-byte attribute.
+func (d *Device) setLink(setFlags uint32, attr uint16, value uint32) error {
+	msg := rtnl.Attr(rtnl.LinkMsg(0, setFlags, setFlags), unix.IFLA_IFNAME, append([]byte(d.name), 0))
+	if attr != 0 {
+		msg = rtnl.Attr(msg, attr, rtnl.Uint32(value))
+	}
+	return rtnl.Request(unix.RTM_NEWLINK, 0, msg)
 }
 
 // Name returns the device's name.
