@@ -58,6 +58,10 @@ const (
 	// dhcpOfferHold is how long an OFFER reserves the binding for a client
 	// that has not yet sent its REQUEST.
 	dhcpOfferHold = time.Minute
+	// dhcpHeldMaxAge is how long a message that arrived before the service
+	// had an address is worth answering when the address comes (see
+	// TakeHeld); a DHCP client retransmits within seconds anyway.
+	dhcpHeldMaxAge = 10 * time.Second
 	// dhcpMaxStrangers bounds the set of other clients logged individually;
 	// past it, one summary line per dhcpStrangerLogEvery at most.
 	dhcpMaxStrangers       = 16
@@ -191,6 +195,11 @@ type DHCPServer struct {
 		expires   time.Time // when the binding lapses
 		strangers map[ether.MAC]struct{}
 		summaryAt time.Time // last summary line about further strangers
+		// held is the guest's latest message that came while the service
+		// had no address, heldN its length (0: none), heldAt its arrival.
+		held   [MaxFrameSize]byte
+		heldN  int
+		heldAt time.Time
 	}
 
 	stats dhcpCounters
@@ -251,6 +260,27 @@ func (s *DHCPServer) SetLease(p netip.Prefix) error {
 	return nil
 }
 
+// TakeHeld copies into b the guest's latest DISCOVER, REQUEST or INFORM
+// that arrived while the service had no address and returns its length, or
+// returns 0 when there is none, it is older than dhcpHeldMaxAge, or the
+// service still has no address. A message is taken once. Handing it to
+// Handle after SetLease answers a guest whose DHCP client started before the
+// peer joined its room at once, instead of at its next retransmission,
+// which clients space a second or more apart. b must hold MaxFrameSize.
+func (s *DHCPServer) TakeHeld(b []byte) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.mu.lease.valid() {
+		return 0
+	}
+	n := s.mu.heldN
+	s.mu.heldN = 0
+	if n == 0 || s.now().Sub(s.mu.heldAt) > dhcpHeldMaxAge {
+		return 0
+	}
+	return copy(b, s.mu.held[:n])
+}
+
 // Lease returns the address handed out with the room's prefix length, or
 // the zero Prefix when there is none.
 func (s *DHCPServer) Lease() netip.Prefix {
@@ -302,6 +332,11 @@ func (s *DHCPServer) Handle(frame, out []byte) (n int, handled bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
+	if !s.mu.lease.valid() && (t == ether.DHCPDiscover || t == ether.DHCPRequest || t == ether.DHCPInform) &&
+		len(frame) <= len(s.mu.held) {
+		s.mu.heldN = copy(s.mu.held[:], frame)
+		s.mu.heldAt = now
+	}
 	switch t {
 	case ether.DHCPDiscover:
 		s.stats.discovers.Add(1)

@@ -187,6 +187,26 @@ func ackedAddress(frame []byte) (ether.MAC, netip.Addr, bool) {
 	return mac, addr, true
 }
 
+// AnswerHeld answers the DHCP message the guest sent while the service had
+// no address, if any (see DHCPServer.TakeHeld). The mesh calls it right after
+// the room gives the service its address, so that a guest that asked first
+// is not left waiting for its DHCP client to ask again. Safe to call
+// concurrently with Read and Write.
+func (p *LocalPort) AnswerHeld() {
+	if p.dhcp == nil {
+		return
+	}
+	var msg [MaxFrameSize]byte
+	n := p.dhcp.TakeHeld(msg[:])
+	if n == 0 {
+		return
+	}
+	var reply [ether.DHCPMaxFrameLen]byte // p.reply is Read's
+	if rn, handled := p.dhcp.Handle(msg[:n], reply[:]); handled && rn > 0 {
+		p.sendReply(reply[:rn])
+	}
+}
+
 func (p *LocalPort) sendReply(frame []byte) {
 	p.writeMu.Lock()
 	_, err := p.guest.Write(frame)

@@ -357,3 +357,36 @@ func BenchmarkLocalPortWrite(b *testing.B) {
 		p.Write(frame)
 	}
 }
+
+// TestLocalPortAnswersHeldDHCP: a DISCOVER that came before the peer had an
+// address is answered as soon as it has one, without the guest asking
+// again; a second AnswerHeld finds nothing.
+func TestLocalPortAnswersHeldDHCP(t *testing.T) {
+	p, g, srv := newLocalTestPort(t, netip.Prefix{})
+	g.send <- dhcpTestFrame(dhcpTestMsg{typ: ether.DHCPDiscover, mac: dhcpTestGuest, xid: 7})
+	g.send <- localTestARP()
+	buf := make([]byte, MaxFrameSize)
+	if _, err := p.Read(buf); err != nil { // returns the ARP: the DISCOVER was the service's
+		t.Fatal(err)
+	}
+	select {
+	case f := <-g.recv:
+		t.Fatalf("answered without an address: %x", f)
+	default:
+	}
+	p.AnswerHeld() // still no address: nothing, and the message stays held
+	if err := srv.SetLease(dhcpTestLease); err != nil {
+		t.Fatal(err)
+	}
+	p.AnswerHeld()
+	_, _, d := dhcpTestReply(t, g.received(t))
+	if d.MessageType() != ether.DHCPOffer || d.XID() != 7 || d.YIAddr() != dhcpTestAddr {
+		t.Fatalf("guest got %v xid %d for %v, want the OFFER for xid 7", d.MessageType(), d.XID(), d.YIAddr())
+	}
+	p.AnswerHeld()
+	select {
+	case f := <-g.recv:
+		t.Fatalf("answered twice: %x", f)
+	case <-time.After(50 * time.Millisecond):
+	}
+}

@@ -344,6 +344,8 @@ func (m *Mesh) onWelcome(w *signal.Welcome) {
 		lease := netip.PrefixFrom(w.IP, w.Prefix.Bits())
 		if err := m.dhcp.SetLease(lease); err != nil {
 			m.log.Error("local DHCP service refused the room's address", "lease", lease, "err", err)
+		} else {
+			m.local.AnswerHeld()
 		}
 	}
 	m.setICEServers(w.ICEServers)
