@@ -22,7 +22,7 @@ include web/web.mk
 include guest/guest.mk
 
 build: deps web-assets guest-image
-	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ ./signal/cmd/signal ./peer/cmd/peer $(wildcard ./gateway/cmd/gateway)
+	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ ./signal/cmd/signal ./peer/cmd/peer $(wildcard ./gateway/cmd/gateway) ./e2e/wsrelay/cmd/wsrelay
 
 STATE := .state
 

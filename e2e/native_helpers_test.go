@@ -324,6 +324,28 @@ func (p *Process) WaitOutput(t testing.TB, re *regexp.Regexp, timeout time.Durat
 	}
 }
 
+// waitQuiet is WaitOutput for other goroutines than the test's: it reports
+// whether the output matched re before the timeout or the process's exit.
+func (p *Process) waitQuiet(re *regexp.Regexp, timeout time.Duration) bool {
+	deadline := time.After(timeout)
+	for {
+		p.mu.Lock()
+		ok := re.MatchString(p.output.String())
+		ch := p.notify
+		p.mu.Unlock()
+		if ok {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-p.done:
+			return re.MatchString(p.Output())
+		case <-deadline:
+			return false
+		}
+	}
+}
+
 // ---- bin/signal ----
 
 // SignalServer is a running bin/signal on loopback.
@@ -548,10 +570,12 @@ func Ping(t testing.TB, ns *Namespace, dst netip.Addr, count int) string {
 	return out
 }
 
-// IperfResult is what one iperf3 TCP test measured at its receiver.
+// IperfResult is what one iperf3 TCP test measured at its receiver, and the
+// sender's retransmissions.
 type IperfResult struct {
-	Bytes float64
-	Mbps  float64
+	Bytes       float64
+	Mbps        float64
+	Retransmits int
 }
 
 // StartIperfServer runs iperf3 -s bound to addr inside ns until the test
@@ -582,6 +606,9 @@ func RunIperf(t testing.TB, ns *Namespace, server string, secs, omit int, revers
 				Bytes         float64 `json:"bytes"`
 				BitsPerSecond float64 `json:"bits_per_second"`
 			} `json:"sum_received"`
+			SumSent struct {
+				Retransmits int `json:"retransmits"`
+			} `json:"sum_sent"`
 		} `json:"end"`
 		Error string `json:"error"`
 	}
@@ -589,5 +616,6 @@ func RunIperf(t testing.TB, ns *Namespace, server string, secs, omit int, revers
 		res.End.SumReceived.Bytes == 0 || res.End.SumReceived.BitsPerSecond <= 0 {
 		t.Fatalf("iperf3 %v printed no receiver rate (%v %s):\n%s", args, err, res.Error, out)
 	}
-	return IperfResult{Bytes: res.End.SumReceived.Bytes, Mbps: res.End.SumReceived.BitsPerSecond / 1e6}
+	return IperfResult{Bytes: res.End.SumReceived.Bytes, Mbps: res.End.SumReceived.BitsPerSecond / 1e6,
+		Retransmits: res.End.SumSent.Retransmits}
 }
