@@ -11,7 +11,8 @@ import (
 )
 
 // bufferedNet is the host's network stack with larger UDP socket buffers
-// (see package sockbuf for why).
+// (see package sockbuf for why) whose UDP sockets move runs of datagrams
+// in one system call where the system can (see batchUDP).
 type bufferedNet struct{ *stdnet.Net }
 
 func newBufferedNet() (transport.Net, error) {
@@ -24,10 +25,11 @@ func newBufferedNet() (transport.Net, error) {
 
 func (n bufferedNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
 	c, err := n.Net.ListenUDP(network, laddr)
-	if err == nil {
-		sockbuf.Enlarge(c)
+	if err != nil {
+		return nil, err
 	}
-	return c, err
+	sockbuf.Enlarge(c)
+	return batchUDP(c), nil
 }
 
 func (n bufferedNet) ListenPacket(network, address string) (net.PacketConn, error) {
