@@ -302,6 +302,28 @@ func (p *Process) Output() string {
 // failing the test on timeout or when the process exits first.
 func (p *Process) WaitOutput(t testing.TB, re *regexp.Regexp, timeout time.Duration) []string {
 	t.Helper()
+	m, exited := p.waitMatch(re, timeout)
+	switch {
+	case m != nil:
+		return m
+	case exited:
+		t.Fatalf("%s exited (%v) before printing %q", p.Name, p.err, re)
+	default:
+		t.Fatalf("%s did not print %q within %v", p.Name, re, timeout)
+	}
+	return nil
+}
+
+// waitQuiet is WaitOutput for goroutines other than the test's: it reports
+// whether the output matched re before the timeout or the process's exit.
+func (p *Process) waitQuiet(re *regexp.Regexp, timeout time.Duration) bool {
+	m, _ := p.waitMatch(re, timeout)
+	return m != nil
+}
+
+// waitMatch waits until the output matches re and returns the submatches,
+// or nil and whether the process exited first (else the timeout passed).
+func (p *Process) waitMatch(re *regexp.Regexp, timeout time.Duration) (m []string, exited bool) {
 	deadline := time.After(timeout)
 	for {
 		p.mu.Lock()
@@ -309,39 +331,14 @@ func (p *Process) WaitOutput(t testing.TB, re *regexp.Regexp, timeout time.Durat
 		ch := p.notify
 		p.mu.Unlock()
 		if m != nil {
-			return m
+			return m, false
 		}
 		select {
 		case <-ch:
 		case <-p.done:
-			if m := re.FindStringSubmatch(p.Output()); m != nil {
-				return m
-			}
-			t.Fatalf("%s exited (%v) before printing %q", p.Name, p.err, re)
+			return re.FindStringSubmatch(p.Output()), true
 		case <-deadline:
-			t.Fatalf("%s did not print %q within %v", p.Name, re, timeout)
-		}
-	}
-}
-
-// waitQuiet is WaitOutput for other goroutines than the test's: it reports
-// whether the output matched re before the timeout or the process's exit.
-func (p *Process) waitQuiet(re *regexp.Regexp, timeout time.Duration) bool {
-	deadline := time.After(timeout)
-	for {
-		p.mu.Lock()
-		ok := re.MatchString(p.output.String())
-		ch := p.notify
-		p.mu.Unlock()
-		if ok {
-			return true
-		}
-		select {
-		case <-ch:
-		case <-p.done:
-			return re.MatchString(p.Output())
-		case <-deadline:
-			return false
+			return nil, false
 		}
 	}
 }

@@ -15,13 +15,14 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/peerlan/peerlan/internal/rtnl"
 )
 
 // Config says how the wire treats packets; the zero value is a plain cable.
@@ -83,22 +84,10 @@ func New(a, b End, cfg Config) (*Wire, error) {
 // openIn creates the TUN of e inside its namespace and configures it.
 func openIn(e End) (*os.File, error) {
 	var f *os.File
-	var err error
-	done := make(chan struct{})
-	go func() { // a thread of its own, in the namespace while it opens the device
-		defer close(done)
-		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-		var ns *os.File
-		if ns, err = os.Open("/run/netns/" + e.Netns); err != nil {
-			return
-		}
-		defer ns.Close()
-		if err = unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			return
-		}
+	err := rtnl.InNamespace(e.Netns, func() (err error) {
 		f, err = openTUN(e.Name)
-	}()
-	<-done
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("wire: %s in %s: %w", e.Name, e.Netns, err)
 	}

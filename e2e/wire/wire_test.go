@@ -12,12 +12,11 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-	"runtime"
 	"strconv"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/peerlan/peerlan/internal/rtnl"
 )
 
 // pair makes two namespaces of the test's own joined by a wire.
@@ -80,7 +79,7 @@ func TestWireDelay(t *testing.T) {
 	// A TCP stream crosses the delay whole.
 	var ln net.Listener
 	var err error
-	onThreadIn(t, ns[1], func() { ln, err = net.Listen("tcp", "203.0.113.2:0") })
+	rtnl.InNamespace(ns[1], func() error { ln, err = net.Listen("tcp", "203.0.113.2:0"); return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +98,7 @@ func TestWireDelay(t *testing.T) {
 		sum <- [32]byte(h.Sum(nil))
 	}()
 	var c net.Conn
-	onThreadIn(t, ns[0], func() { c, err = net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second) })
+	rtnl.InNamespace(ns[0], func() error { c, err = net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second); return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,27 +127,4 @@ func TestWireLoss(t *testing.T) {
 	if w.Dropped.Load() == 0 {
 		t.Fatal("wire dropped nothing")
 	}
-}
-
-// onThreadIn runs fn on an OS thread inside the named namespace; sockets fn
-// opens stay in that namespace.
-func onThreadIn(t *testing.T, ns string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-		f, err := os.Open("/run/netns/" + ns)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			t.Error(err)
-			return
-		}
-		fn()
-	}()
-	<-done
 }

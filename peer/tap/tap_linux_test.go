@@ -12,14 +12,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/peerlan/peerlan/internal/rtnl"
 	"github.com/peerlan/peerlan/peer/ether"
 )
 
@@ -55,23 +53,9 @@ func inNamespace(t *testing.T, fn func()) {
 		t.Fatalf("ip netns add: %v: %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-		f, err := os.Open("/run/netns/" + ns)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			t.Errorf("setns: %v", err)
-			return
-		}
-		fn()
-	}()
-	<-done
+	if err := rtnl.InNamespace(ns, func() error { fn(); return nil }); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestValidName(t *testing.T) {
@@ -198,29 +182,6 @@ func TestOpenOnBridge(t *testing.T) {
 	})
 }
 
-// onThreadIn runs fn on an OS thread inside the named namespace; sockets fn
-// opens stay in that namespace when used from other goroutines afterwards.
-func onThreadIn(t *testing.T, ns string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-		f, err := os.Open("/run/netns/" + ns)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			t.Errorf("setns: %v", err)
-			return
-		}
-		fn()
-	}()
-	<-done
-}
-
 // TestOffloadCarriesTCP joins two namespaces through a pair of offload TAPs
 // and a pump of this test's own, and sends 8 MiB over TCP between them. The
 // A-to-B direction moves super-frames as they are (ReadOffload, then
@@ -284,7 +245,7 @@ func TestOffloadCarriesTCP(t *testing.T) {
 
 	const size = 8 << 20
 	var ln net.Listener
-	onThreadIn(t, nsB, func() { ln, err = net.Listen("tcp", "192.0.2.2:0") })
+	rtnl.InNamespace(nsB, func() error { ln, err = net.Listen("tcp", "192.0.2.2:0"); return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +263,7 @@ func TestOffloadCarriesTCP(t *testing.T) {
 		c.Write(bytes.Repeat([]byte("peerlan "), size/8))
 	}()
 	var c net.Conn
-	onThreadIn(t, nsA, func() { c, err = net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second) })
+	rtnl.InNamespace(nsA, func() error { c, err = net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second); return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
