@@ -150,11 +150,19 @@ func (o Offload) Check(frame []byte) error {
 	if o.GSO == GSONone {
 		return nil
 	}
-	if !o.NeedsCsum {
+	if !o.NeedsCsum || int(o.HdrLen) > len(frame) {
 		return ErrBadOffload // TSO always leaves the TCP checksum to be done
 	}
-	_, err := parseTCPSuper(frame, o)
-	return err
+	lay, err := parseTCPSuper(frame, o)
+	if err != nil {
+		return err
+	}
+	// The checksum to finish is the TCP one: a kernel handed anything else
+	// would checksum the wrong bytes of every segment.
+	if int(o.CsumStart) != lay.l4 || o.CsumOffset != 16 {
+		return ErrBadOffload
+	}
+	return nil
 }
 
 // tcpSuper is the layout of a TCP super-frame.

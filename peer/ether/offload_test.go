@@ -182,6 +182,9 @@ func TestOffloadCheckRefusesWhatCannotBeDone(t *testing.T) {
 		"fragment":                func(o *Offload, f []byte) []byte { f[HeaderLen+6] = 0x20; return f },
 		"TCP header past end":     func(o *Offload, f []byte) []byte { return f[:HeaderLen+20+10] },
 		"TCP data offset too big": func(o *Offload, f []byte) []byte { f[HeaderLen+20+12] = 0xf0; return f[:HeaderLen+20+60] },
+		"checksum not TCP's":      func(o *Offload, f []byte) []byte { o.CsumOffset = 6; return f },
+		"checksum after TCP":      func(o *Offload, f []byte) []byte { o.CsumStart += 4; return f },
+		"header past the end":     func(o *Offload, f []byte) []byte { o.HdrLen = uint16(len(f) + 1); return f },
 	}
 	for name, mutate := range cases {
 		f := append([]byte(nil), frame...)
