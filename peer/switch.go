@@ -63,8 +63,9 @@ type SwitchConfig struct {
 	// MaxFrameSize bytes twice (the queue is double-buffered), allocated the
 	// first time the queue is that deep. 512 is what a TCP stream of plain
 	// frames needs while a paced link or a TAP writer catches up with a
-	// burst: with 64 the receiving peer dropped 3% of frames under iperf3,
-	// with 256 still 1.5%, with 512 under 0.2% (see docs/benchmarks.md).
+	// burst: with 64 the receiving peer dropped 3% of frames under iperf3
+	// between two bin/peer namespaces (-offload=false), with 256 still
+	// 1.5%, with 512 under 0.2%.
 	QueueLen int
 
 	// MaxMACsPerPort bounds the MAC addresses learned on one port; frames
