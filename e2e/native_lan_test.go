@@ -6,13 +6,15 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/peerlan/peerlan/peer"
 )
 
 // TestNativeLAN is issue 3's proof: two namespaces stand for two machines,
 // each holding the TAP of a bin/peer process. Each namespace's DHCP client
 // gets the server-assigned address from its local peer; ping and iperf3 then
-// run both ways, directly between the peers, while the signaling server's
-// relayed-bytes counter stays where it was.
+// run both ways, directly between the peers (as offloaded super-frames),
+// while the signaling server's relayed-bytes counter stays where it was.
 func TestNativeLAN(t *testing.T) {
 	RequireCommands(t, "ping", "iperf3", "udhcpc")
 	sig := StartSignal(t)
@@ -63,6 +65,14 @@ func TestNativeLAN(t *testing.T) {
 		}
 		if l.RxBytes == 0 || l.TxBytes == 0 {
 			t.Errorf("%s: link to %s counted no bytes: %+v", c.p.Name, c.other, l)
+		}
+		// Two native peers with offload TAPs (the default) carry TCP as
+		// super-frames: iperf3's data went by frames far over 1518 bytes.
+		if !l.Offload {
+			t.Errorf("%s: link to %s did not negotiate offload", c.p.Name, c.other)
+		}
+		if avg := l.TxBytes / max(l.TxFrames, 1); avg <= 2*peer.MaxFrameSize {
+			t.Errorf("%s: link to %s sent %d bytes in %d frames (%d on average): no super-frames", c.p.Name, c.other, l.TxBytes, l.TxFrames, avg)
 		}
 		t.Logf("%s -> %s: path %s (%s -> %s), open in %.1f ms, rtt %.2f ms", c.p.Name, c.other, l.Path,
 			l.LocalCandidate, l.RemoteCandidate, l.OpenMillis, l.RTTMillis)
