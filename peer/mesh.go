@@ -49,8 +49,9 @@ const (
 	DefaultGuestMTU = 1500
 	// DefaultMaxBuffered caps a link's data channel send buffer natively.
 	DefaultMaxBuffered = 1 << 20
-	// BrowserMaxBuffered is the cap in the browser: larger buffers freeze
-	// Chrome's data channels for seconds under load.
+	// BrowserMaxBuffered is the high-water mark in the browser, where frames
+	// above it wait in a bounded queue of the link for bufferedamountlow:
+	// larger buffers freeze Chrome's data channels for seconds under load.
 	BrowserMaxBuffered = 16 << 10
 )
 
@@ -81,7 +82,8 @@ type MeshConfig struct {
 	GuestMTU int
 
 	// MaxBuffered caps each link's send buffer in bytes; frames above it are
-	// dropped and counted. Default DefaultMaxBuffered natively,
+	// dropped and counted (in the browser: queued, up to a bound, until the
+	// buffer drains). Default DefaultMaxBuffered natively,
 	// BrowserMaxBuffered in the browser.
 	MaxBuffered int
 	// ICEServers are used in addition to those the signaling server hands out.

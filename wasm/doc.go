@@ -57,8 +57,11 @@
 //     that resolves when the peer has stopped. Calling it again is harmless.
 //
 // Links to the other peers keep the data channel's send buffer under
-// peer.BrowserMaxBuffered (16 KiB) and drop frames above it: larger buffers
-// freeze Chrome's data channels for seconds under load. The peer's own
+// peer.BrowserMaxBuffered (16 KiB): larger buffers freeze Chrome's data
+// channels for seconds under load. Frames above it wait in a bounded queue
+// of the link (256 frames) until the channel's bufferedamountlow event, so a
+// burst of the guest's NIC is paced rather than dropped; only a full queue
+// drops (its oldest frame), counted in the link's drops. The peer's own
 // DHCP service answers the guest with the address the room assigned, so a
 // guest that runs a DHCP client needs no configuration.
 //
