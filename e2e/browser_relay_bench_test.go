@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -88,7 +89,17 @@ const jsBridgeJS = `(() => {
 
 // relayBenchSetups are the three ways of connecting the guests, in the order
 // of the first round; later rounds rotate it, so no setup always runs first.
+// PEERLAN_BENCH_SETUPS (comma-separated) runs a subset while developing;
+// the ratios are reported only when both of their setups ran.
 var relayBenchSetups = []string{"peerlan", "jsbridge", "wsrelay"}
+
+func relayBenchSelected() []string {
+	env := os.Getenv("PEERLAN_BENCH_SETUPS")
+	if env == "" {
+		return relayBenchSetups
+	}
+	return strings.Split(env, ",")
+}
 
 // relayBenchFile is the file the TCP test transfers: 16 MiB, in guest memory.
 const relayBenchFileMiB = 16
@@ -153,8 +164,11 @@ func startGuestPair(b *testing.B, setup string, sig *SignalServer, page string) 
 		lanWaitLink(b, p.a.Tab, p.b.IP, lanJoinTimeout)
 		lanWaitLink(b, p.b.Tab, p.a.IP, lanJoinTimeout)
 		p.check = func() {
-			lanCheckDirect(b, p.a.Tab, p.b.IP)
-			lanCheckDirect(b, p.b.Tab, p.a.IP)
+			for _, g := range []*lanGuest{p.a, p.b} {
+				lanCheckDirect(b, g.Tab, map[*lanGuest]*lanGuest{p.a: p.b, p.b: p.a}[g].IP)
+				b.Logf("tab %s: switch drops %v, guest port %v", g.name, lanStatus(b, g.Tab).Drops,
+					Eval[map[string]uint64](g.Tab, `window.peerlanPage.lan.status().guest`))
+			}
 		}
 		return p
 	case "jsbridge":
@@ -243,9 +257,22 @@ type relayResult struct {
 func measurePair(b *testing.B, setup string, p *guestPair) relayResult {
 	b.Helper()
 	lanRTTs(b, p.a, p.b.IP.String(), 3) // ARP, warm-up
-	rtts := lanRTTs(b, p.a, p.b.IP.String(), relayPingCount)
+	profiled := func(what string, run func()) {
+		dir := profileDir()
+		if dir == "" {
+			run()
+			return
+		}
+		stopA, stopB := p.a.StartProfile(200), p.b.StartProfile(200)
+		run()
+		saveProfile(b, dir, setup+"-"+what+"-A", stopA())
+		saveProfile(b, dir, setup+"-"+what+"-B", stopB())
+	}
+	var rtts []float64
+	profiled("ping", func() { rtts = lanRTTs(b, p.a, p.b.IP.String(), relayPingCount) })
 	serveFile(b, p.b)
-	secs := wgetSeconds(b, p.a, p.b)
+	var secs float64
+	profiled("wget", func() { secs = wgetSeconds(b, p.a, p.b) })
 	if p.check != nil {
 		p.check()
 	}
@@ -266,12 +293,13 @@ func BenchmarkBrowserDirectVsRelayed(b *testing.B) {
 	RequireGuestImage(b)
 	sig := lanServer(b)
 	page := ServePage(b, web.FS())
+	setups := relayBenchSelected()
 	results := map[string][]relayResult{}
 	round := 0
 	b.ResetTimer()
 	for range b.N {
-		for i := range relayBenchSetups {
-			setup := relayBenchSetups[(i+round)%len(relayBenchSetups)]
+		for i := range setups {
+			setup := setups[(i+round)%len(setups)]
 			p := startGuestPair(b, setup, sig, page)
 			results[setup] = append(results[setup], measurePair(b, setup, p))
 			p.close()
@@ -281,7 +309,7 @@ func BenchmarkBrowserDirectVsRelayed(b *testing.B) {
 	b.StopTimer()
 	ping := map[string]float64{}
 	mbps := map[string]float64{}
-	for _, s := range relayBenchSetups {
+	for _, s := range setups {
 		var pv, tv []float64
 		for _, r := range results[s] {
 			pv = append(pv, r.pingMedian)
@@ -291,7 +319,12 @@ func BenchmarkBrowserDirectVsRelayed(b *testing.B) {
 		b.ReportMetric(ping[s], "ms-ping-"+s)
 		b.ReportMetric(mbps[s], "MB/s-wget-"+s)
 	}
-	b.ReportMetric(ping["peerlan"]/ping["jsbridge"], "x-jsbridge-ping")
-	b.ReportMetric(mbps["peerlan"]/mbps["wsrelay"], "x-wsrelay-wget")
-	b.ReportMetric(mbps["peerlan"]/mbps["jsbridge"], "x-jsbridge-wget")
+	ratio := func(unit string, v map[string]float64, base string) {
+		if v["peerlan"] > 0 && v[base] > 0 {
+			b.ReportMetric(v["peerlan"]/v[base], unit)
+		}
+	}
+	ratio("x-jsbridge-ping", ping, "jsbridge")
+	ratio("x-wsrelay-wget", mbps, "wsrelay")
+	ratio("x-jsbridge-wget", mbps, "jsbridge")
 }
