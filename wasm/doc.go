@@ -42,8 +42,12 @@
 //     (destination MAC first, no FCS, at most 1518 bytes). It is copied
 //     before send returns, so it may be a view into a buffer the emulator
 //     reuses. send never blocks and never throws: it returns true when the
-//     frame was queued, false when it was dropped (queue full, wrong size,
-//     not a Uint8Array, or after leave); drops are counted in status().
+//     frame was accepted, false when it was refused (wrong size, not a
+//     Uint8Array, or after leave). The first frame of a JavaScript task
+//     reaches the peer before send returns; frames the same task sends
+//     after it follow together at the task's end (a microtask), or earlier
+//     when 64 are waiting. A peer too busy to take them drops them there.
+//     Drops are counted in status().
 //   - lan.onframe = (frame) => …: called with every frame for the guest, a
 //     new Uint8Array the callee may keep. Set it right after join resolves;
 //     until then, and when it throws, frames are dropped and counted.
