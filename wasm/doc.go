@@ -43,11 +43,11 @@
 //     before send returns, so it may be a view into a buffer the emulator
 //     reuses. send never blocks and never throws: it returns true when the
 //     frame was accepted, false when it was refused (wrong size, not a
-//     Uint8Array, or after leave). The first frame of a JavaScript task
-//     reaches the peer before send returns; frames the same task sends
-//     after it follow together at the task's end (a microtask), or earlier
-//     when 64 are waiting. A peer too busy to take them drops them there.
-//     Drops are counted in status().
+//     Uint8Array, or after leave). A frame sent after 20 ms without one
+//     reaches the peer before send returns; the others wait for the end of
+//     the JavaScript task (a microtask) and go into the peer together, or
+//     earlier when 64 are waiting. A peer too busy to take them drops them
+//     there. Drops are counted in status().
 //   - lan.onframe = (frame) => …: called with every frame for the guest, a
 //     new Uint8Array the callee may keep. Set it right after join resolves;
 //     until then, and when it throws, frames are dropped and counted.
