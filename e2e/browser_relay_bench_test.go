@@ -87,10 +87,71 @@ const jsBridgeJS = `(() => {
   globalThis.peerlan = { version: "plain-JS RTCDataChannel bridge", async join() { return lan; } };
 })();`
 
+// jsWorkerJS is jsBridgeJS with the data channel in a dedicated Worker: the
+// channel is transferred there in the task that created it (Chromium allows
+// no later transfer), the page posts each frame to the worker, which sends
+// it, and the worker posts each message back to the page. It measures what a
+// peer off the page's thread could gain (the emulator keeps the thread), and
+// is not in the default setups.
+const jsWorkerJS = `(() => {
+  const src = "let dc = null;" +
+    "onmessage = (e) => {" +
+    "  if (e.data instanceof RTCDataChannel) {" +
+    "    dc = e.data; dc.binaryType = 'arraybuffer';" +
+    "    dc.onopen = () => postMessage('open');" +
+    "    dc.onmessage = (m) => postMessage(m.data, [m.data]);" +
+    "    if (dc.readyState === 'open') postMessage('open');" +
+    "    return;" +
+    "  }" +
+    "  if (dc && dc.readyState === 'open') dc.send(e.data);" +
+    "};";
+  const worker = new Worker(URL.createObjectURL(new Blob([src], {type: "text/javascript"})));
+  let open = false;
+  const lan = {
+    onframe: null,
+    send(frame) {
+      if (!open) return false;
+      const c = frame.slice();
+      worker.postMessage(c.buffer, [c.buffer]);
+      return true;
+    },
+    status() { return {id: "jsworker", ip: "", prefix: 0, gateway: "", signal: "connected", error: "", peers: [], drops: {}}; },
+    leave() {},
+  };
+  worker.onmessage = (e) => {
+    if (e.data === "open") { open = true; return; }
+    if (lan.onframe) lan.onframe(new Uint8Array(e.data));
+  };
+  let pc = null;
+  const start = () => {
+    pc = new RTCPeerConnection();
+    const dc = pc.createDataChannel("peerlan", {negotiated: true, id: 0, ordered: false, maxRetransmits: 0});
+    worker.postMessage(dc, [dc]);
+  };
+  const gathered = () => new Promise((resolve) => {
+    if (pc.iceGatheringState === "complete") return resolve();
+    pc.addEventListener("icegatheringstatechange", () => { if (pc.iceGatheringState === "complete") resolve(); });
+  });
+  globalThis.__jsBridge = {
+    async offer() { start(); await pc.setLocalDescription(); await gathered(); return pc.localDescription.sdp; },
+    async answer(sdp) {
+      start();
+      await pc.setRemoteDescription({type: "offer", sdp});
+      await pc.setLocalDescription();
+      await gathered();
+      return pc.localDescription.sdp;
+    },
+    async accept(sdp) { await pc.setRemoteDescription({type: "answer", sdp}); return true; },
+    open() { return open; },
+  };
+  globalThis.peerlan = { version: "plain-JS RTCDataChannel bridge in a worker", async join() { return lan; } };
+})();`
+
 // relayBenchSetups are the three ways of connecting the guests, in the order
 // of the first round; later rounds rotate it, so no setup always runs first.
-// PEERLAN_BENCH_SETUPS (comma-separated) runs a subset while developing;
-// the ratios are reported only when both of their setups ran.
+// PEERLAN_BENCH_SETUPS (comma-separated) runs a subset while developing, or
+// adds "jsworker" (see jsWorkerJS); the ratios are reported only when both
+// of their setups ran.
 var relayBenchSetups = []string{"peerlan", "jsbridge", "wsrelay"}
 
 func relayBenchSelected() []string {
@@ -171,8 +232,12 @@ func startGuestPair(b *testing.B, setup string, sig *SignalServer, page string) 
 			}
 		}
 		return p
-	case "jsbridge":
-		p := staticGuests(b, page+"/?room="+uniqueRoom("jsbridge"), jsBridgeJS)
+	case "jsbridge", "jsworker":
+		script := jsBridgeJS
+		if setup == "jsworker" {
+			script = jsWorkerJS
+		}
+		p := staticGuests(b, page+"/?room="+uniqueRoom(setup), script)
 		offer := Eval[string](p.a.Tab, `globalThis.__jsBridge.offer()`)
 		answer := Eval[string](p.b.Tab, `globalThis.__jsBridge.answer(`+jsString(offer)+`)`)
 		Eval[bool](p.a.Tab, `globalThis.__jsBridge.accept(`+jsString(answer)+`)`)
