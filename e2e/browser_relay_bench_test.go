@@ -154,6 +154,9 @@ const jsWorkerJS = `(() => {
 // of their setups ran.
 var relayBenchSetups = []string{"peerlan", "jsbridge", "wsrelay"}
 
+// relayBenchRound counts rounds across runs, so that -count rotates too.
+var relayBenchRound int
+
 func relayBenchSelected() []string {
 	env := os.Getenv("PEERLAN_BENCH_SETUPS")
 	if env == "" {
@@ -360,16 +363,15 @@ func BenchmarkBrowserDirectVsRelayed(b *testing.B) {
 	page := ServePage(b, web.FS())
 	setups := relayBenchSelected()
 	results := map[string][]relayResult{}
-	round := 0
 	b.ResetTimer()
 	for range b.N {
 		for i := range setups {
-			setup := setups[(i+round)%len(setups)]
+			setup := setups[(i+relayBenchRound)%len(setups)]
 			p := startGuestPair(b, setup, sig, page)
 			results[setup] = append(results[setup], measurePair(b, setup, p))
 			p.close()
 		}
-		round++
+		relayBenchRound++
 	}
 	b.StopTimer()
 	ping := map[string]float64{}
