@@ -142,7 +142,7 @@ type Browser struct {
 	t      testing.TB
 	log    *safeLog
 	ctx    context.Context // the browser's first tab, kept blank as its anchor
-	cancel func()          // stops the browser process
+	cancel func()          // stops the browser process; idempotent
 }
 
 // browserFlags are the flags asked of every test browser, on top of chromedp's
@@ -232,16 +232,24 @@ func StartBrowser(t testing.TB, extra ...chromedp.ExecAllocatorOption) *Browser 
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(allocCtx,
 		chromedp.WithLogf(log.Logf), chromedp.WithErrorf(log.Logf))
-	t.Cleanup(func() {
+	stop := func() {
 		cancel()
 		cancelAlloc()
+	}
+	t.Cleanup(func() {
+		stop()
 		log.stop()
 	})
 	if err := chromedp.Do(ctx); err != nil { // starts the process
 		t.Fatalf("starting %s: %v", ChromiumPath, err)
 	}
-	return &Browser{t: t, log: log, ctx: ctx, cancel: cancel}
+	return &Browser{t: t, log: log, ctx: ctx, cancel: stop}
 }
+
+// Close stops the browser process before the test ends (its cleanup does it
+// otherwise), e.g. so that a benchmark's next setup has the cores to itself.
+// Its tabs stop working.
+func (b *Browser) Close() { b.cancel() }
 
 // Tab is one page of a Browser.
 type Tab struct {

@@ -4,7 +4,7 @@ import "sync/atomic"
 
 // linkPortCounters are what a link port counts beyond the switch's view.
 type linkPortCounters struct {
-	busy     atomic.Uint64 // frames dropped because the channel's send buffer was over the cap
+	busy     atomic.Uint64 // frames dropped because the link could not keep up (send buffer or queue full; in the browser also a full inbox)
 	oversize atomic.Uint64 // messages from the remote peer larger than a frame, dropped
 }
 

@@ -49,8 +49,9 @@ const (
 	DefaultGuestMTU = 1500
 	// DefaultMaxBuffered caps a link's data channel send buffer natively.
 	DefaultMaxBuffered = 1 << 20
-	// BrowserMaxBuffered is the cap in the browser: larger buffers freeze
-	// Chrome's data channels for seconds under load.
+	// BrowserMaxBuffered is the high-water mark in the browser, where frames
+	// above it wait in a bounded queue of the link for bufferedamountlow:
+	// larger buffers freeze Chrome's data channels for seconds under load.
 	BrowserMaxBuffered = 16 << 10
 )
 
@@ -80,9 +81,11 @@ type MeshConfig struct {
 	// DefaultGuestMTU.
 	GuestMTU int
 
-	// MaxBuffered caps each link's send buffer in bytes; frames above it are
-	// dropped and counted. Default DefaultMaxBuffered natively,
-	// BrowserMaxBuffered in the browser.
+	// MaxBuffered caps each link's send buffer in bytes. Above it a frame
+	// waits until the buffer drains: natively the link's writer waits for
+	// the buffered-amount-low event and drops the frame (counted) only
+	// after 100 ms without drain; in the browser it queues, up to a bound.
+	// Default DefaultMaxBuffered natively, BrowserMaxBuffered in the browser.
 	MaxBuffered int
 	// ICEServers are used in addition to those the signaling server hands out.
 	ICEServers []webrtc.ICEServer

@@ -42,8 +42,12 @@
 //     (destination MAC first, no FCS, at most 1518 bytes). It is copied
 //     before send returns, so it may be a view into a buffer the emulator
 //     reuses. send never blocks and never throws: it returns true when the
-//     frame was queued, false when it was dropped (queue full, wrong size,
-//     not a Uint8Array, or after leave); drops are counted in status().
+//     frame was accepted, false when it was refused (wrong size, not a
+//     Uint8Array, or after leave). A frame sent after 20 ms without one
+//     reaches the peer before send returns; the others wait for the end of
+//     the JavaScript task (a microtask) and go into the peer together, or
+//     earlier when 64 are waiting. A peer too busy to take them drops them
+//     there. Drops are counted in status().
 //   - lan.onframe = (frame) => …: called with every frame for the guest, a
 //     new Uint8Array the callee may keep. Set it right after join resolves;
 //     until then, and when it throws, frames are dropped and counted.
@@ -57,8 +61,11 @@
 //     that resolves when the peer has stopped. Calling it again is harmless.
 //
 // Links to the other peers keep the data channel's send buffer under
-// peer.BrowserMaxBuffered (16 KiB) and drop frames above it: larger buffers
-// freeze Chrome's data channels for seconds under load. The peer's own
+// peer.BrowserMaxBuffered (16 KiB): larger buffers freeze Chrome's data
+// channels for seconds under load. Frames above it wait in a bounded queue
+// of the link (256 frames) until the channel's bufferedamountlow event, so a
+// burst of the guest's NIC is paced rather than dropped; only a full queue
+// drops (its oldest frame), counted in the link's drops. The peer's own
 // DHCP service answers the guest with the address the room assigned, so a
 // guest that runs a DHCP client needs no configuration.
 //

@@ -99,6 +99,27 @@ func (p *guestPort) Send(n int, fill func(dst []byte)) error {
 	}
 }
 
+// SendBatch queues the frames laid end to end in data, len(lens[i]) bytes
+// each, as Send would one by one, and returns how many it queued. A length
+// that Send refuses (zero, over peer.MaxFrameSize) skips that frame; one
+// past the end of data ends the batch. Both are counted as bad sizes.
+func (p *guestPort) SendBatch(lens []uint16, data []byte) int {
+	queued, off := 0, 0
+	for _, l := range lens {
+		n := int(l)
+		if n > len(data)-off {
+			p.badSize.Add(1)
+			break
+		}
+		frame := data[off : off+n]
+		off += n
+		if p.Send(n, func(dst []byte) { copy(dst, frame) }) == nil {
+			queued++
+		}
+	}
+	return queued
+}
+
 // Read implements peer.Port: it returns the next queued frame.
 func (p *guestPort) Read(b []byte) (int, error) {
 	for {

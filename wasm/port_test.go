@@ -211,3 +211,33 @@ func TestGuestPortConcurrent(t *testing.T) {
 		t.Errorf("read %d frames, stats %+v: want read == from_guest and from_guest+dropped == %d", n, st, senders*each)
 	}
 }
+
+// TestGuestPortSendBatch: frames laid end to end are queued one by one; bad
+// lengths are counted, and one past the data ends the batch.
+func TestGuestPortSendBatch(t *testing.T) {
+	p := newGuestPort(func([]byte) error { return nil })
+	defer p.Close()
+	data := []byte("aaaaaaaaaaaaaabbbbbbbbbbbbbbbbcc")
+	if n := p.SendBatch([]uint16{14, 16}, data); n != 2 {
+		t.Fatalf("queued %d, want 2", n)
+	}
+	if n := p.SendBatch([]uint16{0, 2}, data[30:]); n != 1 {
+		t.Fatalf("queued %d of an empty frame and a good one, want 1", n)
+	}
+	if n := p.SendBatch([]uint16{2, 3}, data[30:]); n != 1 {
+		t.Fatalf("queued %d with a length past the data, want 1", n)
+	}
+	buf := make([]byte, peer.MaxFrameSize)
+	for _, want := range []string{"aaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb", "cc", "cc"} {
+		n, err := p.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(buf[:n]); got != want {
+			t.Errorf("read %q, want %q", got, want)
+		}
+	}
+	if st := p.stats(); st.FromGuest != 4 || st.BadSize != 2 {
+		t.Errorf("stats %+v, want 4 queued and 2 bad sizes", st)
+	}
+}

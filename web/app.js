@@ -14,6 +14,14 @@
 // dist/wasm_exec.js and dist/peerlan.wasm to define it, unless a script that
 // ran before this module defined it already.
 //
+// Benchmark hook: when a script that ran before this module set
+// globalThis.peerlanRelayURL to a ws:// or wss:// URL, the page joins no room
+// and gives v86 that URL as net_device.relay_url instead: v86's own WebSocket
+// adapter then carries the guest's frames (one binary message per frame),
+// the relayed baseline that e2e/browser_relay_bench_test.go measures peerlan
+// against. It is deliberately not a URL parameter: a shared link must never
+// be able to send a user's guest traffic to a server of someone else's.
+//
 // Test hooks (stable; e2e/browser_helpers_test.go relies on them):
 //   window.peerlanPage = {
 //     phase     "loading" (fetching the emulator and the guest image),
@@ -22,8 +30,9 @@
 //               error). The guest does not need the network to reach ready.
 //     error     why phase is "error", "" otherwise.
 //     net       {state, error}: state is "loading", "joining", "connected",
-//               "unavailable" (no wasm peer is built or served) or "error"
-//               (the wasm peer failed or the join was refused; see error).
+//               "unavailable" (no wasm peer is built or served), "relayed"
+//               (v86's own adapter uses globalThis.peerlanRelayURL) or
+//               "error" (the wasm peer failed or the join was refused).
 //     lan       the object peerlan.join() resolved to, or null.
 //     mac       the guest NIC's MAC address, "" until the emulator made it.
 //     frames    {toLan, fromLan, dropped}: frames bridged each way, and
@@ -152,10 +161,11 @@ function setNet(state, error = "") {
     joining: "joining the room…",
     connected: "joined",
     unavailable: "unavailable",
+    relayed: `v86's WebSocket relay (${globalThis.peerlanRelayURL})`,
     error: "failed",
   };
   $("net-state").textContent = labels[state] + (error ? ` – ${error}` : "");
-  $("net-state").className = state === "connected" ? "good" : state === "joining" || state === "loading" ? "" : "bad";
+  $("net-state").className = state === "connected" || state === "relayed" ? "good" : state === "joining" || state === "loading" ? "" : "bad";
   if (state === "unavailable") {
     setAlert("net", "warn", `No network: ${error} The guest runs without a network.`);
   } else if (state === "error") {
@@ -235,8 +245,12 @@ function readParams() {
     problems.push(`nic=${nic} is not one of ${NICS.join(", ")}; using virtio.`);
     nic = "virtio";
   }
+  let relayURL = "";
+  const hook = globalThis.peerlanRelayURL;
+  if (typeof hook === "string" && /^wss?:\/\//.test(hook)) relayURL = hook;
+  else if (hook !== undefined) problems.push("peerlanRelayURL is not a ws:// or wss:// URL; ignored.");
   if (problems.length) setAlert("params", "warn", problems.join(" "));
-  return { room, roomValid: ROOM_RE.test(room), relay, nic, token: q.get("token") || "" };
+  return { room, roomValid: ROOM_RE.test(room), relay, nic, token: q.get("token") || "", relayURL };
 }
 
 function setupShare(params) {
@@ -462,9 +476,9 @@ async function bootGuest(params) {
       bzimage: { buffer: files.bzimage },
       initrd: { buffer: files.initrd },
       cmdline,
-      // No relay_url: v86 makes no network adapter of its own; the bridge
-      // below connects the card to the wasm peer.
-      net_device: { type: params.nic },
+      // Normally no relay_url: v86 makes no network adapter of its own; the
+      // bridge below connects the card to the wasm peer.
+      net_device: params.relayURL ? { type: params.nic, relay_url: params.relayURL } : { type: params.nic },
       autostart: true,
       fastboot: true,
       disable_keyboard: true,
@@ -483,7 +497,7 @@ async function bootGuest(params) {
     page.mac = mac;
     $("net-mac").textContent = mac;
   });
-  emulator.add_listener("net0-send", onGuestFrame);
+  if (!params.relayURL) emulator.add_listener("net0-send", onGuestFrame);
   emulator.add_listener("download-error", (ev) => {
     setPhase("error", `${ev.file_name} did not download`);
   });
@@ -594,6 +608,10 @@ async function startPeer() {
 }
 
 async function startNetwork(params) {
+  if (params.relayURL) {
+    setNet("relayed", "");
+    return;
+  }
   if (!params.roomValid) {
     setNet("error", `"${params.room}" is not a valid room name (1–64 letters, digits, ".", "_" or "-", starting with a letter or digit).`);
     return;

@@ -64,12 +64,15 @@ web/dist/xterm/LICENSE: $(WEB_NPM_STAMP)
 # without a network and says so. Go decides what is stale, so this always runs
 # go build; wasm_exec.js must come from the same Go that built the module.
 WEB_WASM_DIR ?= wasm
+# -s drops the symbols; `make web-assets WASM_LDFLAGS=` keeps them, so that
+# browser CPU profiles name Go functions (e2e/browser_profile_test.go).
+WASM_LDFLAGS ?= -s
 WEB_WASM_SOURCES := $(wildcard $(WEB_WASM_DIR)/*.go)
 
 web-wasm:
 ifneq ($(WEB_WASM_SOURCES),)
 	@mkdir -p web/dist
-	GOOS=js GOARCH=wasm $(GO) build -trimpath -ldflags=-s -o web/dist/peerlan.wasm ./$(WEB_WASM_DIR)
+	GOOS=js GOARCH=wasm $(GO) build -trimpath -ldflags='$(WASM_LDFLAGS)' -o web/dist/peerlan.wasm ./$(WEB_WASM_DIR)
 	cp "$$($(GO) env GOROOT)/lib/wasm/wasm_exec.js" web/dist/wasm_exec.js
 	@raw=$$(stat -c %s web/dist/peerlan.wasm); gz=$$(gzip -9c web/dist/peerlan.wasm | wc -c); \
 		echo "web/dist/peerlan.wasm: $$raw bytes raw, $$gz bytes gzip -9"
