@@ -105,24 +105,40 @@ func LinkMsg(ifindex int, flags, change uint32) []byte {
 }
 
 // InNamespace runs fn on an OS thread that has entered the named network
-// namespace (as in `ip netns`), so that the netlink requests fn makes change
-// that namespace. The thread is not reused afterwards.
+// namespace (as in `ip netns`), so that the netlink requests, devices and
+// sockets fn makes belong to that namespace. The thread then returns to its
+// own namespace and to Go's pool. It must return: left in the namespace,
+// a thread would be terminated, except the process's main thread, which Go
+// keeps instead, and the whole process would then count as being inside the
+// namespace (`ip netns pids` lists it, and tests kill what it lists).
 func InNamespace(netns string, fn func() error) error {
 	var err error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-		var f *os.File
-		if f, err = os.Open("/run/netns/" + netns); err != nil {
+		runtime.LockOSThread()
+		home, herr := os.Open("/proc/thread-self/ns/net")
+		if herr != nil {
+			err = herr
+			runtime.UnlockOSThread()
 			return
 		}
-		defer f.Close()
-		if err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+		defer home.Close()
+		var target *os.File
+		if target, err = os.Open("/run/netns/" + netns); err != nil {
+			runtime.UnlockOSThread()
+			return
+		}
+		defer target.Close()
+		if err = unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
 			err = fmt.Errorf("setns %s: %w", netns, err)
+			runtime.UnlockOSThread()
 			return
 		}
 		err = fn()
+		if unix.Setns(int(home.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		} // else the thread stays locked and Go retires it
 	}()
 	<-done
 	return err

@@ -56,3 +56,33 @@ func TestRequestInNamespace(t *testing.T) {
 		t.Fatalf("missing namespace: %v", err)
 	}
 }
+
+// TestInNamespaceReturnsHome: after InNamespace, no thread of the process is
+// left in the namespace (a main thread left there would make the process
+// look like one of the namespace's, and get it killed with it).
+func TestInNamespaceReturnsHome(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a network namespace")
+	}
+	ns := "peerlan-rtnl-home"
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	defer exec.Command("ip", "netns", "del", ns).Run()
+	for range 50 {
+		if err := InNamespace(ns, func() error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Stat("/run/netns/"+ns, &st); err != nil {
+		t.Fatal(err)
+	}
+	tasks, _ := os.ReadDir("/proc/self/task")
+	for _, task := range tasks {
+		var ts unix.Stat_t
+		if unix.Stat("/proc/self/task/"+task.Name()+"/ns/net", &ts) == nil && ts.Ino == st.Ino {
+			t.Fatalf("thread %s is still in %s", task.Name(), ns)
+		}
+	}
+}
