@@ -67,7 +67,18 @@ const jsBridgeJS = `(() => {
     dc.onopen = () => { lan.dc = dc; };
     dc.onclose = () => { lan.dc = null; };
   };
-  const gathered = () => new Promise((resolve) => {
+` + jsNegotiationJS + `
+    open() { return lan.dc !== null; },
+    dropped() { return lan.dropped; },
+  };
+  globalThis.peerlan = { version: "plain-JS RTCDataChannel bridge", async join() { return lan; } };
+})();`
+
+// jsNegotiationJS is the part of jsBridgeJS and jsWorkerJS that lets the
+// harness negotiate (see jsBridgeJS): it expects a start() that makes pc and
+// its channel, and opens globalThis.__jsBridge, which the script closes with
+// its own open() (and dropped()).
+const jsNegotiationJS = `  const gathered = () => new Promise((resolve) => {
     if (pc.iceGatheringState === "complete") return resolve();
     pc.addEventListener("icegatheringstatechange", () => { if (pc.iceGatheringState === "complete") resolve(); });
   });
@@ -80,12 +91,7 @@ const jsBridgeJS = `(() => {
       await gathered();
       return pc.localDescription.sdp;
     },
-    async accept(sdp) { await pc.setRemoteDescription({type: "answer", sdp}); return true; },
-    open() { return lan.dc !== null; },
-    dropped() { return lan.dropped; },
-  };
-  globalThis.peerlan = { version: "plain-JS RTCDataChannel bridge", async join() { return lan; } };
-})();`
+    async accept(sdp) { await pc.setRemoteDescription({type: "answer", sdp}); return true; },`
 
 // jsWorkerJS is jsBridgeJS with the data channel in a dedicated Worker: the
 // channel is transferred there in the task that created it (Chromium allows
@@ -128,20 +134,7 @@ const jsWorkerJS = `(() => {
     const dc = pc.createDataChannel("peerlan", {negotiated: true, id: 0, ordered: false, maxRetransmits: 0});
     worker.postMessage(dc, [dc]);
   };
-  const gathered = () => new Promise((resolve) => {
-    if (pc.iceGatheringState === "complete") return resolve();
-    pc.addEventListener("icegatheringstatechange", () => { if (pc.iceGatheringState === "complete") resolve(); });
-  });
-  globalThis.__jsBridge = {
-    async offer() { start(); await pc.setLocalDescription(); await gathered(); return pc.localDescription.sdp; },
-    async answer(sdp) {
-      start();
-      await pc.setRemoteDescription({type: "offer", sdp});
-      await pc.setLocalDescription();
-      await gathered();
-      return pc.localDescription.sdp;
-    },
-    async accept(sdp) { await pc.setRemoteDescription({type: "answer", sdp}); return true; },
+` + jsNegotiationJS + `
     open() { return open; },
   };
   globalThis.peerlan = { version: "plain-JS RTCDataChannel bridge in a worker", async join() { return lan; } };
