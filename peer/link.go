@@ -19,6 +19,13 @@ import (
 //	   ▲                          │   ▲                              │
 //	   │                          ▼   │ (offerer: retry, backoff)    │
 //	   └──────────────────────  failed ◄─── ICE failed, channel closed
+//
+// Either side heals a link that is down: the offerer offers again, and an
+// answerer whose link stays waiting or failed asks the remote to offer
+// (kindRestart, with backoff), because only one side may offer at a time
+// and the remote may not know the link is down: after a peer vanished past
+// its resume grace, the others dropped their links while its own still
+// looked open, and nobody offered.
 type linkState string
 
 const (
@@ -51,14 +58,16 @@ type link struct {
 	// peer-reflexive one and carry the link through a relay after all.
 	remoteDirect bool
 
-	state     linkState
-	started   time.Time     // when the current session began
-	openedIn  time.Duration // how long the last session took to open
-	backoff   time.Duration
-	retryAt   time.Time
-	lastError string
-	pair      pairInfo  // selected candidate pair, refreshed while open
-	pairAt    time.Time // when pair was last requested
+	state          linkState
+	started        time.Time     // when the current session began
+	openedIn       time.Duration // how long the last session took to open
+	backoff        time.Duration
+	retryAt        time.Time // when the offerer offers again, or the answerer asks it to
+	lastSession    uint32    // the session before the current one (restart requests name it)
+	disconnectedAt time.Time // when ICE reported disconnected; zero while connected
+	lastError      string
+	pair           pairInfo  // selected candidate pair, refreshed while open
+	pairAt         time.Time // when pair was last requested
 }
 
 // maxPendingCandidates bounds candidates buffered before the remote
@@ -66,7 +75,13 @@ type link struct {
 const maxPendingCandidates = 64
 
 func (m *Mesh) newLink(info signal.PeerInfo, offerer bool) *link {
-	return &link{info: info, offerer: offerer, state: linkWaiting}
+	l := &link{info: info, offerer: offerer, state: linkWaiting}
+	if !offerer {
+		// The newcomer's offer normally comes within milliseconds; if it does
+		// not, the newcomer may believe an old link of ours still stands.
+		l.retryAt = time.Now().Add(restartAskAfter)
+	}
+	return l
 }
 
 func portName(id signal.PeerID) string { return "peer:" + string(id) }
@@ -239,6 +254,8 @@ func (m *Mesh) onNegotiation(from signal.PeerID, data []byte) {
 			m.links[from] = l
 		}
 		m.onOffer(l, n)
+	case kindRestart:
+		m.onRestartRequest(l, from)
 	case kindAnswer:
 		if l == nil || !l.offerer || n.Session != l.session || l.remoteSet || l.pc == nil {
 			return // stale
@@ -276,6 +293,35 @@ func (m *Mesh) onNegotiation(from signal.PeerID, data []byte) {
 			m.log.Debug("bad remote candidate", "peer", l.info.ID, "err", err)
 		}
 	}
+}
+
+// onRestartRequest handles a remote peer's request that we offer a new
+// session: its side of the link is down. Our own view does not matter (an
+// open link here may be one the remote dropped long ago), except that an
+// offer of ours already on its way answers the request.
+func (m *Mesh) onRestartRequest(l *link, from signal.PeerID) {
+	info, member := m.members[from]
+	if !member {
+		return // it left; a stale request
+	}
+	if l == nil {
+		l = m.newLink(info, true)
+		m.links[from] = l
+	}
+	if l.state == linkConnecting && l.offerer && time.Since(l.started) < restartHold {
+		return
+	}
+	m.log.Info("peer asked for a new session; offering", "peer", from, "state", l.state)
+	m.startOffer(l)
+}
+
+// askRestart asks the remote peer to offer a new session, and schedules the
+// next request in case this one goes unanswered.
+func (m *Mesh) askRestart(l *link) {
+	l.backoff = min(max(2*l.backoff, restartAskAfter), maxRetryBackoff)
+	l.retryAt = time.Now().Add(l.backoff)
+	m.log.Debug("asking peer to offer a new session", "peer", l.info.ID, "state", l.state, "next_in", l.backoff)
+	m.sendNegotiation(l, &negotiation{Kind: kindRestart, Session: l.lastSession})
 }
 
 func (m *Mesh) onOffer(l *link, n *negotiation) {
@@ -368,9 +414,11 @@ func (m *Mesh) onLinkEvent(ev linkEvent) {
 	case evConnState:
 		switch ev.state {
 		case webrtc.PeerConnectionStateConnected:
+			l.disconnectedAt = time.Time{}
 			m.refreshPair(l)
 		case webrtc.PeerConnectionStateDisconnected:
-			m.log.Warn("link disconnected; waiting for ICE to recover", "peer", l.info.ID)
+			l.disconnectedAt = time.Now()
+			m.log.Warn("link disconnected; waiting for ICE to recover", "peer", l.info.ID, "for_at_most", disconnectLimit)
 		case webrtc.PeerConnectionStateFailed:
 			why := "ICE failed: no working path"
 			if m.cfg.Relay == RelayNever {
@@ -417,8 +465,11 @@ func (m *Mesh) failLink(l *link, why string) {
 	l.lastError = why
 	if l.offerer {
 		l.backoff = min(max(2*l.backoff, 500*time.Millisecond), maxRetryBackoff)
-		l.retryAt = time.Now().Add(l.backoff)
+	} else {
+		// The offerer most likely saw the failure too and offers first.
+		l.backoff = min(max(2*l.backoff, restartAskAfter), maxRetryBackoff)
 	}
+	l.retryAt = time.Now().Add(l.backoff)
 	m.log.Warn("link failed", "peer", l.info.ID, "why", why, "offerer", l.offerer, "retry_in", l.backoff)
 }
 
@@ -447,7 +498,11 @@ func (m *Mesh) teardownSession(l *link) {
 	l.remoteSet = false
 	l.pending = nil
 	l.pair = pairInfo{}
+	if l.session != 0 {
+		l.lastSession = l.session
+	}
 	l.session = 0
+	l.disconnectedAt = time.Time{}
 }
 
 // pairAttempts and pairRetry bound how long refreshPair waits for pion to

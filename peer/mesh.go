@@ -295,7 +295,12 @@ func (m *Mesh) onSignal(ev signal.Event) {
 	case *signal.PeerJoined:
 		m.members[e.Peer.ID] = e.Peer
 		if l := m.links[e.Peer.ID]; l != nil {
-			l.info = e.Peer // a peer that resumed after a server restart: keep its link
+			// A peer that resumed after a server restart: keep an open link,
+			// and heal one that is down now rather than after its backoff.
+			l.info = e.Peer
+			if l.state == linkFailed || l.state == linkWaiting {
+				l.backoff, l.retryAt = 0, time.Now()
+			}
 			return
 		}
 		// The newcomer offers; wait for it.
@@ -369,6 +374,8 @@ func (m *Mesh) onWelcome(w *signal.Welcome) {
 			l.info = p // survived the outage
 		case l.offerer:
 			m.startOffer(l) // our negotiation may have been lost while we were away
+		default:
+			l.backoff, l.retryAt = 0, time.Now() // ask for an offer at the next tick
 		}
 	}
 	for id, l := range m.links {
@@ -379,7 +386,8 @@ func (m *Mesh) onWelcome(w *signal.Welcome) {
 	}
 }
 
-// onTick retries failed links and times out stuck negotiations.
+// onTick heals links that are down (offering again, or asking the remote to)
+// and times out stuck negotiations and long ICE disconnections.
 func (m *Mesh) onTick(now time.Time) {
 	for _, l := range m.links {
 		switch {
@@ -387,9 +395,18 @@ func (m *Mesh) onTick(now time.Time) {
 			m.failLink(l, fmt.Sprintf("no connection after %v", negotiationTimeout))
 		case l.state == linkOpen && now.Sub(l.pairAt) > pairRefreshEvery:
 			m.refreshPair(l)
-		case l.state == linkFailed && l.offerer && !l.retryAt.IsZero() && now.After(l.retryAt) && m.signalState == "connected":
-			if _, ok := m.members[l.info.ID]; ok {
+		case (l.state == linkOpen || l.state == linkConnecting) && !l.disconnectedAt.IsZero() && now.Sub(l.disconnectedAt) > disconnectLimit:
+			// Browsers give up on a disconnected session only after half a
+			// minute; a new one over a fresh path is quicker.
+			m.failLink(l, fmt.Sprintf("ICE disconnected for %v", disconnectLimit))
+		case (l.state == linkFailed || l.state == linkWaiting) && !l.retryAt.IsZero() && now.After(l.retryAt) && m.signalState == "connected":
+			if _, ok := m.members[l.info.ID]; !ok {
+				continue
+			}
+			if l.offerer {
 				m.startOffer(l)
+			} else {
+				m.askRestart(l)
 			}
 		}
 	}
@@ -408,5 +425,20 @@ const negotiationTimeout = 30 * time.Second
 // pairRefreshEvery is how often an open link's path and RTT are re-read.
 const pairRefreshEvery = 2 * time.Second
 
-// maxRetryBackoff caps the delay between renegotiations of a failed link.
-const maxRetryBackoff = 30 * time.Second
+// maxRetryBackoff caps the delay between renegotiations of a failed link
+// (and between an answerer's restart requests): a link heals at most this
+// long after both peers are back. Each attempt costs a peer connection and
+// a few signaling messages.
+const maxRetryBackoff = 4 * time.Second
+
+// restartAskAfter is how long an answerer waits for an offer before asking
+// for one, and restartHold how long an offerer lets its offer travel before
+// a restart request supersedes it.
+const (
+	restartAskAfter = time.Second
+	restartHold     = 2 * time.Second
+)
+
+// disconnectLimit is how long a link may stay ICE-disconnected before it is
+// renegotiated.
+const disconnectLimit = 3 * time.Second

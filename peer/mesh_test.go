@@ -32,6 +32,13 @@ type signalServer struct {
 
 func startSignal(t testing.TB, addr string) *signalServer {
 	t.Helper()
+	return startSignalConfig(t, addr, signal.Config{})
+}
+
+// startSignalConfig is startSignal with cfg's settings; it sets the secret
+// and the logger.
+func startSignalConfig(t testing.TB, addr string, cfg signal.Config) *signalServer {
+	t.Helper()
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
@@ -39,7 +46,8 @@ func startSignal(t testing.TB, addr string) *signalServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := signal.New(signal.Config{Secret: meshSecret, Logger: testLogger(t, "signal")})
+	cfg.Secret, cfg.Logger = meshSecret, testLogger(t, "signal")
+	srv, err := signal.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,12 @@ import (
 //	{"kind":"answer","session":3735928559,"sdp":"v=0\r\n…"}
 //	{"kind":"candidate","session":3735928559,"candidate":{"candidate":"candidate:1 1 udp …","sdpMid":"0","sdpMLineIndex":0}}
 //
+// An answerer whose link is down asks the offerer for a new session, naming
+// the last session it had (0 for none); the offerer then offers again unless
+// an offer of its own is already on its way:
+//
+//	{"kind":"restart","session":3735928559}
+//
 // A peer whose relay policy is direct adds "direct":true to its offers and
 // answers; the other side then uses no TURN server on that link (offering
 // again without one if its offer had), so that the link cannot end up
@@ -42,6 +48,7 @@ const (
 	kindOffer     = "offer"
 	kindAnswer    = "answer"
 	kindCandidate = "candidate"
+	kindRestart   = "restart"
 )
 
 // negotiation is one payload.
@@ -74,6 +81,8 @@ func decodeNegotiation(b []byte) (*negotiation, error) {
 		if n.Candidate == nil {
 			return nil, fmt.Errorf("%w: candidate missing", errBadNegotiation)
 		}
+	case kindRestart:
+		return &n, nil // session 0: the requester had none
 	default:
 		return nil, fmt.Errorf("%w: unknown kind %.20q", errBadNegotiation, n.Kind)
 	}
