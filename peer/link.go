@@ -439,7 +439,8 @@ func (m *Mesh) onLinkEvent(ev linkEvent) {
 		l.port = &meshLinkPort{linkPort: lp, onEnd: func(err error) {
 			m.events.post(linkEvent{peer: ev.peer, session: ev.session, kind: evPortEnded, err: err})
 		}}
-		if err := m.sw.AddPort(portName(l.info.ID), PortKindLink, l.port); err != nil {
+		guard := L3Guard{Addr: l.info.IP, Gateway: l.info.Role == signal.RoleGateway}
+		if err := m.sw.AddGuardedLink(portName(l.info.ID), l.port, guard); err != nil {
 			l.port = nil
 			m.failLink(l, fmt.Sprintf("attach to switch: %v", err))
 			return

@@ -297,7 +297,7 @@ func (m *Mesh) onSignal(ev signal.Event) {
 		if l := m.links[e.Peer.ID]; l != nil {
 			// A peer that resumed after a server restart: keep an open link,
 			// and heal one that is down now rather than after its backoff.
-			l.info = e.Peer
+			m.updateInfo(l, e.Peer)
 			if l.state == linkFailed || l.state == linkWaiting {
 				l.backoff, l.retryAt = 0, time.Now()
 			}
@@ -318,6 +318,17 @@ func (m *Mesh) onSignal(ev signal.Event) {
 		m.log.Warn("signaling server unreachable; links keep running", "err", e.Err)
 	case *signal.Error:
 		m.log.Warn("signaling server reported an error", "code", e.Code, "msg", e.Message)
+	}
+}
+
+// updateInfo takes the server's latest word on l's peer. An open link whose
+// peer now has another address or role is renegotiated, so that its port's
+// L3Guard checks what the server assigned.
+func (m *Mesh) updateInfo(l *link, p signal.PeerInfo) {
+	changed := l.info.IP != p.IP || l.info.Role != p.Role
+	l.info = p
+	if changed && l.state == linkOpen {
+		m.failLink(l, fmt.Sprintf("the server now gives the peer address %v, role %v", p.IP, p.Role))
 	}
 }
 
@@ -371,7 +382,7 @@ func (m *Mesh) onWelcome(w *signal.Welcome) {
 			m.links[p.ID] = l
 			m.startOffer(l)
 		case l.state == linkOpen:
-			l.info = p // survived the outage
+			m.updateInfo(l, p) // survived the outage
 		case l.offerer:
 			m.startOffer(l) // our negotiation may have been lost while we were away
 		default:

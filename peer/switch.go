@@ -163,6 +163,8 @@ func (c SwitchConfig) validate() error {
 //     and its broadcast and multicast frames spend a token bucket
 //     (DropBroadcastBudget). Budgets apply on ingress, where the receiving
 //     peer protects its own guest; it cannot trust a sender to police itself.
+//     A link added with AddGuardedLink also has its layer-3 claims checked
+//     (L3Guard) before anything is learned from the frame.
 //   - A local port's guest is trusted: a source MAC it uses moves to that
 //     port even from a link where it is still live. This is deliberate: the
 //     guest's NIC is here, so a remote peer that claimed the guest's MAC
@@ -284,7 +286,9 @@ type switchPort struct {
 	kind PortKind
 	port Port
 	off  OffloadPort // port, when it carries offloaded frames; else nil
-	q    *frameQueue
+	// guard, on a link to a remote peer, is what its frames may claim.
+	guard *L3Guard
+	q     *frameQueue
 	// batch is the writer's ring: frames taken from q being written.
 	batch frameRing
 
@@ -318,7 +322,8 @@ type switchPort struct {
 func (s *Switch) drop(sp *switchPort, r DropReason, frame []byte) {
 	sp.drops[r].Add(1)
 	switch r {
-	case DropSpoofedSource, DropGroupSource, DropZeroSource, DropMACLimit, DropBroadcastBudget, DropOversize, DropBadOffload:
+	case DropSpoofedSource, DropGroupSource, DropZeroSource, DropMACLimit, DropBroadcastBudget, DropOversize, DropBadOffload,
+		DropIPSource, DropARPSpoof, DropRogueDHCP, DropRogueRouter, DropTagged:
 	default:
 		return
 	}
@@ -392,6 +397,16 @@ func (s *Switch) sampleClock() int64 {
 // AddPort attaches p under a unique name and starts forwarding its frames.
 // The switch owns p from then on and closes it when the port is removed.
 func (s *Switch) AddPort(name string, kind PortKind, p Port) error {
+	return s.addPort(name, kind, p, nil)
+}
+
+// AddGuardedLink is AddPort for a link whose frames must also pass g (see
+// L3Guard): the mesh's links to remote peers.
+func (s *Switch) AddGuardedLink(name string, p Port, g L3Guard) error {
+	return s.addPort(name, PortKindLink, p, &g)
+}
+
+func (s *Switch) addPort(name string, kind PortKind, p Port, guard *L3Guard) error {
 	switch {
 	case name == "" || len(name) > maxPortNameLen || strings.ContainsFunc(name, isControl):
 		return fmt.Errorf("%w: %q (want 1 to %d printable bytes)", errBadPortName, name, maxPortNameLen)
@@ -416,6 +431,7 @@ func (s *Switch) AddPort(name string, kind PortKind, p Port) error {
 		name:       name,
 		kind:       kind,
 		port:       p,
+		guard:      guard,
 		readerDone: make(chan struct{}),
 		writerDone: make(chan struct{}),
 	}
@@ -688,6 +704,12 @@ func (s *Switch) forward(in *switchPort, frame []byte, o ether.Offload) {
 	if src.IsZero() {
 		s.drop(in, DropZeroSource, frame)
 		return
+	}
+	if in.guard != nil {
+		if r := in.guard.check(frame); r != dropNone {
+			s.drop(in, r, frame)
+			return
+		}
 	}
 
 	now := s.coarseNow.Load()

@@ -3,6 +3,7 @@ package peer_test
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -185,6 +186,19 @@ func benchFrame(dst, src ether.MAC) []byte {
 	return frame(dst, src, strings.Repeat("p", benchFrameLen-ether.HeaderLen))
 }
 
+var guardedBenchAddr = netip.MustParseAddr("10.86.0.12")
+
+// guardedBenchFrame is benchFrame as IPv4 from guardedBenchAddr.
+func guardedBenchFrame(dst, src ether.MAC) []byte {
+	f := benchFrame(dst, src)
+	ether.Ethernet(f).SetType(ether.TypeIPv4)
+	ip := f[ether.HeaderLen:]
+	ip[0], ip[9] = 0x45, 6 // TCP
+	a := guardedBenchAddr.As4()
+	copy(ip[12:16], a[:])
+	return f
+}
+
 // Window sizes for the end-to-end benchmarks: a TCP-like stream (below the
 // default queue length, so nothing is dropped) and one frame at a time.
 const (
@@ -235,7 +249,9 @@ func BenchmarkSwitchForward(b *testing.B) {
 	}{
 		{"LocalToLink", "L", benchFrame(mA, mL)},
 		{"LinkToLocal", "A", benchFrame(mL, mA)},
-		{"Flood", "L", benchFrame(ether.Broadcast, mL)}, // to A and B
+		{"Flood", "L", benchFrame(ether.Broadcast, mL)}, // to A, B and G
+		// G is a guarded link (L3Guard): the IPv4 source check's cost.
+		{"GuardedLinkToLocal", "G", guardedBenchFrame(mL, mac(0xc))},
 	}
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
@@ -265,6 +281,9 @@ func forwardSwitch(tb testing.TB) *peer.Switch {
 			tb.Fatal(err)
 		}
 	}
+	if err := sw.AddGuardedLink("G", porttest.NewSink(), peer.L3Guard{Addr: guardedBenchAddr}); err != nil {
+		tb.Fatal(err)
+	}
 	sw.WarmQueuesForTest()
 	sw.ForwardForTest("L", benchFrame(ether.Broadcast, mac(1)))
 	sw.ForwardForTest("A", benchFrame(ether.Broadcast, mac(0xa)))
@@ -286,10 +305,37 @@ func TestSwitchForwardAllocs(t *testing.T) {
 		{"broadcast from link", "A", benchFrame(ether.Broadcast, mA)},
 		{"unknown unicast", "L", benchFrame(mac(0x77), mL)},
 		{"spoofed (dropped)", "A", benchFrame(mA, mL)},
+		{"guarded link to local", "G", guardedBenchFrame(mL, mac(0xc))},
+		{"guard refuses (dropped)", "G", guardedBenchFrame(mL, mac(0xd))[:ether.HeaderLen+10]},
 		{"runt (dropped)", "A", []byte{1, 2, 3}},
 	} {
 		if n := testing.AllocsPerRun(1000, func() { sw.ForwardForTest(tc.from, tc.frame) }); n != 0 {
 			t.Errorf("%s: %v allocations per frame, want 0", tc.name, n)
 		}
+	}
+}
+
+// TestSwitchGuardedLink: a frame the guard refuses is counted by reason and
+// teaches the switch nothing; one it passes is forwarded and learned.
+func TestSwitchGuardedLink(t *testing.T) {
+	sw := forwardSwitch(t)
+	defer sw.Close()
+	spoofer, honest := mac(0xd), mac(0xc)
+	spoofed := guardedBenchFrame(mac(1), spoofer)
+	spoofed[ether.HeaderLen+15] ^= 1 // another source address
+	sw.ForwardForTest("G", spoofed)
+	sw.ForwardForTest("G", guardedBenchFrame(mac(1), honest))
+	if d := sw.Stats().Drops; d[peer.DropIPSource] != 1 {
+		t.Errorf("ip-source drops = %d, want 1 (all drops: %v)", d[peer.DropIPSource], d)
+	}
+	learned := map[ether.MAC]string{}
+	for _, e := range sw.MACTable() {
+		learned[e.MAC] = e.Port
+	}
+	if p, ok := learned[spoofer]; ok {
+		t.Errorf("the refused frame's source was learned on %s", p)
+	}
+	if learned[honest] != "G" {
+		t.Errorf("the passed frame's source is learned on %q, want G", learned[honest])
 	}
 }

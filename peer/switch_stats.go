@@ -71,6 +71,21 @@ const (
 	// DropBadOffload (ingress): an offloaded frame whose offload header
 	// does not fit it (see ether.Offload.Check).
 	DropBadOffload
+	// DropIPSource (ingress): IPv4 from a link with a source other than the
+	// remote peer's address (see L3Guard), or no valid IPv4 header.
+	DropIPSource
+	// DropARPSpoof (ingress): ARP from a link that claims another address
+	// or MAC than the remote peer's, or is malformed.
+	DropARPSpoof
+	// DropRogueDHCP (ingress): a DHCP or DHCPv6 server message from a link
+	// other than the gateway's.
+	DropRogueDHCP
+	// DropRogueRouter (ingress): an IPv6 router advertisement or redirect
+	// from a link other than the gateway's, or IPv6 whose headers could hide
+	// one.
+	DropRogueRouter
+	// DropTagged (ingress): a VLAN-tagged frame from a guarded link.
+	DropTagged
 
 	numDropReasons
 )
@@ -88,6 +103,11 @@ var dropReasonNames = [numDropReasons]string{
 	DropPortBusy:        "port-busy",
 	DropWriteError:      "write-error",
 	DropBadOffload:      "bad-offload",
+	DropIPSource:        "ip-source",
+	DropARPSpoof:        "arp-spoof",
+	DropRogueDHCP:       "rogue-dhcp",
+	DropRogueRouter:     "rogue-router",
+	DropTagged:          "vlan-tagged",
 }
 
 func (r DropReason) String() string {
