@@ -315,7 +315,17 @@ func (m *Mesh) onSignal(ev signal.Event) {
 		m.onNegotiation(e.From, e.Data)
 	case *signal.Disconnected:
 		m.signalState = "reconnecting"
-		m.log.Warn("signaling server unreachable; links keep running", "err", e.Err)
+		open := 0
+		for _, l := range m.links {
+			if l.state == linkOpen {
+				open++
+			}
+		}
+		if open > 0 {
+			m.log.Warn("signaling server unreachable; open links keep running", "links", open, "err", e.Err)
+		} else {
+			m.log.Warn("signaling server unreachable; retrying", "err", e.Err)
+		}
 	case *signal.Error:
 		m.log.Warn("signaling server reported an error", "code", e.Code, "msg", e.Message)
 	}

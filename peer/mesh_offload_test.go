@@ -72,7 +72,7 @@ func TestMeshOffloadLinks(t *testing.T) {
 	for i := range data {
 		data[i] = byte(i * 3)
 	}
-	super, o := porttest.TCPSuperFrame(ether.Broadcast, mac(0xa), data, 1448)
+	super, o := porttest.TCPSuperFrame(ether.Broadcast, mac(0xa), a.Status().IP, b.Status().IP, data, 1448)
 	a.guest.Inbound <- porttest.OffloadFrame{Frame: super, Offload: o}
 
 	deadline := time.After(waitTimeout)

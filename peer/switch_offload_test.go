@@ -3,12 +3,19 @@ package peer_test
 import (
 	"bytes"
 	"encoding/binary"
+	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/peerlan/peerlan/peer"
 	"github.com/peerlan/peerlan/peer/ether"
 	"github.com/peerlan/peerlan/peer/porttest"
+)
+
+// Addresses of the switch tests' super-frames (no guard checks them).
+var (
+	testSrcIP = netip.MustParseAddr("192.0.2.1")
+	testDstIP = netip.MustParseAddr("192.0.2.2")
 )
 
 func addOffloadPort(t *testing.T, sw *peer.Switch, name string, kind peer.PortKind) *porttest.OffloadChannelPort {
@@ -45,7 +52,7 @@ func TestSwitchOffloadedFrames(t *testing.T) {
 	for i := range data {
 		data[i] = byte(i)
 	}
-	super, o := porttest.TCPSuperFrame(ether.Broadcast, mac(1), data, 1448)
+	super, o := porttest.TCPSuperFrame(ether.Broadcast, mac(1), testSrcIP, testDstIP, data, 1448)
 	tap.Inbound <- porttest.OffloadFrame{Frame: super, Offload: o}
 
 	got := recvOffload(t, fast, "offload link")
@@ -78,7 +85,7 @@ func TestSwitchOffloadedFrames(t *testing.T) {
 
 	// Only a checksum to finish: the first segment's headers with its
 	// checksum reset to the partial (pseudo-header) sum.
-	small, so := porttest.TCPSuperFrame(ether.Broadcast, mac(1), data[:100], 1448)
+	small, so := porttest.TCPSuperFrame(ether.Broadcast, mac(1), testSrcIP, testDstIP, data[:100], 1448)
 	so.GSO, so.GSOSize = ether.GSONone, 0
 	tap.Inbound <- porttest.OffloadFrame{Frame: small, Offload: so}
 	if f := recvOffload(t, fast, "offload link"); f.Offload != so {

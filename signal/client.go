@@ -135,9 +135,12 @@ func (c *Client) Send(to PeerID, data json.RawMessage) error {
 // Run connects, joins and keeps the client joined until ctx is done, when it
 // leaves the room and returns ctx.Err(). It returns early, with an *Error,
 // when the server refuses the join for a reason that retrying cannot fix
-// (a bad token, a full room, ...).
+// (a bad token, a wrong role, ...), and with a *HandshakeError when the URL
+// answers plain HTTP (a wrong path: 404, or 200 from a web page) before any
+// welcome.
 func (c *Client) Run(ctx context.Context) error {
 	backoff := c.cfg.MinBackoff
+	everJoined := false
 	for {
 		joined, err := c.session(ctx)
 		if ctx.Err() != nil {
@@ -147,7 +150,15 @@ func (c *Client) Run(ctx context.Context) error {
 		if errors.As(err, &se) && se.permanent() {
 			return se
 		}
+		// A URL that never led to a welcome and answers plain HTTP is the
+		// wrong one; after a welcome, the same answer is more likely a proxy
+		// or deployment in flux, worth waiting out.
+		var he *HandshakeError
+		if !everJoined && errors.As(err, &he) && he.wrongEndpoint() {
+			return he
+		}
 		if joined {
+			everJoined = true
 			backoff = c.cfg.MinBackoff
 		}
 		c.log.Warn("signaling connection lost; reconnecting", "err", err, "in", backoff.Round(time.Millisecond))

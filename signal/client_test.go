@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -183,4 +184,59 @@ func TestClientResumeFromEarlierRun(t *testing.T) {
 		t.Fatal("ResumeToken is not the latest welcome's")
 	}
 	crashed.expectClosed(websocket.ClosePolicyViolation)
+}
+
+// TestClientWrongEndpointFailsFast: a URL that answers plain HTTP before any
+// welcome (a wrong path, a web page) ends Run at once with a message that
+// says so; a server error is retried instead.
+func TestClientWrongEndpointFailsFast(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		status int
+		want   string // in the error; "" = Run keeps retrying
+	}{
+		{"wrong path", http.StatusNotFound, "no signaling endpoint at this path"},
+		{"web page", http.StatusOK, "without upgrading to a WebSocket"},
+		{"forbidden", http.StatusForbidden, "403 Forbidden"},
+		{"overloaded", http.StatusServiceUnavailable, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				w.WriteHeader(c.status)
+			})}
+			go hs.Serve(ln)
+			defer hs.Close()
+			cl, stop, done := runClient(t, "ws://"+ln.Addr().String()+"/signal", "lab", nil)
+			quit := make(chan struct{})
+			defer close(quit)
+			go func() { // Run emits a Disconnected before each retry
+				for {
+					select {
+					case <-cl.Events():
+					case <-quit:
+						return
+					}
+				}
+			}()
+			select {
+			case <-done:
+				err := stop()
+				var he *signal.HandshakeError
+				if c.want == "" || !errors.As(err, &he) || !strings.Contains(err.Error(), c.want) {
+					t.Fatalf("Run returned %v, want a HandshakeError saying %q", err, c.want)
+				}
+			case <-time.After(time.Second):
+				if c.want != "" {
+					t.Fatal("Run still retrying after a second")
+				}
+				if err := stop(); !errors.Is(err, context.Canceled) {
+					t.Fatalf("Run returned %v after cancel", err)
+				}
+			}
+		})
+	}
 }

@@ -30,7 +30,8 @@ func dial(ctx context.Context, url string, readTimeout time.Duration) (wsConn, e
 	ws, resp, err := dialer.DialContext(ctx, url, nil)
 	if err != nil {
 		if resp != nil {
-			return nil, fmt.Errorf("signal: dial %s: %s: %w", url, resp.Status, err)
+			resp.Body.Close()
+			return nil, &HandshakeError{URL: url, StatusCode: resp.StatusCode, Status: resp.Status, Location: resp.Header.Get("Location")}
 		}
 		return nil, fmt.Errorf("signal: dial %s: %w", url, err)
 	}

@@ -77,3 +77,28 @@ func TuneGC() int {
 	debug.SetGCPercent(DataPathGCPercent)
 	return DataPathGCPercent
 }
+
+// ReadToken picks a token from the first of these that is set: the file
+// (a token file, trimmed; the recommended way), the flag's value (visible
+// in ps, so it warns) or the environment variable env. It returns "" when
+// none is set. fileFlag and valueFlag name the flags in messages.
+func ReadToken(fileFlag, file, valueFlag, value, env string, log *slog.Logger) (string, error) {
+	if file != "" && value != "" {
+		return "", fmt.Errorf("give either %s or %s, not both", fileFlag, valueFlag)
+	}
+	switch {
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", fileFlag, err)
+		}
+		if t := strings.TrimSpace(string(b)); t != "" {
+			return t, nil
+		}
+		return "", fmt.Errorf("%s %s is empty", fileFlag, file)
+	case value != "":
+		log.Warn(valueFlag + " is visible to every user in the process list; prefer " + fileFlag + " or $" + env)
+		return value, nil
+	}
+	return strings.TrimSpace(os.Getenv(env)), nil
+}

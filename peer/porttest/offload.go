@@ -3,6 +3,7 @@ package porttest
 import (
 	"encoding/binary"
 	"net"
+	"net/netip"
 
 	"github.com/peerlan/peerlan/peer"
 	"github.com/peerlan/peerlan/peer/ether"
@@ -84,10 +85,10 @@ func (p *OffloadChannelPort) Close() error {
 	return nil
 }
 
-// TCPSuperFrame builds an IPv4 TCP super-frame from src to dst carrying
+// TCPSuperFrame builds an IPv4 TCP super-frame from src (srcIP) to dst (dstIP) carrying
 // payload in segments of mss bytes, as a TAP with TSO hands it over: one set
 // of headers for the whole payload and the TCP checksum left partial.
-func TCPSuperFrame(dst, src ether.MAC, payload []byte, mss int) ([]byte, ether.Offload) {
+func TCPSuperFrame(dst, src ether.MAC, srcIP, dstIP netip.Addr, payload []byte, mss int) ([]byte, ether.Offload) {
 	const l3, l4, hdrLen = ether.HeaderLen, ether.HeaderLen + 20, ether.HeaderLen + 40
 	f := make([]byte, hdrLen+len(payload))
 	e := ether.Ethernet(f)
@@ -97,7 +98,9 @@ func TCPSuperFrame(dst, src ether.MAC, payload []byte, mss int) ([]byte, ether.O
 	ip := f[l3:]
 	ip[0], ip[6], ip[8], ip[9] = 0x45, 0x40, 64, ether.ProtoTCP
 	binary.BigEndian.PutUint16(ip[2:], uint16(len(f)-l3))
-	copy(ip[12:20], []byte{192, 0, 2, 1, 192, 0, 2, 2})
+	s4, d4 := srcIP.As4(), dstIP.As4()
+	copy(ip[12:16], s4[:])
+	copy(ip[16:20], d4[:])
 	binary.BigEndian.PutUint16(ip[10:], ^ether.Checksum(ip[:20], 0))
 	tcp := f[l4:]
 	binary.BigEndian.PutUint16(tcp[0:], 40000)

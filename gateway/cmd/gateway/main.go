@@ -213,28 +213,13 @@ func parse(o options, log *slog.Logger) (*config, error) {
 }
 
 // readToken picks the gateway token: -token-file, then -token, then the
-// environment.
+// environment; one is required.
 func readToken(o options, log *slog.Logger) (string, error) {
-	if o.tokenFile != "" && o.token != "" {
-		return "", errors.New("give either -token-file or -token, not both")
+	t, err := cli.ReadToken("-token-file", o.tokenFile, "-token", o.token, tokenEnv, log)
+	if err == nil && t == "" {
+		err = fmt.Errorf("a gateway token is required: -token-file, $%s or -token (mint one with `signal token -room NAME -gateway`)", tokenEnv)
 	}
-	switch {
-	case o.tokenFile != "":
-		b, err := os.ReadFile(o.tokenFile)
-		if err != nil {
-			return "", fmt.Errorf("-token-file: %w", err)
-		}
-		if t := strings.TrimSpace(string(b)); t != "" {
-			return t, nil
-		}
-		return "", fmt.Errorf("-token-file %s is empty", o.tokenFile)
-	case o.token != "":
-		log.Warn("-token is visible to every user in the process list; prefer -token-file or $" + tokenEnv)
-		return o.token, nil
-	case os.Getenv(tokenEnv) != "":
-		return strings.TrimSpace(os.Getenv(tokenEnv)), nil
-	}
-	return "", fmt.Errorf("a gateway token is required: -token-file, $%s or -token (mint one with `signal token -room NAME -gateway`)", tokenEnv)
+	return t, err
 }
 
 func parseUpstream(s string) (netip.AddrPort, error) {

@@ -28,8 +28,12 @@ import (
 
 func main() { os.Exit(run(os.Args[1:])) }
 
+// tokenEnv holds the join token when neither -token-file nor -token is given.
+const tokenEnv = "PEERLAN_TOKEN"
+
 type options struct {
 	signal, room, token, relay string
+	tokenFile                  string
 	tap                        tap.Config
 	mtu, maxBuffered           int
 	iceInterfaces, ice         cli.List
@@ -51,15 +55,17 @@ Attaches a TAP device to a peerlan room. Frames travel directly to the other
 peers over WebRTC data channels; the signaling server only introduces them.
 The TAP's host side gets its address by DHCP from this peer (e.g. udhcpc -i
 peerlan0), or bridge it (-bridge) so that VMs on the bridge join the LAN.
-Needs CAP_NET_ADMIN (root) for the TAP device.
+Needs CAP_NET_ADMIN (root) for the TAP device. A room's join token comes
+from -token-file, -token or the environment variable %s.
 
 Flags:
-`)
+`, tokenEnv)
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&o.signal, "signal", "ws://127.0.0.1:8080/signal", "signaling server `URL` (ws:// or wss://)")
 	fs.StringVar(&o.room, "room", "", "room `name` to join (required)")
-	fs.StringVar(&o.token, "token", "", "join `token`, when the room needs one")
+	fs.StringVar(&o.tokenFile, "token-file", "", "`file` holding the room's join token, when the room needs one (not visible in ps)")
+	fs.StringVar(&o.token, "token", "", "the room's join `token` (visible in ps; prefer -token-file or $"+tokenEnv+")")
 	fs.StringVar(&o.relay, "relay", "all", "relay `policy`: all (direct first, TURN as fallback), relay (always TURN), direct (never TURN)")
 	fs.StringVar(&o.tap.Name, "tap", "peerlan0", "TAP device `name`")
 	fs.StringVar(&o.tap.Bridge, "bridge", "", "add the TAP to this existing Linux `bridge`")
@@ -113,6 +119,10 @@ func serve(o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	token, err := cli.ReadToken("-token-file", o.tokenFile, "-token", o.token, tokenEnv, log)
+	if err != nil {
+		return err
+	}
 	tc := &peer.TransportConfig{Interfaces: o.iceInterfaces, IncludeLoopback: o.iceLoopback}
 	if o.udpPorts != "" {
 		if tc.UDPPortMin, tc.UDPPortMax, err = cli.ParsePortRange("-udp-ports", "50000-50100", o.udpPorts); err != nil {
@@ -138,8 +148,9 @@ func serve(o options, log *slog.Logger) error {
 	if o.stateDir != "" {
 		resume = resumefile.New(o.stateDir, o.room, log)
 	}
+	saved := resume.Load()
 	mesh, err := peer.NewMesh(peer.MeshConfig{
-		Signal: o.signal, Room: o.room, Token: o.token, Relay: relay, Resume: resume.Load(),
+		Signal: o.signal, Room: o.room, Token: token, Relay: relay, Resume: saved,
 		Local: dev, GuestMTU: o.mtu, MaxBuffered: o.maxBuffered, ICEServers: extra, Transport: tc, DisableOffload: !o.offload,
 		Logger: log, StatusEvery: statusEvery,
 	})
@@ -160,6 +171,9 @@ func serve(o options, log *slog.Logger) error {
 	if resume != nil {
 		go keepResumeToken(ctx, mesh, resume)
 	}
+	if saved != "" && o.tap.Bridge == "" {
+		go hintRedoDHCP(ctx, mesh, dev.Name(), o.tap.Netns, log)
+	}
 	err = mesh.Run(ctx)
 	log.Info("stopped")
 	return err
@@ -176,6 +190,30 @@ func keepResumeToken(ctx context.Context, mesh *peer.Mesh, f *resumefile.File) {
 			return
 		case <-t.C:
 			f.Save(mesh.ResumeToken())
+		}
+	}
+}
+
+// hintRedoDHCP tells, once the restarted peer has its address back, that
+// the TAP is a new device without it: the DHCP client that configured the
+// old one has to run again (it usually exited with the old device).
+func hintRedoDHCP(ctx context.Context, mesh *peer.Mesh, tapName, netns string, log *slog.Logger) {
+	t := time.NewTicker(resumeSavePoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if st := mesh.Status(); st.IP.IsValid() {
+			cmd := "udhcpc -i " + tapName
+			if netns != "" {
+				cmd = "ip netns exec " + netns + " " + cmd
+			}
+			log.Warn("restarted with the saved identity: the TAP is a new device without an address; run its DHCP client again (e.g. "+cmd+") to get the same lease back",
+				"tap", tapName, "ip", st.IP)
+			return
 		}
 	}
 }
