@@ -332,7 +332,15 @@ func (m *Mesh) onOffer(l *link, n *negotiation) {
 		// Glare: both sides offered. The peer with the greater id wins, so
 		// exactly one of the two offers survives.
 		if m.ownID() > l.info.ID {
-			m.log.Debug("glare: keeping our offer", "peer", l.info.ID)
+			// Send ours again: the remote offered, so it may never have got
+			// it (an offer to a peer the server held for its resume grace
+			// is dropped), and then both sides would wait until the
+			// negotiation timeout.
+			m.log.Debug("glare: keeping our offer and sending it again", "peer", l.info.ID)
+			if l.described {
+				l.described = false
+				m.describe(l)
+			}
 			return
 		}
 		m.log.Debug("glare: taking their offer", "peer", l.info.ID)

@@ -440,8 +440,11 @@ func (m *Mesh) setError(err error) {
 	m.status.Signal = "closed"
 }
 
-// negotiationTimeout bounds how long a session may take to open.
-const negotiationTimeout = 30 * time.Second
+// negotiationTimeout bounds how long a session may take to open: it is the
+// last resort when a negotiation message was lost (the signaling server
+// drops messages to a peer it holds for its resume grace). ICE through a
+// relay opens in a few seconds; native ICE gives up after 12.
+const negotiationTimeout = 15 * time.Second
 
 // pairRefreshEvery is how often an open link's path and RTT are re-read.
 const pairRefreshEvery = 2 * time.Second

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/peerlan/peerlan/internal/cli"
 	peersignal "github.com/peerlan/peerlan/signal"
@@ -133,6 +134,9 @@ func serve(f serveFlags, log *slog.Logger) error {
 	}
 	cfg.Secret = secret
 	reg := prometheus.NewRegistry()
+	// The runtime's and the process's own series (go_goroutines,
+	// process_resident_memory_bytes, ...): what an operator watches for leaks.
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg.Registry = reg
 	turnSrv, ice, err := setupTURN(f.turn, f.ice, log, reg)
 	if err != nil {
