@@ -443,8 +443,9 @@ func (m *Mesh) setError(err error) {
 // negotiationTimeout bounds how long a session may take to open: it is the
 // last resort when a negotiation message was lost (the signaling server
 // drops messages to a peer it holds for its resume grace). ICE through a
-// relay opens in a few seconds; native ICE gives up after 12.
-const negotiationTimeout = 15 * time.Second
+// relay opens in a few seconds; it is longer than native ICE's own failure
+// timer (12 s of checks), whose reason ("no direct path") is the clearer.
+const negotiationTimeout = 20 * time.Second
 
 // pairRefreshEvery is how often an open link's path and RTT are re-read.
 const pairRefreshEvery = 2 * time.Second

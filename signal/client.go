@@ -34,8 +34,11 @@ type ClientConfig struct {
 	MinBackoff time.Duration // first reconnect delay; default 250 ms
 	MaxBackoff time.Duration // reconnect delay cap; default 10 s
 	// ReadTimeout is the silence (no message, no ping) after which the server
-	// is presumed gone and the client reconnects. Default 30 s. Not used in
-	// the browser, whose WebSocket reports dead connections itself.
+	// is presumed gone and the client reconnects, until a welcome announces
+	// the server's ping period; from then on it is two periods and a second
+	// (11 s against the default 5 s), so that a peer whose address changed
+	// rejoins, and heals its links, soon. Default 30 s. Not used in the
+	// browser, whose WebSocket reports dead connections itself.
 	ReadTimeout time.Duration
 	Logger      *slog.Logger // default slog.Default()
 }
@@ -225,6 +228,13 @@ func (c *Client) session(ctx context.Context) (joined bool, err error) {
 			c.mu.Lock()
 			c.conn, c.resume, c.id = conn, m.Resume, m.ID
 			c.mu.Unlock()
+			if ka := time.Duration(m.Limits.KeepaliveMillis) * time.Millisecond; ka > 0 {
+				// Two missed pings and a second: a dead path is noticed in
+				// seconds, whatever period the server runs with.
+				if s, ok := conn.(interface{ setReadTimeout(time.Duration) }); ok {
+					s.setReadTimeout(2*ka + time.Second)
+				}
+			}
 			c.log.Info("joined room", "room", m.Room, "id", m.ID, "ip", m.IP, "peers", len(m.Peers))
 		case *Error:
 			if m.Fatal {

@@ -40,7 +40,7 @@ func dial(ctx context.Context, url string, readTimeout time.Duration) (wsConn, e
 	_ = ws.SetReadDeadline(time.Now().Add(readTimeout))
 	// The server pings; each ping proves it alive.
 	ws.SetPingHandler(func(data string) error {
-		_ = ws.SetReadDeadline(time.Now().Add(readTimeout))
+		_ = ws.SetReadDeadline(time.Now().Add(c.readTimeout))
 		err := ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(5*time.Second))
 		if errors.Is(err, websocket.ErrCloseSent) {
 			return nil
@@ -63,6 +63,13 @@ func (c *gorillaConn) Read() ([]byte, error) {
 		return nil, errBinaryFromServer
 	}
 	return b, nil
+}
+
+// setReadTimeout changes the silence after which the server is presumed
+// gone. Reader goroutine only (the ping handler runs in Read).
+func (c *gorillaConn) setReadTimeout(d time.Duration) {
+	c.readTimeout = d
+	_ = c.ws.SetReadDeadline(time.Now().Add(d))
 }
 
 func (c *gorillaConn) Write(b []byte) error {

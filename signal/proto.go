@@ -61,6 +61,9 @@ type Limits struct {
 	MessagesPerSecond float64 `json:"messages_per_second"`
 	Burst             int     `json:"burst"`
 	MaxPeersPerRoom   int     `json:"max_peers_per_room"`
+	// KeepaliveMillis is the server's ping period, so that a client can
+	// tell a dead connection from a quiet one soon (0: not announced).
+	KeepaliveMillis int64 `json:"keepalive_ms,omitempty"`
 }
 
 // Join is the first message of a peer.

@@ -237,6 +237,7 @@ func New(cfg Config) (*Server, error) {
 			MessagesPerSecond: cfg.MessagesPerSecond,
 			Burst:             cfg.Burst,
 			MaxPeersPerRoom:   maxPeers,
+			KeepaliveMillis:   cfg.KeepaliveInterval.Milliseconds(),
 		},
 	}
 	s.upgrader = websocket.Upgrader{
