@@ -113,36 +113,37 @@ func BenchmarkNativeChurn(b *testing.B) {
 	}
 }
 
-// peerGoroutines reads the goroutine count from the peer's profiler (it
-// runs with -pprof).
-func peerGoroutines(b *testing.B, p *NativePeer) float64 {
+// peerProfile fetches one of the peer's profiles (it runs with -pprof) as
+// text, with query's parameters.
+func peerProfile(b *testing.B, p *NativePeer, query string) string {
 	b.Helper()
-	url := strings.TrimSuffix(p.StatusURL, "/status") + "/debug/pprof/goroutine?debug=1"
-	resp, err := http.Get(url)
+	resp, err := http.Get(strings.TrimSuffix(p.StatusURL, "/status") + "/debug/pprof/" + query)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer resp.Body.Close()
-	head, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return string(body)
+}
+
+// peerGoroutines counts the peer's goroutines.
+func peerGoroutines(b *testing.B, p *NativePeer) float64 {
+	b.Helper()
 	var n float64
-	if _, err := fmt.Sscanf(string(head), "goroutine profile: total %g", &n); err != nil {
-		b.Fatalf("%s: goroutine profile %q: %v", p.Name, head, err)
+	if _, err := fmt.Sscanf(peerProfile(b, p, "goroutine?debug=1"), "goroutine profile: total %g", &n); err != nil {
+		b.Fatalf("%s: goroutine profile: %v", p.Name, err)
 	}
 	return n
 }
 
 // peerHeap reads the peer's live heap (HeapInuse) right after a garbage
-// collection, from its profiler.
+// collection.
 func peerHeap(b *testing.B, p *NativePeer) float64 {
 	b.Helper()
-	url := strings.TrimSuffix(p.StatusURL, "/status") + "/debug/pprof/heap?gc=1&debug=1"
-	resp, err := http.Get(url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(body), "\n") {
+	for _, line := range strings.Split(peerProfile(b, p, "heap?gc=1&debug=1"), "\n") {
 		if rest, ok := strings.CutPrefix(line, "# HeapInuse = "); ok {
 			n, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
 			if err != nil {

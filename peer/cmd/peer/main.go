@@ -169,19 +169,19 @@ func serve(o options, log *slog.Logger) error {
 		defer hs.Close()
 	}
 	if resume != nil {
-		go keepResumeToken(ctx, mesh, resume)
-	}
-	if saved != "" && o.tap.Bridge == "" {
-		go hintRedoDHCP(ctx, mesh, dev.Name(), o.tap.Netns, log)
+		go followWelcomes(ctx, mesh, resume, saved != "" && o.tap.Bridge == "", dev.Name(), o.tap.Netns, log)
 	}
 	err = mesh.Run(ctx)
 	log.Info("stopped")
 	return err
 }
 
-// keepResumeToken saves the mesh's resume token whenever a welcome brought
-// a new one, until ctx ends.
-func keepResumeToken(ctx context.Context, mesh *peer.Mesh, f *resumefile.File) {
+// followWelcomes, until ctx ends, saves the mesh's resume token whenever a
+// welcome brought a new one (f may be nil), and after a restart with a saved
+// identity (restarted) tells once the address is back that the TAP is a new
+// device without it: the DHCP client that configured the old one has to run
+// again (it usually exited with the old device).
+func followWelcomes(ctx context.Context, mesh *peer.Mesh, f *resumefile.File, restarted bool, tapName, netns string, log *slog.Logger) {
 	t := time.NewTicker(resumeSavePoll)
 	defer t.Stop()
 	for {
@@ -189,31 +189,18 @@ func keepResumeToken(ctx context.Context, mesh *peer.Mesh, f *resumefile.File) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if f != nil {
 			f.Save(mesh.ResumeToken())
 		}
-	}
-}
-
-// hintRedoDHCP tells, once the restarted peer has its address back, that
-// the TAP is a new device without it: the DHCP client that configured the
-// old one has to run again (it usually exited with the old device).
-func hintRedoDHCP(ctx context.Context, mesh *peer.Mesh, tapName, netns string, log *slog.Logger) {
-	t := time.NewTicker(resumeSavePoll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if st := mesh.Status(); st.IP.IsValid() {
+		if st := mesh.Status(); restarted && st.IP.IsValid() {
+			restarted = false
 			cmd := "udhcpc -i " + tapName
 			if netns != "" {
 				cmd = "ip netns exec " + netns + " " + cmd
 			}
 			log.Warn("restarted with the saved identity: the TAP is a new device without an address; run its DHCP client again (e.g. "+cmd+") to get the same lease back",
 				"tap", tapName, "ip", st.IP)
-			return
 		}
 	}
 }
