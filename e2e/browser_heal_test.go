@@ -100,6 +100,14 @@ func TestBrowserLinksHealAfterSleep(t *testing.T) {
 		}
 		t.Logf("tab %s's link came back with offerer=%s", name, healOfferer(t, s.sleeper.Tab, s.other.IP))
 	}
+	// The status is a snapshot the peer refreshes on its events and every
+	// 250 ms, so the last pings' frames may not be counted yet.
+	for _, g := range [][2]*lanGuest{{a, b}, {b, a}} {
+		waitCond(t, 5*time.Second, "tab "+g[0].name+"'s link to count frames both ways", func() bool {
+			l, ok := LinkTo(lanStatus(t, g[0].Tab), g[1].IP)
+			return ok && l.RxFrames > 0 && l.TxFrames > 0
+		})
+	}
 	lanCheckDirect(t, a.Tab, b.IP)
 	lanCheckDirect(t, b.Tab, a.IP)
 }
