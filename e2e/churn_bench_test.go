@@ -140,9 +140,10 @@ func peerGoroutines(b *testing.B, p *NativePeer) float64 {
 }
 
 // peerHeap reads the peer's live heap (HeapInuse) right after a garbage
-// collection.
+// collection; the second of two, since what sync.Pools hold survives one.
 func peerHeap(b *testing.B, p *NativePeer) float64 {
 	b.Helper()
+	peerProfile(b, p, "heap?gc=1&debug=1")
 	for _, line := range strings.Split(peerProfile(b, p, "heap?gc=1&debug=1"), "\n") {
 		if rest, ok := strings.CutPrefix(line, "# HeapInuse = "); ok {
 			n, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
