@@ -16,13 +16,15 @@ go test -run '^$' -bench . -benchmem -timeout 30m $(go list ./... | grep -v /e2e
 echo "bench: end-to-end benchmarks (once each)" >&2
 go test -run '^$' -bench . -benchtime 1x -timeout 40m ./e2e/ | tee -a "$raw"
 
+# Before the file is rewritten, which would itself count as a change.
+dirty=$(git diff --quiet -- . ':!'"$out" || echo ' (with local changes)')
 {
 	echo "# peerlan benchmarks"
 	echo
 	echo "Written by \`make bench\` (scripts/bench.sh); do not edit by hand. Units starting with \`x-\` are"
 	echo "ratios against a baseline measured in the same run (e.g. \`x-coturn\` = peerlan / coturn)."
 	echo
-	echo "- date: $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with local changes)')"
+	echo "- date: $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)$dirty"
 	echo "- machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r)"
 	echo "- $(go version | cut -d' ' -f3-), $(/usr/bin/chromium --version 2>/dev/null || echo 'no chromium')"
 	echo
