@@ -41,20 +41,27 @@ func burstSendJS(n int) string {
 // times what fits under the data channel's 16 KiB high-water mark, and
 // bufferedAmount only falls between tasks) all reach the other peer. A cap
 // on bufferedAmount alone passed about 11 of them.
-func TestBrowserLANBurst(t *testing.T) {
-	VerifyNoLeaks(t)
-	RequireChromium(t)
-	sig := lanServer(t)
-	x := StartBrowser(t).OpenTab(t, "X", sig.Base+"/healthz", true)
-	y := StartBrowser(t).OpenTab(t, "Y", sig.Base+"/healthz", true)
-	room := uniqueRoom("burst")
-	var ips [2]netip.Addr
+// linkBarePeers opens a page with the wasm peer and no guest in each of two
+// browsers, joins both to a fresh room (burstJoinJS) and waits for their
+// link. ips are the peers' addresses, x's first.
+func linkBarePeers(tb testing.TB, sig *SignalServer, roomPrefix string) (x, y *Tab, ips [2]netip.Addr) {
+	tb.Helper()
+	x = StartBrowser(tb).OpenTab(tb, "X", sig.Base+"/healthz", true)
+	y = StartBrowser(tb).OpenTab(tb, "Y", sig.Base+"/healthz", true)
+	room := uniqueRoom(roomPrefix)
 	for i, tab := range []*Tab{x, y} {
 		Eval[string](tab, lanLoadPeerJS)
 		ips[i] = netip.MustParseAddr(Eval[string](tab, burstJoinJS(sig.WS, room)))
 	}
-	lanWaitLink(t, x, ips[1], lanJoinTimeout)
-	lanWaitLink(t, y, ips[0], lanJoinTimeout)
+	lanWaitLink(tb, x, ips[1], lanJoinTimeout)
+	lanWaitLink(tb, y, ips[0], lanJoinTimeout)
+	return x, y, ips
+}
+
+func TestBrowserLANBurst(t *testing.T) {
+	VerifyNoLeaks(t)
+	RequireChromium(t)
+	x, y, ips := linkBarePeers(t, lanServer(t), "burst")
 
 	const burst = 64
 	var drops uint64

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"net/netip"
 	"slices"
 	"strconv"
 	"testing"
@@ -107,21 +106,13 @@ func trimmedMean(v []float64, fraction float64) float64 {
 // a peer; the figures are trimmed means of 1514-byte frames.
 func BenchmarkBrowserFrameRTT(b *testing.B) {
 	RequireChromium(b)
-	sig := lanServer(b)
-	x := StartBrowser(b).OpenTab(b, "X", sig.Base+"/healthz", true)
-	y := StartBrowser(b).OpenTab(b, "Y", sig.Base+"/healthz", true)
-	room := uniqueRoom("rtt")
-	var ips [2]netip.Addr
-	for i, tab := range []*Tab{x, y} {
-		Eval[string](tab, lanLoadPeerJS)
-		ips[i] = netip.MustParseAddr(Eval[string](tab, burstJoinJS(sig.WS, room)))
+	x, y, _ := linkBarePeers(b, lanServer(b), "rtt")
+	for _, tab := range []*Tab{x, y} {
 		Eval[bool](tab, rawChannelJS+`, true`)
 	}
 	offer := Eval[string](x, `__raw.offer()`)
 	answer := Eval[string](y, `__raw.answer(`+jsString(offer)+`)`)
 	Eval[bool](x, `__raw.accept(`+jsString(answer)+`)`)
-	lanWaitLink(b, x, ips[1], lanJoinTimeout)
-	lanWaitLink(b, y, ips[0], lanJoinTimeout)
 	for _, tab := range []*Tab{x, y} {
 		waitTrue(b, tab, `__raw.open()`, lanJoinTimeout)
 	}
