@@ -70,6 +70,13 @@ type link struct {
 	pairAt         time.Time // when pair was last requested
 }
 
+// growBackoff doubles l's backoff, from floor up to maxRetryBackoff, and
+// schedules the next attempt after it.
+func (l *link) growBackoff(floor time.Duration) {
+	l.backoff = min(max(2*l.backoff, floor), maxRetryBackoff)
+	l.retryAt = time.Now().Add(l.backoff)
+}
+
 // maxPendingCandidates bounds candidates buffered before the remote
 // description; a well-behaved peer sends a handful.
 const maxPendingCandidates = 64
@@ -318,8 +325,7 @@ func (m *Mesh) onRestartRequest(l *link, from signal.PeerID) {
 // askRestart asks the remote peer to offer a new session, and schedules the
 // next request in case this one goes unanswered.
 func (m *Mesh) askRestart(l *link) {
-	l.backoff = min(max(2*l.backoff, restartAskAfter), maxRetryBackoff)
-	l.retryAt = time.Now().Add(l.backoff)
+	l.growBackoff(restartAskAfter)
 	m.log.Debug("asking peer to offer a new session", "peer", l.info.ID, "state", l.state, "next_in", l.backoff)
 	m.sendNegotiation(l, &negotiation{Kind: kindRestart, Session: l.lastSession})
 }
@@ -473,12 +479,11 @@ func (m *Mesh) failLink(l *link, why string) {
 	l.state = linkFailed
 	l.lastError = why
 	if l.offerer {
-		l.backoff = min(max(2*l.backoff, 500*time.Millisecond), maxRetryBackoff)
+		l.growBackoff(500 * time.Millisecond)
 	} else {
 		// The offerer most likely saw the failure too and offers first.
-		l.backoff = min(max(2*l.backoff, restartAskAfter), maxRetryBackoff)
+		l.growBackoff(restartAskAfter)
 	}
-	l.retryAt = time.Now().Add(l.backoff)
 	m.log.Warn("link failed", "peer", l.info.ID, "why", why, "offerer", l.offerer, "retry_in", l.backoff)
 }
 
