@@ -177,7 +177,7 @@ func serve(o options, log *slog.Logger) error {
 }
 
 // followWelcomes, until ctx ends, saves the mesh's resume token whenever a
-// welcome brought a new one (f may be nil), and after a restart with a saved
+// welcome brought a new one, and after a restart with a saved
 // identity (restarted) tells once the address is back that the TAP is a new
 // device without it: the DHCP client that configured the old one has to run
 // again (it usually exited with the old device).
@@ -190,10 +190,11 @@ func followWelcomes(ctx context.Context, mesh *peer.Mesh, f *resumefile.File, re
 			return
 		case <-t.C:
 		}
-		if f != nil {
-			f.Save(mesh.ResumeToken())
+		f.Save(mesh.ResumeToken())
+		if !restarted {
+			continue
 		}
-		if st := mesh.Status(); restarted && st.IP.IsValid() {
+		if st := mesh.Status(); st.IP.IsValid() {
 			restarted = false
 			cmd := "udhcpc -i " + tapName
 			if netns != "" {
