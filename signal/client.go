@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"sync"
 	"time"
+
+	"github.com/peerlan/peerlan/signal/proto"
 )
 
 // ErrNotConnected is returned by Client.Send while the client has no joined
@@ -20,10 +22,10 @@ var errBinaryFromServer = errors.New("signal: server sent a binary message")
 
 // ClientConfig configures a Client. Zero fields take the documented defaults.
 type ClientConfig struct {
-	URL   string // ws:// or wss:// address of the signaling endpoint; required
-	Room  string // required
-	Role  Role   // default RoleGuest
-	Token string // join token, or gateway token for RoleGateway
+	URL   string     // ws:// or wss:// address of the signaling endpoint; required
+	Room  string     // required
+	Role  proto.Role // default RoleGuest
+	Token string     // join token, or gateway token for RoleGateway
 	// Resume is a resume token from an earlier run's welcome (ResumeToken).
 	// The first join presents it, so a restarted peer gets its id and address
 	// back while the server still holds them, replacing a connection of the
@@ -65,7 +67,7 @@ type Client struct {
 	mu     sync.Mutex
 	conn   wsConn // joined connection, or nil
 	resume string
-	id     PeerID
+	id     proto.PeerID
 }
 
 // NewClient validates cfg and returns a Client; call Run to connect.
@@ -74,14 +76,14 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
 		return nil, fmt.Errorf("signal: server URL %q must be ws://host[:port]/path or wss://…", cfg.URL)
 	}
-	if !ValidRoomName(cfg.Room) {
+	if !proto.ValidRoomName(cfg.Room) {
 		return nil, fmt.Errorf("signal: room %q: names are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", cfg.Room)
 	}
 	if cfg.Role == "" {
-		cfg.Role = RoleGuest
+		cfg.Role = proto.RoleGuest
 	}
-	if !cfg.Role.valid() {
-		return nil, fmt.Errorf("signal: role %q must be %q or %q", cfg.Role, RoleGuest, RoleGateway)
+	if !cfg.Role.Valid() {
+		return nil, fmt.Errorf("signal: role %q must be %q or %q", cfg.Role, proto.RoleGuest, proto.RoleGateway)
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = 250 * time.Millisecond
@@ -112,7 +114,7 @@ func (c *Client) ResumeToken() string {
 func (c *Client) Events() <-chan Event { return c.events }
 
 // ID returns the identity the server issued, or "" before the first welcome.
-func (c *Client) ID() PeerID {
+func (c *Client) ID() proto.PeerID {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.id
@@ -121,8 +123,8 @@ func (c *Client) ID() PeerID {
 // Send relays data to peer to. It returns ErrNotConnected while the client is
 // not joined; signals are not queued across reconnects, because the mesh
 // redoes its negotiation when links need it.
-func (c *Client) Send(to PeerID, data json.RawMessage) error {
-	b, err := Encode(&Signal{To: to, Data: data})
+func (c *Client) Send(to proto.PeerID, data json.RawMessage) error {
+	b, err := proto.Encode(&proto.Signal{To: to, Data: data})
 	if err != nil {
 		return err
 	}
@@ -149,8 +151,8 @@ func (c *Client) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		var se *Error
-		if errors.As(err, &se) && se.permanent() {
+		var se *proto.Error
+		if errors.As(err, &se) && permanent(se) {
 			return se
 		}
 		// A URL that never led to a welcome and answers plain HTTP is the
@@ -191,14 +193,14 @@ func (c *Client) session(ctx context.Context) (joined bool, err error) {
 	c.mu.Lock()
 	resume := c.resume
 	c.mu.Unlock()
-	j, _ := Encode(&Join{V: ProtocolVersion, Room: c.cfg.Room, Role: c.cfg.Role, Token: c.cfg.Token, Resume: resume})
+	j, _ := proto.Encode(&proto.Join{V: proto.ProtocolVersion, Room: c.cfg.Room, Role: c.cfg.Role, Token: c.cfg.Token, Resume: resume})
 	if err := conn.Write(j); err != nil {
 		conn.Close()
 		return false, err
 	}
 	stop := context.AfterFunc(ctx, func() {
 		// Leave for good: the server releases our id and address at once.
-		if b, err := Encode(&Leave{}); err == nil {
+		if b, err := proto.Encode(&proto.Leave{}); err == nil {
 			_ = conn.Write(b)
 		}
 		conn.Close()
@@ -217,13 +219,13 @@ func (c *Client) session(ctx context.Context) (joined bool, err error) {
 		if err != nil {
 			return joined, err
 		}
-		msg, err := Decode(b)
+		msg, err := proto.Decode(b)
 		if err != nil {
 			c.log.Warn("ignoring undecodable message from server", "err", err)
 			continue
 		}
 		switch m := msg.(type) {
-		case *Welcome:
+		case *proto.Welcome:
 			joined = true
 			c.mu.Lock()
 			c.conn, c.resume, c.id = conn, m.Resume, m.ID
@@ -236,7 +238,7 @@ func (c *Client) session(ctx context.Context) (joined bool, err error) {
 				}
 			}
 			c.log.Info("joined room", "room", m.Room, "id", m.ID, "ip", m.IP, "peers", len(m.Peers))
-		case *Error:
+		case *proto.Error:
 			if m.Fatal {
 				return joined, m
 			}
@@ -271,10 +273,10 @@ type wsConn interface {
 // permanent reports whether retrying the same join cannot succeed. A full
 // room or a taken gateway role may free up (a crashed gateway's grace period
 // ends), so those are retried with backoff.
-func (e *Error) permanent() bool {
+func permanent(e *proto.Error) bool {
 	switch e.Code {
-	case CodeBadVersion, CodeBadRoom, CodeBadRole, CodeTokenRequired, CodeTokenInvalid,
-		CodeTokenExpired, CodeTokenWrongRoom, CodeBinary, CodeTooLarge:
+	case proto.CodeBadVersion, proto.CodeBadRoom, proto.CodeBadRole, proto.CodeTokenRequired, proto.CodeTokenInvalid,
+		proto.CodeTokenExpired, proto.CodeTokenWrongRoom, proto.CodeBinary, proto.CodeTooLarge:
 		return true
 	}
 	return false

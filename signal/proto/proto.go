@@ -1,4 +1,4 @@
-package signal
+package proto
 
 import (
 	"bytes"
@@ -38,7 +38,8 @@ const (
 	RoleGateway Role = "gateway"
 )
 
-func (r Role) valid() bool { return r == RoleGuest || r == RoleGateway }
+// Valid reports whether r is one of the roles above.
+func (r Role) Valid() bool { return r == RoleGuest || r == RoleGateway }
 
 // PeerInfo describes a member of a room.
 type PeerInfo struct {
@@ -252,8 +253,9 @@ func Encode(m any) ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
-// typeOf returns the wire type of a decoded or to-be-encoded message.
-func typeOf(m any) string {
+// TypeOf returns the wire type of a decoded or to-be-encoded message, or
+// "unknown" for other values.
+func TypeOf(m any) string {
 	switch m.(type) {
 	case *Join:
 		return TypeJoin
