@@ -13,8 +13,8 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/peerlan/peerlan/peer/ether"
-	"github.com/peerlan/peerlan/signal"
 	"github.com/peerlan/peerlan/signal/proto"
+	"github.com/peerlan/peerlan/signal/signalclient"
 )
 
 // RelayPolicy says whether links may go through a TURN relay.
@@ -122,7 +122,7 @@ type Mesh struct {
 	sw     *Switch
 	local  *LocalPort
 	dhcp   *DHCPServer
-	client *signal.Client
+	client *signalclient.Client
 	api    *webrtcAPI
 	events *eventQueue
 	closes sync.WaitGroup // pion connections being closed in the background
@@ -166,7 +166,7 @@ func NewMesh(cfg MeshConfig) (*Mesh, error) {
 	if cfg.StatusEvery == 0 {
 		cfg.StatusEvery = 30 * time.Second
 	}
-	client, err := signal.NewClient(signal.ClientConfig{
+	client, err := signalclient.New(signalclient.Config{
 		URL: cfg.Signal, Room: cfg.Room, Role: cfg.Role, Token: cfg.Token, Resume: cfg.Resume, Logger: cfg.Logger,
 	})
 	if err != nil {
@@ -286,7 +286,7 @@ func (m *Mesh) shutdown(cancel context.CancelFunc, clientDone chan error) {
 func (m *Mesh) Switch() *Switch { return m.sw }
 
 // onSignal handles one event from the signaling client.
-func (m *Mesh) onSignal(ev signal.Event) {
+func (m *Mesh) onSignal(ev signalclient.Event) {
 	switch e := ev.(type) {
 	case *proto.Welcome:
 		m.onWelcome(e)
@@ -314,7 +314,7 @@ func (m *Mesh) onSignal(ev signal.Event) {
 		}
 	case *proto.Signal:
 		m.onNegotiation(e.From, e.Data)
-	case *signal.Disconnected:
+	case *signalclient.Disconnected:
 		m.signalState = "reconnecting"
 		open := 0
 		for _, l := range m.links {

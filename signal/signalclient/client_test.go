@@ -1,4 +1,4 @@
-package signal_test
+package signalclient_test
 
 import (
 	"context"
@@ -14,18 +14,19 @@ import (
 
 	"github.com/peerlan/peerlan/signal"
 	"github.com/peerlan/peerlan/signal/proto"
+	"github.com/peerlan/peerlan/signal/signalclient"
 )
 
 // runClient starts a Client and stops it at cleanup. stop cancels it and
 // returns what Run returned; done is closed when Run has returned.
-func runClient(t *testing.T, url, room string, mod func(*signal.ClientConfig)) (c *signal.Client, stop func() error, done <-chan struct{}) {
+func runClient(t *testing.T, url, room string, mod func(*signalclient.Config)) (c *signalclient.Client, stop func() error, done <-chan struct{}) {
 	t.Helper()
-	cfg := signal.ClientConfig{URL: url, Room: room, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+	cfg := signalclient.Config{URL: url, Room: room, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
 		Logger: discardOrTest(t)}
 	if mod != nil {
 		mod(&cfg)
 	}
-	c, err := signal.NewClient(cfg)
+	c, err := signalclient.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +44,7 @@ func runClient(t *testing.T, url, room string, mod func(*signal.ClientConfig)) (
 }
 
 // nextEvent waits for the next event of type T, skipping others.
-func nextEvent[T any](t *testing.T, c *signal.Client) T {
+func nextEvent[T any](t *testing.T, c *signalclient.Client) T {
 	t.Helper()
 	timeout := time.After(10 * time.Second)
 	for {
@@ -111,8 +112,8 @@ func TestClientResumesAfterServerRestart(t *testing.T) {
 
 	hs1.Close()
 	s1.Close()
-	nextEvent[*signal.Disconnected](t, a)
-	if err := a.Send(w1.ID, json.RawMessage(`1`)); !errors.Is(err, signal.ErrNotConnected) {
+	nextEvent[*signalclient.Disconnected](t, a)
+	if err := a.Send(w1.ID, json.RawMessage(`1`)); !errors.Is(err, signalclient.ErrNotConnected) {
 		t.Fatalf("Send while disconnected: %v", err)
 	}
 	ln2, err := net.Listen("tcp", addr)
@@ -143,13 +144,13 @@ func TestClientStopsOnPermanentRefusal(t *testing.T) {
 }
 
 func TestClientConfigErrors(t *testing.T) {
-	for _, cfg := range []signal.ClientConfig{
+	for _, cfg := range []signalclient.Config{
 		{URL: "http://x/signal", Room: "lab"},
 		{URL: "ws:///signal", Room: "lab"},
 		{URL: "ws://x/signal", Room: ""},
 		{URL: "ws://x/signal", Room: "lab", Role: "root"},
 	} {
-		if _, err := signal.NewClient(cfg); err == nil {
+		if _, err := signalclient.New(cfg); err == nil {
 			t.Errorf("accepted %+v", cfg)
 		}
 	}
@@ -165,13 +166,13 @@ func TestClientResumeFromEarlierRun(t *testing.T) {
 	gateway := func(j *proto.Join) { j.Role, j.Token = proto.RoleGateway, tok }
 	crashed, w1 := joinRaw(t, ts, "lab", gateway)
 
-	fresh := dialRaw(t, ts.url, nil)
+	fresh := dialRaw(t, ts.url)
 	j := &proto.Join{V: proto.ProtocolVersion, Room: "lab"}
 	gateway(j)
 	fresh.send(j)
 	expectError(fresh, proto.CodeGatewayTaken)
 
-	c, _, _ := runClient(t, ts.url, "lab", func(cfg *signal.ClientConfig) {
+	c, _, _ := runClient(t, ts.url, "lab", func(cfg *signalclient.Config) {
 		cfg.Role, cfg.Token, cfg.Resume = proto.RoleGateway, tok, w1.Resume
 	})
 	if got := c.ResumeToken(); got != w1.Resume {
@@ -226,7 +227,7 @@ func TestClientWrongEndpointFailsFast(t *testing.T) {
 			select {
 			case <-done:
 				err := stop()
-				var he *signal.HandshakeError
+				var he *signalclient.HandshakeError
 				if c.want == "" || !errors.As(err, &he) || !strings.Contains(err.Error(), c.want) {
 					t.Fatalf("Run returned %v, want a HandshakeError saying %q", err, c.want)
 				}

@@ -1,4 +1,4 @@
-package signal
+package signalclient
 
 import (
 	"context"
@@ -20,12 +20,12 @@ var ErrNotConnected = errors.New("signal: not connected to the signaling server"
 
 var errBinaryFromServer = errors.New("signal: server sent a binary message")
 
-// ClientConfig configures a Client. Zero fields take the documented defaults.
-type ClientConfig struct {
+// Config configures a Client. Zero fields take the documented defaults.
+type Config struct {
 	URL   string     // ws:// or wss:// address of the signaling endpoint; required
 	Room  string     // required
-	Role  proto.Role // default RoleGuest
-	Token string     // join token, or gateway token for RoleGateway
+	Role  proto.Role // default proto.RoleGuest
+	Token string     // join token, or gateway token for proto.RoleGateway
 	// Resume is a resume token from an earlier run's welcome (ResumeToken).
 	// The first join presents it, so a restarted peer gets its id and address
 	// back while the server still holds them, replacing a connection of the
@@ -45,9 +45,10 @@ type ClientConfig struct {
 	Logger      *slog.Logger // default slog.Default()
 }
 
-// Event is what a Client reports through Events: *Welcome (after every
-// successful (re)join), *PeerJoined, *PeerLeft, *Signal, *Error (a non-fatal
-// error the server reported) or *Disconnected.
+// Event is what a Client reports through Events: *proto.Welcome (after every
+// successful (re)join), *proto.ICEServers, *proto.PeerJoined,
+// *proto.PeerLeft, *proto.Signal, *proto.Error (a non-fatal error the server
+// reported) or *Disconnected.
 type Event any
 
 // Disconnected reports that the connection to the server was lost; the
@@ -60,7 +61,7 @@ type Disconnected struct {
 // it reconnects with exponential backoff and resumes its identity, so the
 // peer keeps its id and address across server outages.
 type Client struct {
-	cfg    ClientConfig
+	cfg    Config
 	log    *slog.Logger
 	events chan Event
 
@@ -70,8 +71,8 @@ type Client struct {
 	id     proto.PeerID
 }
 
-// NewClient validates cfg and returns a Client; call Run to connect.
-func NewClient(cfg ClientConfig) (*Client, error) {
+// New validates cfg and returns a Client; call Run to connect.
+func New(cfg Config) (*Client, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
 		return nil, fmt.Errorf("signal: server URL %q must be ws://host[:port]/path or wss://…", cfg.URL)
@@ -101,7 +102,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 }
 
 // ResumeToken returns the resume token of the last welcome (or
-// ClientConfig.Resume before the first). It is a credential: whoever holds
+// Config.Resume before the first). It is a credential: whoever holds
 // it may take this peer's identity in its room until it expires.
 func (c *Client) ResumeToken() string {
 	c.mu.Lock()
@@ -138,11 +139,11 @@ func (c *Client) Send(to proto.PeerID, data json.RawMessage) error {
 }
 
 // Run connects, joins and keeps the client joined until ctx is done, when it
-// leaves the room and returns ctx.Err(). It returns early, with an *Error,
-// when the server refuses the join for a reason that retrying cannot fix
-// (a bad token, a wrong role, ...), and with a *HandshakeError when the URL
-// answers plain HTTP (a wrong path: 404, or 200 from a web page) before any
-// welcome.
+// leaves the room and returns ctx.Err(). It returns early, with a
+// *proto.Error, when the server refuses the join for a reason that retrying
+// cannot fix (a bad token, a wrong role, ...), and with a *HandshakeError
+// when the URL answers plain HTTP (a wrong path: 404, or 200 from a web
+// page) before any welcome.
 func (c *Client) Run(ctx context.Context) error {
 	backoff := c.cfg.MinBackoff
 	everJoined := false
