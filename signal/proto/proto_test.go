@@ -3,6 +3,7 @@ package proto_test
 import (
 	"bytes"
 	"errors"
+	"regexp"
 	"testing"
 
 	"github.com/peerlan/peerlan/signal/proto"
@@ -77,4 +78,17 @@ func TestRoomNames(t *testing.T) {
 			t.Errorf("%q accepted", n)
 		}
 	}
+}
+
+// FuzzRoomNames checks ValidRoomName against the pattern it spells out.
+func FuzzRoomNames(f *testing.F) {
+	re := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	for _, s := range []string{"a", "lab-42", "-a", "a/b", "é", "a\n", "", string(bytes.Repeat([]byte("x"), 65))} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		if got, want := proto.ValidRoomName(name), re.MatchString(name); got != want {
+			t.Fatalf("ValidRoomName(%q) = %v, the pattern says %v", name, got, want)
+		}
+	})
 }
