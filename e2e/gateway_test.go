@@ -53,7 +53,7 @@ import (
 
 	"github.com/peerlan/peerlan/internal/promtext"
 	"github.com/peerlan/peerlan/peer"
-	"github.com/peerlan/peerlan/signal"
+	"github.com/peerlan/peerlan/signal/proto"
 )
 
 const (
@@ -184,13 +184,13 @@ func (l *gwLab) guestStatus() peer.MeshStatus {
 
 // waitGatewayLink waits until the guest's peer has an open link to a
 // gateway peer other than not and returns that link.
-func (l *gwLab) waitGatewayLink(not signal.PeerID, timeout time.Duration) peer.LinkStatus {
+func (l *gwLab) waitGatewayLink(not proto.PeerID, timeout time.Duration) peer.LinkStatus {
 	l.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		st := l.guestStatus()
 		for _, p := range st.Peers {
-			if p.Role == signal.RoleGateway && p.State == "open" && st.GatewayPeer == p.ID && p.ID != not {
+			if p.Role == proto.RoleGateway && p.State == "open" && st.GatewayPeer == p.ID && p.ID != not {
 				return p
 			}
 		}
@@ -525,7 +525,7 @@ func TestGatewayBrowserGuest(t *testing.T) {
 	tab := StartBrowser(t).OpenTab(t, "guest", "http://"+page+"/?room="+l.room+"&relay=relay", true)
 	g := lanWaitGuest(t, tab)
 	link := lanWaitLink(t, tab, netip.MustParseAddr("10.86.0.1"), lanJoinTimeout)
-	if link.Role != signal.RoleGateway || link.Path != "relay" {
+	if link.Role != proto.RoleGateway || link.Path != "relay" {
 		t.Errorf("browser's link to .1: %+v, want the gateway over the relay", link)
 	}
 	if st := lanStatus(t, tab); st.GatewayPeer != link.ID {

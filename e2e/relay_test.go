@@ -23,7 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/peerlan/peerlan/internal/promtext"
-	"github.com/peerlan/peerlan/signal"
+	"github.com/peerlan/peerlan/signal/proto"
 	"github.com/peerlan/peerlan/signal/relay/relaytest"
 )
 
@@ -290,7 +290,7 @@ func relayDialer(ns string) func(ctx context.Context, network, addr string) (net
 
 // welcome joins room from namespace C, as a peer would, and returns the
 // server's welcome. The connection is closed on return (the peer leaves).
-func (s *uclientSignal) welcome(t *testing.T, room string) signal.Welcome {
+func (s *uclientSignal) welcome(t *testing.T, room string) proto.Welcome {
 	t.Helper()
 	d := websocket.Dialer{NetDialContext: relayDialer(s.lab.nsC.Name), HandshakeTimeout: 10 * time.Second}
 	ws, _, err := d.Dial("ws://"+s.httpAddr+"/signal", nil)
@@ -298,7 +298,7 @@ func (s *uclientSignal) welcome(t *testing.T, room string) signal.Welcome {
 		t.Fatalf("dial the signaling server from %s: %v", s.lab.nsC.Name, err)
 	}
 	defer ws.Close()
-	if err := ws.WriteJSON(signal.Join{Type: "join", V: 1, Room: room}); err != nil {
+	if err := ws.WriteJSON(proto.Join{Type: "join", V: 1, Room: room}); err != nil {
 		t.Fatal(err)
 	}
 	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -307,7 +307,7 @@ func (s *uclientSignal) welcome(t *testing.T, room string) signal.Welcome {
 		if err != nil {
 			t.Fatalf("no welcome: %v", err)
 		}
-		var w signal.Welcome
+		var w proto.Welcome
 		if err := json.Unmarshal(b, &w); err != nil {
 			t.Fatalf("message %s: %v", b, err)
 		}
@@ -336,7 +336,7 @@ func (s *uclientSignal) metrics(t *testing.T) promtext.Samples {
 
 // turnCreds returns the one TURN server entry of a welcome, checking that
 // it names this relay and carries a REST credential for the peer.
-func (s *uclientSignal) turnCreds(t *testing.T, w signal.Welcome) signal.ICEServer {
+func (s *uclientSignal) turnCreds(t *testing.T, w proto.Welcome) proto.ICEServer {
 	t.Helper()
 	if len(w.ICEServers) != 1 {
 		t.Fatalf("welcome ice_servers %+v, want the embedded relay", w.ICEServers)

@@ -10,7 +10,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
-	"github.com/peerlan/peerlan/signal"
+	"github.com/peerlan/peerlan/signal/proto"
 )
 
 // linkState is where a link to a remote peer stands.
@@ -37,7 +37,7 @@ const (
 
 // link is this peer's view of one remote peer. Owned by the event loop.
 type link struct {
-	info    signal.PeerInfo
+	info    proto.PeerInfo
 	offerer bool   // we offer (we joined after them), also on renegotiation
 	session uint32 // current session, 0 for none
 	pc      *webrtc.PeerConnection
@@ -81,7 +81,7 @@ func (l *link) growBackoff(floor time.Duration) {
 // description; a well-behaved peer sends a handful.
 const maxPendingCandidates = 64
 
-func (m *Mesh) newLink(info signal.PeerInfo, offerer bool) *link {
+func (m *Mesh) newLink(info proto.PeerInfo, offerer bool) *link {
 	l := &link{info: info, offerer: offerer, state: linkWaiting}
 	if !offerer {
 		// The newcomer's offer normally comes within milliseconds; if it does
@@ -91,7 +91,7 @@ func (m *Mesh) newLink(info signal.PeerInfo, offerer bool) *link {
 	return l
 }
 
-func portName(id signal.PeerID) string { return "peer:" + string(id) }
+func portName(id proto.PeerID) string { return "peer:" + string(id) }
 
 // newSession returns a random non-zero session number.
 func newSession() uint32 {
@@ -243,7 +243,7 @@ func (m *Mesh) sendNegotiation(l *link, n *negotiation) {
 }
 
 // onNegotiation handles a payload from a remote peer.
-func (m *Mesh) onNegotiation(from signal.PeerID, data []byte) {
+func (m *Mesh) onNegotiation(from proto.PeerID, data []byte) {
 	n, err := decodeNegotiation(data)
 	if err != nil {
 		m.log.Warn("ignoring negotiation", "peer", from, "err", err)
@@ -255,7 +255,7 @@ func (m *Mesh) onNegotiation(from signal.PeerID, data []byte) {
 		if l == nil {
 			info, ok := m.members[from]
 			if !ok {
-				info = signal.PeerInfo{ID: from}
+				info = proto.PeerInfo{ID: from}
 			}
 			l = m.newLink(info, false)
 			m.links[from] = l
@@ -306,7 +306,7 @@ func (m *Mesh) onNegotiation(from signal.PeerID, data []byte) {
 // session: its side of the link is down. Our own view does not matter (an
 // open link here may be one the remote dropped long ago), except that an
 // offer of ours already on its way answers the request.
-func (m *Mesh) onRestartRequest(l *link, from signal.PeerID) {
+func (m *Mesh) onRestartRequest(l *link, from proto.PeerID) {
 	info, member := m.members[from]
 	if !member {
 		return // it left; a stale request
@@ -396,7 +396,7 @@ func (m *Mesh) flushCandidates(l *link) {
 	l.pending = nil
 }
 
-func (m *Mesh) ownID() signal.PeerID {
+func (m *Mesh) ownID() proto.PeerID {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.status.ID
@@ -453,7 +453,7 @@ func (m *Mesh) onLinkEvent(ev linkEvent) {
 		l.port = &meshLinkPort{linkPort: lp, onEnd: func(err error) {
 			m.events.post(linkEvent{peer: ev.peer, session: ev.session, kind: evPortEnded, err: err})
 		}}
-		guard := L3Guard{Addr: l.info.IP, Gateway: l.info.Role == signal.RoleGateway}
+		guard := L3Guard{Addr: l.info.IP, Gateway: l.info.Role == proto.RoleGateway}
 		if err := m.sw.AddGuardedLink(portName(l.info.ID), l.port, guard); err != nil {
 			l.port = nil
 			m.failLink(l, fmt.Sprintf("attach to switch: %v", err))
@@ -582,7 +582,7 @@ const (
 )
 
 type linkEvent struct {
-	peer      signal.PeerID
+	peer      proto.PeerID
 	session   uint32
 	kind      linkEventKind
 	candidate *webrtc.ICECandidateInit

@@ -13,7 +13,8 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/peerlan/peerlan/peer/ether"
-	"github.com/peerlan/peerlan/signal"
+	"github.com/peerlan/peerlan/signal/proto"
+	"github.com/peerlan/peerlan/signal/signalclient"
 )
 
 // RelayPolicy says whether links may go through a TURN relay.
@@ -63,8 +64,8 @@ type MeshConfig struct {
 	Room string
 	// Token is the room's join token, or its gateway token for RoleGateway.
 	Token string
-	// Role is signal.RoleGuest (default) or signal.RoleGateway.
-	Role signal.Role
+	// Role is proto.RoleGuest (default) or proto.RoleGateway.
+	Role proto.Role
 	// Resume is a resume token saved from an earlier run (ResumeToken), so
 	// that a restarted peer keeps its id and address. Optional.
 	Resume string
@@ -121,14 +122,14 @@ type Mesh struct {
 	sw     *Switch
 	local  *LocalPort
 	dhcp   *DHCPServer
-	client *signal.Client
+	client *signalclient.Client
 	api    *webrtcAPI
 	events *eventQueue
 	closes sync.WaitGroup // pion connections being closed in the background
 
 	// Owned by the event loop.
-	links       map[signal.PeerID]*link
-	members     map[signal.PeerID]signal.PeerInfo
+	links       map[proto.PeerID]*link
+	members     map[proto.PeerID]proto.PeerInfo
 	iceServers  []webrtc.ICEServer
 	signalState string
 
@@ -146,7 +147,7 @@ func NewMesh(cfg MeshConfig) (*Mesh, error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Role == "" {
-		cfg.Role = signal.RoleGuest
+		cfg.Role = proto.RoleGuest
 	}
 	relay, err := ParseRelayPolicy(string(cfg.Relay))
 	if err != nil {
@@ -165,7 +166,7 @@ func NewMesh(cfg MeshConfig) (*Mesh, error) {
 	if cfg.StatusEvery == 0 {
 		cfg.StatusEvery = 30 * time.Second
 	}
-	client, err := signal.NewClient(signal.ClientConfig{
+	client, err := signalclient.New(signalclient.Config{
 		URL: cfg.Signal, Room: cfg.Room, Role: cfg.Role, Token: cfg.Token, Resume: cfg.Resume, Logger: cfg.Logger,
 	})
 	if err != nil {
@@ -190,8 +191,8 @@ func NewMesh(cfg MeshConfig) (*Mesh, error) {
 		client:      client,
 		api:         api,
 		events:      newEventQueue(),
-		links:       make(map[signal.PeerID]*link),
-		members:     make(map[signal.PeerID]signal.PeerInfo),
+		links:       make(map[proto.PeerID]*link),
+		members:     make(map[proto.PeerID]proto.PeerInfo),
 		signalState: "connecting",
 	}
 	if !cfg.DisableDHCP {
@@ -285,14 +286,14 @@ func (m *Mesh) shutdown(cancel context.CancelFunc, clientDone chan error) {
 func (m *Mesh) Switch() *Switch { return m.sw }
 
 // onSignal handles one event from the signaling client.
-func (m *Mesh) onSignal(ev signal.Event) {
+func (m *Mesh) onSignal(ev signalclient.Event) {
 	switch e := ev.(type) {
-	case *signal.Welcome:
+	case *proto.Welcome:
 		m.onWelcome(e)
-	case *signal.ICEServers:
+	case *proto.ICEServers:
 		m.setICEServers(e.ICEServers)
 		m.log.Debug("signaling server refreshed the ICE servers", "servers", len(e.ICEServers))
-	case *signal.PeerJoined:
+	case *proto.PeerJoined:
 		m.members[e.Peer.ID] = e.Peer
 		if l := m.links[e.Peer.ID]; l != nil {
 			// A peer that resumed after a server restart: keep an open link,
@@ -305,15 +306,15 @@ func (m *Mesh) onSignal(ev signal.Event) {
 		}
 		// The newcomer offers; wait for it.
 		m.links[e.Peer.ID] = m.newLink(e.Peer, false)
-	case *signal.PeerLeft:
+	case *proto.PeerLeft:
 		delete(m.members, e.ID)
 		if l := m.links[e.ID]; l != nil {
 			m.closeLink(l, "peer left the room")
 			delete(m.links, e.ID)
 		}
-	case *signal.Signal:
+	case *proto.Signal:
 		m.onNegotiation(e.From, e.Data)
-	case *signal.Disconnected:
+	case *signalclient.Disconnected:
 		m.signalState = "reconnecting"
 		open := 0
 		for _, l := range m.links {
@@ -326,7 +327,7 @@ func (m *Mesh) onSignal(ev signal.Event) {
 		} else {
 			m.log.Warn("signaling server unreachable; retrying", "err", e.Err)
 		}
-	case *signal.Error:
+	case *proto.Error:
 		m.log.Warn("signaling server reported an error", "code", e.Code, "msg", e.Message)
 	}
 }
@@ -334,7 +335,7 @@ func (m *Mesh) onSignal(ev signal.Event) {
 // updateInfo takes the server's latest word on l's peer. An open link whose
 // peer now has another address or role is renegotiated, so that its port's
 // L3Guard checks what the server assigned.
-func (m *Mesh) updateInfo(l *link, p signal.PeerInfo) {
+func (m *Mesh) updateInfo(l *link, p proto.PeerInfo) {
 	changed := l.info.IP != p.IP || l.info.Role != p.Role
 	l.info = p
 	if changed && l.state == linkOpen {
@@ -345,7 +346,7 @@ func (m *Mesh) updateInfo(l *link, p signal.PeerInfo) {
 // setICEServers takes the signaling server's ICE servers (with their TURN
 // credentials) for sessions negotiated from now on, plus the configured
 // ones. Open links keep the servers they were negotiated with.
-func (m *Mesh) setICEServers(servers []signal.ICEServer) {
+func (m *Mesh) setICEServers(servers []proto.ICEServer) {
 	// A new slice: peer connections keep the one they were created with.
 	next := make([]webrtc.ICEServer, 0, len(servers)+len(m.cfg.ICEServers))
 	for _, s := range servers {
@@ -354,7 +355,7 @@ func (m *Mesh) setICEServers(servers []signal.ICEServer) {
 	m.iceServers = append(next, m.cfg.ICEServers...)
 }
 
-func (m *Mesh) onWelcome(w *signal.Welcome) {
+func (m *Mesh) onWelcome(w *proto.Welcome) {
 	m.signalState = "connected"
 	m.mu.Lock()
 	oldID := m.status.ID
@@ -379,7 +380,7 @@ func (m *Mesh) onWelcome(w *signal.Welcome) {
 	}
 	m.setICEServers(w.ICEServers)
 
-	present := make(map[signal.PeerID]bool, len(w.Peers))
+	present := make(map[proto.PeerID]bool, len(w.Peers))
 	clear(m.members)
 	for _, p := range w.Peers {
 		present[p.ID] = true

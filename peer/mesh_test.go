@@ -17,6 +17,7 @@ import (
 	"github.com/peerlan/peerlan/peer/ether"
 	"github.com/peerlan/peerlan/peer/porttest"
 	"github.com/peerlan/peerlan/signal"
+	"github.com/peerlan/peerlan/signal/proto"
 )
 
 var meshSecret = []byte("mesh test secret, 32 bytes long!")
@@ -297,7 +298,7 @@ func TestMeshSurvivesSignalRestart(t *testing.T) {
 func TestMeshRefusedJoin(t *testing.T) {
 	srv := startSignal(t, "")
 	guest := porttest.NewChannelPort(1)
-	m, err := peer.NewMesh(peer.MeshConfig{Signal: srv.url(), Room: "lab", Role: signal.RoleGateway, Local: guest,
+	m, err := peer.NewMesh(peer.MeshConfig{Signal: srv.url(), Room: "lab", Role: proto.RoleGateway, Local: guest,
 		Logger: testLogger(t, "gw"), StatusEvery: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -305,8 +306,8 @@ func TestMeshRefusedJoin(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	err = m.Run(ctx)
-	var se *signal.Error
-	if !errorsAs(err, &se) || se.Code != signal.CodeTokenRequired {
+	var se *proto.Error
+	if !errorsAs(err, &se) || se.Code != proto.CodeTokenRequired {
 		t.Fatalf("Run = %v, want token-required", err)
 	}
 	if st := m.Status(); st.Error == "" || st.Signal != "closed" {

@@ -16,6 +16,7 @@ import (
 	"github.com/peerlan/peerlan/peer"
 	"github.com/peerlan/peerlan/peer/ether"
 	"github.com/peerlan/peerlan/signal"
+	"github.com/peerlan/peerlan/signal/proto"
 	"github.com/peerlan/peerlan/signal/relay"
 )
 
@@ -189,9 +190,9 @@ func startTURNSignal(t *testing.T, ttl, refresh time.Duration) string {
 	srv, err := signal.New(signal.Config{
 		Secret: meshSecret,
 		Logger: testLogger(t, "signal"),
-		ICEServers: func(_ string, id signal.PeerID) []signal.ICEServer {
+		ICEServers: func(_ string, id proto.PeerID) []proto.ICEServer {
 			user, pass := relay.MintCredential(vnetTURNSecret, string(id), ttl, time.Now())
-			return []signal.ICEServer{{URLs: []string{vnetTURNURL}, Username: user, Credential: pass}}
+			return []proto.ICEServer{{URLs: []string{vnetTURNURL}, Username: user, Credential: pass}}
 		},
 		ICERefresh: refresh,
 	})

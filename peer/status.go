@@ -6,21 +6,21 @@ import (
 	"sort"
 	"time"
 
-	"github.com/peerlan/peerlan/signal"
+	"github.com/peerlan/peerlan/signal/proto"
 )
 
 // MeshStatus is a snapshot of a Mesh for logs, the page's network panel and
 // tests. Its JSON form is what the browser API's lan.status() returns.
 type MeshStatus struct {
-	ID      signal.PeerID `json:"id"`
-	Room    string        `json:"room"`
-	Role    signal.Role   `json:"role"`
-	Relay   RelayPolicy   `json:"relay"`
-	IP      netip.Addr    `json:"ip"`
-	Prefix  netip.Prefix  `json:"prefix"`
-	Gateway netip.Addr    `json:"gateway"`
+	ID      proto.PeerID `json:"id"`
+	Room    string       `json:"room"`
+	Role    proto.Role   `json:"role"`
+	Relay   RelayPolicy  `json:"relay"`
+	IP      netip.Addr   `json:"ip"`
+	Prefix  netip.Prefix `json:"prefix"`
+	Gateway netip.Addr   `json:"gateway"`
 	// GatewayPeer is the id of the room's gateway peer, if one is present.
-	GatewayPeer signal.PeerID `json:"gateway_peer,omitempty"`
+	GatewayPeer proto.PeerID `json:"gateway_peer,omitempty"`
 	// GuestMACs are the MAC addresses learned on the local port.
 	GuestMACs []string `json:"guest_macs"`
 	// Signal is "connecting", "connected", "reconnecting" or "closed".
@@ -34,9 +34,9 @@ type MeshStatus struct {
 
 // LinkStatus describes the link to one remote peer.
 type LinkStatus struct {
-	ID   signal.PeerID `json:"id"`
-	IP   netip.Addr    `json:"ip"`
-	Role signal.Role   `json:"role"`
+	ID   proto.PeerID `json:"id"`
+	IP   netip.Addr   `json:"ip"`
+	Role proto.Role   `json:"role"`
 	// State is "waiting", "connecting", "open" or "failed".
 	State string `json:"state"`
 	// Path is the candidate type of the selected pair: "host", "srflx",
@@ -106,7 +106,7 @@ func (m *Mesh) publishStatus() {
 		ports[p.Name] = p
 	}
 	peers := make([]LinkStatus, 0, len(m.links))
-	var gateway signal.PeerID
+	var gateway proto.PeerID
 	for _, l := range m.links {
 		ls := LinkStatus{
 			ID: l.info.ID, IP: l.info.IP, Role: l.info.Role, State: string(l.state),
@@ -121,7 +121,7 @@ func (m *Mesh) publishStatus() {
 		if l.port != nil {
 			ls.Drops += l.port.counters.busy.Load() + l.port.counters.oversize.Load()
 		}
-		if l.info.Role == signal.RoleGateway {
+		if l.info.Role == proto.RoleGateway {
 			gateway = l.info.ID
 		}
 		peers = append(peers, ls)

@@ -52,6 +52,7 @@ import (
 
 	"github.com/peerlan/peerlan/internal/promtext"
 	"github.com/peerlan/peerlan/signal"
+	"github.com/peerlan/peerlan/signal/proto"
 )
 
 // benchDialer is a lean client: small buffers, so 10,000 of them fit easily
@@ -65,7 +66,7 @@ var benchDialer = websocket.Dialer{
 var benchQuiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // benchJoin connects to url, joins room and reads the welcome.
-func benchJoin(url, room string) (*websocket.Conn, *signal.Welcome, error) {
+func benchJoin(url, room string) (*websocket.Conn, *proto.Welcome, error) {
 	ws, resp, err := benchDialer.Dial(url, nil)
 	if err != nil {
 		if resp != nil {
@@ -73,7 +74,7 @@ func benchJoin(url, room string) (*websocket.Conn, *signal.Welcome, error) {
 		}
 		return nil, nil, fmt.Errorf("dial: %w", err)
 	}
-	j, err := signal.Encode(&signal.Join{V: signal.ProtocolVersion, Room: room})
+	j, err := proto.Encode(&proto.Join{V: proto.ProtocolVersion, Room: room})
 	if err == nil {
 		_ = ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		err = ws.WriteMessage(websocket.TextMessage, j)
@@ -87,8 +88,8 @@ func benchJoin(url, room string) (*websocket.Conn, *signal.Welcome, error) {
 		ws.Close()
 		return nil, nil, fmt.Errorf("join %s: %w", room, err)
 	}
-	m, err := signal.Decode(msg)
-	w, ok := m.(*signal.Welcome)
+	m, err := proto.Decode(msg)
+	w, ok := m.(*proto.Welcome)
 	if !ok {
 		ws.Close()
 		return nil, nil, fmt.Errorf("join %s: want a welcome, got %.200s (%v)", room, msg, err)
@@ -205,7 +206,7 @@ const (
 func BenchmarkJoin(b *testing.B) {
 	ts := startServer(b, func(c *signal.Config) { c.Logger = benchQuiet })
 	echo := benchEchoServer(b)
-	joinMsg, err := signal.Encode(&signal.Join{V: signal.ProtocolVersion, Room: "join-00-0000"})
+	joinMsg, err := proto.Encode(&proto.Join{V: proto.ProtocolVersion, Room: "join-00-0000"})
 	if err != nil {
 		b.Fatal(err)
 	}

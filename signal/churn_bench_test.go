@@ -15,7 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/peerlan/peerlan/internal/promtext"
-	"github.com/peerlan/peerlan/signal"
+	"github.com/peerlan/peerlan/signal/proto"
 )
 
 const (
@@ -169,10 +169,10 @@ type churnSlot struct {
 	room   string
 	ws     *websocket.Conn
 	done   chan struct{} // closed when the reader ends
-	id     signal.PeerID
+	id     proto.PeerID
 	ip     netip.Addr
 	resume string
-	others []signal.PeerID // from the welcome, for signals
+	others []proto.PeerID // from the welcome, for signals
 }
 
 // step does one random operation fitting the slot's state.
@@ -200,7 +200,7 @@ func (s *churnSlot) step(url string, rng *rand.Rand) (churnOp, error) {
 		return opSignal, nil
 	}
 	to := s.others[rng.IntN(len(s.others))]
-	m, _ := signal.Encode(&signal.Signal{To: to, Data: []byte(`{"kind":"restart","session":0}`)})
+	m, _ := proto.Encode(&proto.Signal{To: to, Data: []byte(`{"kind":"restart","session":0}`)})
 	_ = s.ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	if err := s.ws.WriteMessage(websocket.TextMessage, m); err != nil {
 		return opSignal, fmt.Errorf("signal from %s: %w", s.id, err)
@@ -213,11 +213,11 @@ func (s *churnSlot) join(url string, resume bool) error {
 	if err != nil {
 		return fmt.Errorf("dial: %w", err)
 	}
-	j := &signal.Join{V: signal.ProtocolVersion, Room: s.room}
+	j := &proto.Join{V: proto.ProtocolVersion, Room: s.room}
 	if resume {
 		j.Resume = s.resume
 	}
-	b, _ := signal.Encode(j)
+	b, _ := proto.Encode(j)
 	_ = ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if err := ws.WriteMessage(websocket.TextMessage, b); err != nil {
 		ws.Close()
@@ -229,8 +229,8 @@ func (s *churnSlot) join(url string, resume bool) error {
 		ws.Close()
 		return fmt.Errorf("join %s: %w", s.room, err)
 	}
-	m, _ := signal.Decode(msg)
-	w, ok := m.(*signal.Welcome)
+	m, _ := proto.Decode(msg)
+	w, ok := m.(*proto.Welcome)
 	if !ok {
 		ws.Close()
 		return fmt.Errorf("join %s: want a welcome, got %.200s", s.room, msg)
@@ -262,7 +262,7 @@ func (s *churnSlot) leave() {
 	if s.ws == nil {
 		return
 	}
-	b, _ := signal.Encode(&signal.Leave{})
+	b, _ := proto.Encode(&proto.Leave{})
 	_ = s.ws.SetWriteDeadline(time.Now().Add(time.Second))
 	_ = s.ws.WriteMessage(websocket.TextMessage, b)
 	benchClose(s.ws)

@@ -14,6 +14,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
+
+	"github.com/peerlan/peerlan/signal/proto"
 )
 
 // closeTimeout bounds how long a closing connection may take to flush.
@@ -112,21 +114,21 @@ func (c *conn) sendEncoded(typ string, b []byte) {
 }
 
 func (c *conn) sendMsg(m any) {
-	b, err := Encode(m)
+	b, err := proto.Encode(m)
 	if err != nil {
 		c.log.Error("encode", "err", err)
 		return
 	}
-	c.sendEncoded(typeOf(m), b)
+	c.sendEncoded(proto.TypeOf(m), b)
 }
 
 // fail reports an error to the peer; fatal errors also close the connection.
 // Called from the reader goroutine only.
-func (c *conn) fail(code ErrorCode, fatal bool, format string, args ...any) {
+func (c *conn) fail(code proto.ErrorCode, fatal bool, format string, args ...any) {
 	c.s.m.rejections.WithLabelValues(string(code)).Inc()
 	msg := fmt.Sprintf(format, args...)
 	c.log.Debug("refused message", "code", code, "fatal", fatal, "msg", msg)
-	c.sendMsg(&Error{Code: code, Message: msg, Fatal: fatal})
+	c.sendMsg(&proto.Error{Code: code, Message: msg, Fatal: fatal})
 	if fatal {
 		// A peer thrown out for a protocol violation gets no resume grace.
 		c.leaving = true
@@ -212,7 +214,7 @@ func (c *conn) readLoop() {
 		}
 		if mt == websocket.BinaryMessage {
 			c.countReceived(typeLabelUndecodable, 0)
-			c.fail(CodeBinary, true, "binary messages are not accepted: the signaling server never carries frames")
+			c.fail(proto.CodeBinary, true, "binary messages are not accepted: the signaling server never carries frames")
 			return
 		}
 		// Read at most one byte more than allowed, to tell "too large" apart.
@@ -224,15 +226,15 @@ func (c *conn) readLoop() {
 		}
 		if len(b) > cfg.MaxMessageBytes {
 			c.countReceived(typeLabelUndecodable, len(b))
-			c.fail(CodeTooLarge, true, "message exceeds %d bytes", cfg.MaxMessageBytes)
+			c.fail(proto.CodeTooLarge, true, "message exceeds %d bytes", cfg.MaxMessageBytes)
 			return
 		}
 		if !c.limiter.Allow() {
 			c.countReceived(typeLabelUndecodable, len(b))
-			c.s.m.rejections.WithLabelValues(string(CodeRateLimited)).Inc()
+			c.s.m.rejections.WithLabelValues(string(proto.CodeRateLimited)).Inc()
 			if now := time.Now(); now.Sub(c.lastRateError) >= time.Second {
 				c.lastRateError = now
-				c.sendMsg(&Error{Code: CodeRateLimited, Message: fmt.Sprintf("over %g messages per second; message dropped", cfg.MessagesPerSecond)})
+				c.sendMsg(&proto.Error{Code: proto.CodeRateLimited, Message: fmt.Sprintf("over %g messages per second; message dropped", cfg.MessagesPerSecond)})
 			}
 			continue
 		}
@@ -274,65 +276,65 @@ func (c *conn) countReceived(typ string, n int) {
 }
 
 func (c *conn) handle(b []byte) {
-	msg, err := Decode(b)
+	msg, err := proto.Decode(b)
 	if err != nil {
 		c.countReceived(typeLabelUndecodable, len(b))
-		var e *Error
+		var e *proto.Error
 		if errors.As(err, &e) {
 			c.fail(e.Code, false, "%s", e.Message)
 		}
 		return
 	}
-	typ := typeOf(msg)
+	typ := proto.TypeOf(msg)
 	c.countReceived(typ, len(b))
 	joined := c.joined.Load()
 	switch m := msg.(type) {
-	case *Join:
+	case *proto.Join:
 		if joined {
-			c.fail(CodeAlreadyJoined, false, "this connection has already joined a room")
+			c.fail(proto.CodeAlreadyJoined, false, "this connection has already joined a room")
 			return
 		}
 		c.join(m)
-	case *Signal:
+	case *proto.Signal:
 		if !joined {
-			c.fail(CodeNotJoined, false, "join a room first")
+			c.fail(proto.CodeNotJoined, false, "join a room first")
 			return
 		}
 		c.relay(m, len(b))
-	case *Leave:
+	case *proto.Leave:
 		if !joined {
-			c.fail(CodeNotJoined, false, "join a room first")
+			c.fail(proto.CodeNotJoined, false, "join a room first")
 			return
 		}
 		c.leaving = true
 		c.close(websocket.CloseNormalClosure, "left")
 	default:
-		c.fail(CodeUnknownType, false, "peers may not send %q messages", typ)
+		c.fail(proto.CodeUnknownType, false, "peers may not send %q messages", typ)
 	}
 }
 
 // join admits the peer to a room: checks, identity, address, welcome, and the
 // announcement to the others.
-func (c *conn) join(j *Join) {
+func (c *conn) join(j *proto.Join) {
 	s := c.s
 	now := s.cfg.Now()
-	if j.V != ProtocolVersion {
-		c.fail(CodeBadVersion, true, "protocol version %d is not supported; this server speaks %d", j.V, ProtocolVersion)
+	if j.V != proto.ProtocolVersion {
+		c.fail(proto.CodeBadVersion, true, "protocol version %d is not supported; this server speaks %d", j.V, proto.ProtocolVersion)
 		return
 	}
-	if !ValidRoomName(j.Room) {
-		c.fail(CodeBadRoom, true, "room names are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+	if !proto.ValidRoomName(j.Room) {
+		c.fail(proto.CodeBadRoom, true, "room names are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
 		return
 	}
 	if j.Role == "" {
-		j.Role = RoleGuest
+		j.Role = proto.RoleGuest
 	}
-	if !j.Role.valid() {
-		c.fail(CodeBadRole, true, "role must be %q or %q", RoleGuest, RoleGateway)
+	if !j.Role.Valid() {
+		c.fail(proto.CodeBadRole, true, "role must be %q or %q", proto.RoleGuest, proto.RoleGateway)
 		return
 	}
 	switch {
-	case j.Role == RoleGateway:
+	case j.Role == proto.RoleGateway:
 		if !c.checkToken(j.Token, TokenGateway, j.Room, now, "the gateway role needs the room's gateway token") {
 			return
 		}
@@ -357,16 +359,16 @@ func (c *conn) join(j *Join) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		c.fail(CodeShuttingDown, true, "the server is shutting down")
+		c.fail(proto.CodeShuttingDown, true, "the server is shutting down")
 		return
 	}
 	rm := s.rooms[j.Room]
 	if rm == nil {
 		if len(s.rooms) >= s.cfg.MaxRooms {
-			c.fail(CodeTooManyRooms, true, "the server holds its maximum of %d rooms", s.cfg.MaxRooms)
+			c.fail(proto.CodeTooManyRooms, true, "the server holds its maximum of %d rooms", s.cfg.MaxRooms)
 			return
 		}
-		rm = &room{name: j.Room, pool: newAddrPool(s.cfg.Subnet), members: make(map[PeerID]*member)}
+		rm = &room{name: j.Room, pool: newAddrPool(s.cfg.Subnet), members: make(map[proto.PeerID]*member)}
 	}
 	kind := "new"
 	var m *member
@@ -388,13 +390,13 @@ func (c *conn) join(j *Join) {
 		}
 	} else {
 		if len(rm.members) >= s.limits.MaxPeersPerRoom {
-			c.fail(CodeRoomFull, true, "room %q is full (%d peers)", j.Room, s.limits.MaxPeersPerRoom)
+			c.fail(proto.CodeRoomFull, true, "room %q is full (%d peers)", j.Room, s.limits.MaxPeersPerRoom)
 			return
 		}
 		m = &member{role: j.Role, room: rm}
-		if j.Role == RoleGateway {
+		if j.Role == proto.RoleGateway {
 			if rm.gateway != nil {
-				c.fail(CodeGatewayTaken, true, "room %q already has a gateway", j.Room)
+				c.fail(proto.CodeGatewayTaken, true, "room %q already has a gateway", j.Room)
 				return
 			}
 			m.ip = rm.pool.gateway
@@ -406,7 +408,7 @@ func (c *conn) join(j *Join) {
 			}
 			ip, err := rm.pool.take(want)
 			if err != nil {
-				c.fail(CodeRoomFull, true, "room %q has no free address", j.Room)
+				c.fail(proto.CodeRoomFull, true, "room %q has no free address", j.Room)
 				return
 			}
 			m.ip = ip
@@ -432,15 +434,15 @@ func (c *conn) join(j *Join) {
 	s.m.joins.WithLabelValues(string(m.role), kind).Inc()
 	c.log.Info("peer joined", "role", m.role, "ip", m.ip, "kind", kind)
 
-	w := &Welcome{
-		V:       ProtocolVersion,
+	w := &proto.Welcome{
+		V:       proto.ProtocolVersion,
 		ID:      m.id,
 		Room:    rm.name,
 		Role:    m.role,
 		IP:      m.ip,
 		Prefix:  s.cfg.Subnet,
 		Gateway: rm.pool.gateway,
-		Peers:   make([]PeerInfo, 0, len(rm.members)-1),
+		Peers:   make([]proto.PeerInfo, 0, len(rm.members)-1),
 		Limits:  s.limits,
 		Resume: s.signer.Mint(Claims{Kind: TokenResume, Room: rm.name, ID: m.id, Role: m.role, IP: m.ip,
 			Expires: now.Add(s.cfg.ResumeTTL).Unix()}),
@@ -458,14 +460,14 @@ func (c *conn) join(j *Join) {
 		c.startICERefresh(rm.name, m.id)
 	}
 	if kind != "reattach" {
-		s.broadcastLocked(rm, &PeerJoined{Peer: m.info()}, m)
+		s.broadcastLocked(rm, &proto.PeerJoined{Peer: m.info()}, m)
 	}
 }
 
 // startICERefresh sends the peer fresh ICE servers every ICERefresh until
 // the connection closes. A resumed peer gets a new connection, a new welcome
 // and a new timer.
-func (c *conn) startICERefresh(room string, id PeerID) {
+func (c *conn) startICERefresh(room string, id proto.PeerID) {
 	every := c.s.cfg.ICERefresh
 	// Armed only once stored, so the callback always finds it.
 	t := time.AfterFunc(math.MaxInt64, func() {
@@ -474,7 +476,7 @@ func (c *conn) startICERefresh(room string, id PeerID) {
 			return
 		default:
 		}
-		c.sendMsg(&ICEServers{ICEServers: c.s.cfg.ICEServers(room, id)})
+		c.sendMsg(&proto.ICEServers{ICEServers: c.s.cfg.ICEServers(room, id)})
 		c.iceRefresh.Load().Reset(every)
 	})
 	c.iceRefresh.Store(t)
@@ -488,7 +490,7 @@ func (c *conn) startICERefresh(room string, id PeerID) {
 
 func (c *conn) checkToken(tok string, kind TokenKind, room string, now time.Time, missing string, args ...any) bool {
 	if tok == "" {
-		c.fail(CodeTokenRequired, true, missing, args...)
+		c.fail(proto.CodeTokenRequired, true, missing, args...)
 		return false
 	}
 	if _, err := c.s.signer.Verify(tok, kind, room, now); err != nil {
@@ -508,9 +510,9 @@ func (s *Server) roomNeedsToken(room string) bool {
 }
 
 // relay passes a signal on to a peer of the sender's room.
-func (c *conn) relay(sig *Signal, n int) {
+func (c *conn) relay(sig *proto.Signal, n int) {
 	if sig.To == "" || len(sig.Data) == 0 || string(sig.Data) == "null" {
-		c.fail(CodeBadSignal, false, "a signal needs \"to\" and \"data\"")
+		c.fail(proto.CodeBadSignal, false, "a signal needs \"to\" and \"data\"")
 		return
 	}
 	s := c.s
@@ -521,22 +523,22 @@ func (c *conn) relay(sig *Signal, n int) {
 		return // replaced or removed concurrently
 	}
 	if sig.To == from.id {
-		c.fail(CodeBadSignal, false, "a peer cannot signal itself")
+		c.fail(proto.CodeBadSignal, false, "a peer cannot signal itself")
 		return
 	}
 	// Ids of other rooms are indistinguishable from ids that do not exist.
 	to := from.room.members[sig.To]
 	if to == nil || to.conn == nil {
-		c.fail(CodeUnknownPeer, false, "no reachable peer %.40q in this room", sig.To)
+		c.fail(proto.CodeUnknownPeer, false, "no reachable peer %.40q in this room", sig.To)
 		return
 	}
-	out := &Signal{From: from.id, Data: sig.Data}
-	b, err := Encode(out)
+	out := &proto.Signal{From: from.id, Data: sig.Data}
+	b, err := proto.Encode(out)
 	if err != nil {
 		c.log.Error("encode", "err", err)
 		return
 	}
-	s.m.relayed.WithLabelValues(TypeSignal).Inc()
-	s.m.relayedBytes.WithLabelValues(TypeSignal).Add(float64(len(b)))
-	to.conn.sendEncoded(TypeSignal, b)
+	s.m.relayed.WithLabelValues(proto.TypeSignal).Inc()
+	s.m.relayedBytes.WithLabelValues(proto.TypeSignal).Add(float64(len(b)))
+	to.conn.sendEncoded(proto.TypeSignal, b)
 }

@@ -1,6 +1,10 @@
 package signal
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/peerlan/peerlan/signal/proto"
+)
 
 // Rejection reasons beyond the error codes, for peerlan_signal_rejections_total.
 const (
@@ -55,7 +59,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	// Pre-create the series tests and dashboards look for, so they read 0
 	// rather than missing before the first event.
-	for _, t := range []string{TypeSignal} {
+	for _, t := range []string{proto.TypeSignal} {
 		m.relayed.WithLabelValues(t)
 		m.relayedBytes.WithLabelValues(t)
 	}

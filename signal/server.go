@@ -18,6 +18,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/peerlan/peerlan/signal/proto"
 )
 
 // Config configures a Server. Zero fields take the documented defaults.
@@ -40,7 +42,7 @@ type Config struct {
 	// ICEServers returns the ICE servers for a peer's welcome (for example
 	// with freshly minted TURN credentials). Default: none, so peers use only
 	// host candidates.
-	ICEServers func(room string, id PeerID) []ICEServer
+	ICEServers func(room string, id proto.PeerID) []proto.ICEServer
 	// ICERefresh, when positive, is how often each joined peer is sent
 	// fresh ICEServers in an ice-servers message, so that credentials
 	// minted into them never run out while the peer stays. Set it below the
@@ -171,7 +173,7 @@ type Server struct {
 	upgrader websocket.Upgrader
 	m        *metrics
 	static   http.Handler
-	limits   Limits
+	limits   proto.Limits
 
 	wg sync.WaitGroup // every goroutine the Server started
 
@@ -186,22 +188,22 @@ type Server struct {
 type room struct {
 	name    string
 	pool    *addrPool
-	members map[PeerID]*member
+	members map[proto.PeerID]*member
 	gateway *member
 }
 
 // member is a peer in a room. conn is nil while the peer is within its resume
 // grace period. Guarded by Server.mu.
 type member struct {
-	id    PeerID
-	role  Role
+	id    proto.PeerID
+	role  proto.Role
 	ip    netip.Addr
 	room  *room
 	conn  *conn
 	grace *time.Timer
 }
 
-func (m *member) info() PeerInfo { return PeerInfo{ID: m.id, Role: m.role, IP: m.ip} }
+func (m *member) info() proto.PeerInfo { return proto.PeerInfo{ID: m.id, Role: m.role, IP: m.ip} }
 
 // New returns a Server for cfg.
 func New(cfg Config) (*Server, error) {
@@ -232,7 +234,7 @@ func New(cfg Config) (*Server, error) {
 		m:      m,
 		conns:  make(map[*conn]struct{}),
 		rooms:  make(map[string]*room),
-		limits: Limits{
+		limits: proto.Limits{
 			MaxMessageBytes:   cfg.MaxMessageBytes,
 			MessagesPerSecond: cfg.MessagesPerSecond,
 			Burst:             cfg.Burst,
@@ -259,7 +261,7 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Signer() *Signer { return s.signer }
 
 // Limits returns the limits announced to peers.
-func (s *Server) Limits() Limits { return s.limits }
+func (s *Server) Limits() proto.Limits { return s.limits }
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -430,19 +432,19 @@ func (s *Server) removeLocked(m *member, why string) {
 		s.log.Info("room closed", "room", rm.name)
 		return
 	}
-	s.broadcastLocked(rm, &PeerLeft{ID: m.id}, nil)
+	s.broadcastLocked(rm, &proto.PeerLeft{ID: m.id}, nil)
 }
 
 // broadcastLocked queues msg to every connected member of rm but skip.
 func (s *Server) broadcastLocked(rm *room, msg any, skip *member) {
-	b, err := Encode(msg)
+	b, err := proto.Encode(msg)
 	if err != nil {
 		s.log.Error("encode", "err", err)
 		return
 	}
 	for _, o := range rm.members {
 		if o != skip && o.conn != nil {
-			o.conn.sendEncoded(typeOf(msg), b)
+			o.conn.sendEncoded(proto.TypeOf(msg), b)
 		}
 	}
 }
@@ -480,8 +482,8 @@ func (s *Server) Close() error {
 }
 
 // newPeerID returns 128 random bits in base64url (22 characters).
-func newPeerID() PeerID {
+func newPeerID() proto.PeerID {
 	var b [16]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
-	return PeerID(base64.RawURLEncoding.EncodeToString(b[:]))
+	return proto.PeerID(base64.RawURLEncoding.EncodeToString(b[:]))
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/peerlan/peerlan/internal/promtext"
 	"github.com/peerlan/peerlan/signal"
+	"github.com/peerlan/peerlan/signal/proto"
 )
 
 func TestMain(m *testing.M) {
@@ -108,7 +109,7 @@ func (p *rawPeer) sendRaw(mt int, b []byte) {
 
 func (p *rawPeer) send(m any) {
 	p.t.Helper()
-	b, err := signal.Encode(m)
+	b, err := proto.Encode(m)
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -122,7 +123,7 @@ func (p *rawPeer) next(timeout time.Duration) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return signal.Decode(b)
+	return proto.Decode(b)
 }
 
 func expect[T any](p *rawPeer) T {
@@ -138,9 +139,9 @@ func expect[T any](p *rawPeer) T {
 	return v
 }
 
-func expectError(p *rawPeer, code signal.ErrorCode) *signal.Error {
+func expectError(p *rawPeer, code proto.ErrorCode) *proto.Error {
 	p.t.Helper()
-	e := expect[*signal.Error](p)
+	e := expect[*proto.Error](p)
 	if e.Code != code {
 		p.t.Fatalf("expected error %q, got %q (%s)", code, e.Code, e.Message)
 	}
@@ -175,21 +176,21 @@ func (p *rawPeer) expectClosed(code int) {
 	}
 }
 
-func joinRaw(t testing.TB, ts *testServer, room string, mod func(*signal.Join)) (*rawPeer, *signal.Welcome) {
+func joinRaw(t testing.TB, ts *testServer, room string, mod func(*proto.Join)) (*rawPeer, *proto.Welcome) {
 	t.Helper()
 	p := dialRaw(t, ts.url, nil)
-	j := &signal.Join{V: signal.ProtocolVersion, Room: room}
+	j := &proto.Join{V: proto.ProtocolVersion, Room: room}
 	if mod != nil {
 		mod(j)
 	}
 	p.send(j)
-	return p, expect[*signal.Welcome](p)
+	return p, expect[*proto.Welcome](p)
 }
 
 func TestJoinAndPeerLists(t *testing.T) {
 	ts := startServer(t, nil)
 	a, wa := joinRaw(t, ts, "lab", nil)
-	if len(wa.Peers) != 0 || wa.Role != signal.RoleGuest || wa.Room != "lab" {
+	if len(wa.Peers) != 0 || wa.Role != proto.RoleGuest || wa.Room != "lab" {
 		t.Fatalf("first welcome: %+v", wa)
 	}
 	if len(wa.ID) != 22 {
@@ -208,8 +209,8 @@ func TestJoinAndPeerLists(t *testing.T) {
 	if wb.ID == wa.ID {
 		t.Fatal("two peers got the same id")
 	}
-	pj := expect[*signal.PeerJoined](a)
-	if pj.Peer.ID != wb.ID || pj.Peer.IP != wb.IP || pj.Peer.Role != signal.RoleGuest {
+	pj := expect[*proto.PeerJoined](a)
+	if pj.Peer.ID != wb.ID || pj.Peer.IP != wb.IP || pj.Peer.Role != proto.RoleGuest {
 		t.Fatalf("peer-joined: %+v", pj)
 	}
 	// A peer in another room is invisible.
@@ -217,8 +218,8 @@ func TestJoinAndPeerLists(t *testing.T) {
 	if len(wc.Peers) != 0 || wc.IP != wa.IP {
 		t.Fatalf("other room: %+v", wc)
 	}
-	b.send(&signal.Leave{})
-	if pl := expect[*signal.PeerLeft](a); pl.ID != wb.ID {
+	b.send(&proto.Leave{})
+	if pl := expect[*proto.PeerLeft](a); pl.ID != wb.ID {
 		t.Fatalf("peer-left: %+v", pl)
 	}
 	m := ts.metrics(t)
@@ -235,9 +236,9 @@ func TestJoinAndPeerLists(t *testing.T) {
 // it, none.
 func TestICEServersRefreshed(t *testing.T) {
 	var minted atomic.Int32
-	ice := func(room string, id signal.PeerID) []signal.ICEServer {
+	ice := func(room string, id proto.PeerID) []proto.ICEServer {
 		n := minted.Add(1)
-		return []signal.ICEServer{{URLs: []string{"turn:relay.example:3478"}, Username: fmt.Sprintf("%d:%s:%s", n, room, id), Credential: "c"}}
+		return []proto.ICEServer{{URLs: []string{"turn:relay.example:3478"}, Username: fmt.Sprintf("%d:%s:%s", n, room, id), Credential: "c"}}
 	}
 	ts := startServer(t, func(c *signal.Config) { c.ICEServers, c.ICERefresh = ice, 100*time.Millisecond })
 	a, wa := joinRaw(t, ts, "lab", nil)
@@ -246,14 +247,14 @@ func TestICEServersRefreshed(t *testing.T) {
 	}
 	seen := map[string]bool{wa.ICEServers[0].Username: true}
 	for range 2 {
-		u := expect[*signal.ICEServers](a)
+		u := expect[*proto.ICEServers](a)
 		if len(u.ICEServers) != 1 || !strings.HasSuffix(u.ICEServers[0].Username, ":lab:"+string(wa.ID)) || seen[u.ICEServers[0].Username] {
 			t.Fatalf("refresh: %+v (seen %v)", u.ICEServers, seen)
 		}
 		seen[u.ICEServers[0].Username] = true
 	}
 	// A peer that left gets nothing more minted for it.
-	a.send(&signal.Leave{})
+	a.send(&proto.Leave{})
 	a.expectClosed(websocket.CloseNormalClosure)
 	before := minted.Load()
 	time.Sleep(300 * time.Millisecond)
@@ -270,34 +271,34 @@ func TestRelayOnlyWithinRoom(t *testing.T) {
 	ts := startServer(t, nil)
 	a, wa := joinRaw(t, ts, "lab", nil)
 	b, wb := joinRaw(t, ts, "lab", nil)
-	expect[*signal.PeerJoined](a)
+	expect[*proto.PeerJoined](a)
 	c, wc := joinRaw(t, ts, "elsewhere", nil)
 
 	before := ts.metrics(t)
 	payload := json.RawMessage(`{"kind":"offer","sdp":"v=0"}`)
-	a.send(&signal.Signal{To: wb.ID, Data: payload})
-	got := expect[*signal.Signal](b)
+	a.send(&proto.Signal{To: wb.ID, Data: payload})
+	got := expect[*proto.Signal](b)
 	if got.From != wa.ID || got.To != "" || string(got.Data) != string(payload) {
 		t.Fatalf("relayed signal: %+v", got)
 	}
 	// The sender may not choose its "from".
-	b.send(&signal.Signal{To: wa.ID, From: wc.ID, Data: payload})
-	if got := expect[*signal.Signal](a); got.From != wb.ID {
+	b.send(&proto.Signal{To: wa.ID, From: wc.ID, Data: payload})
+	if got := expect[*proto.Signal](a); got.From != wb.ID {
 		t.Fatalf("forged from passed through: %+v", got)
 	}
 	// An id from another room is as unknown as an id that never existed.
-	a.send(&signal.Signal{To: wc.ID, Data: payload})
-	e1 := expectError(a, signal.CodeUnknownPeer)
-	a.send(&signal.Signal{To: "nonexistent", Data: payload})
-	expectError(a, signal.CodeUnknownPeer)
+	a.send(&proto.Signal{To: wc.ID, Data: payload})
+	e1 := expectError(a, proto.CodeUnknownPeer)
+	a.send(&proto.Signal{To: "nonexistent", Data: payload})
+	expectError(a, proto.CodeUnknownPeer)
 	if e1.Fatal {
 		t.Fatal("unknown-peer must not be fatal")
 	}
-	c.send(&signal.Signal{To: wa.ID, Data: payload})
-	expectError(c, signal.CodeUnknownPeer)
+	c.send(&proto.Signal{To: wa.ID, Data: payload})
+	expectError(c, proto.CodeUnknownPeer)
 
 	after := ts.metrics(t)
-	enc, _ := signal.Encode(&signal.Signal{From: wa.ID, Data: payload})
+	enc, _ := proto.Encode(&proto.Signal{From: wa.ID, Data: payload})
 	if d := after[`peerlan_signal_relayed_messages_total{type="signal"}`] - before[`peerlan_signal_relayed_messages_total{type="signal"}`]; d != 2 {
 		t.Fatalf("relayed messages moved by %v, want 2", d)
 	}
@@ -321,32 +322,32 @@ func TestTokens(t *testing.T) {
 	cases := []struct {
 		name  string
 		room  string
-		role  signal.Role
+		role  proto.Role
 		token string
-		want  signal.ErrorCode // "" = welcomed
+		want  proto.ErrorCode // "" = welcomed
 	}{
-		{"open room needs nothing", "public", signal.RoleGuest, "", ""},
-		{"missing", "private-1", signal.RoleGuest, "", signal.CodeTokenRequired},
-		{"garbage", "private-1", signal.RoleGuest, "pl1.xxx.yyy", signal.CodeTokenInvalid},
-		{"other server's", "private-1", signal.RoleGuest, other.MintFor(signal.TokenJoin, "private-1", time.Hour, now), signal.CodeTokenInvalid},
-		{"tampered", "private-1", signal.RoleGuest, join[:len(join)-2] + "AA", signal.CodeTokenInvalid},
-		{"expired", "private-1", signal.RoleGuest, signer.MintFor(signal.TokenJoin, "private-1", -time.Second, now), signal.CodeTokenExpired},
-		{"wrong room", "private-1", signal.RoleGuest, signer.MintFor(signal.TokenJoin, "private-2", time.Hour, now), signal.CodeTokenWrongRoom},
-		{"valid", "private-1", signal.RoleGuest, join, ""},
-		{"gateway without token", "public", signal.RoleGateway, "", signal.CodeTokenRequired},
-		{"gateway with join token", "private-1", signal.RoleGateway, join, signal.CodeTokenWrongRoom},
-		{"gateway token of another room", "public", signal.RoleGateway, gw, signal.CodeTokenWrongRoom},
-		{"gateway", "private-1", signal.RoleGateway, gw, ""},
-		{"second gateway", "private-1", signal.RoleGateway, gw, signal.CodeGatewayTaken},
+		{"open room needs nothing", "public", proto.RoleGuest, "", ""},
+		{"missing", "private-1", proto.RoleGuest, "", proto.CodeTokenRequired},
+		{"garbage", "private-1", proto.RoleGuest, "pl1.xxx.yyy", proto.CodeTokenInvalid},
+		{"other server's", "private-1", proto.RoleGuest, other.MintFor(signal.TokenJoin, "private-1", time.Hour, now), proto.CodeTokenInvalid},
+		{"tampered", "private-1", proto.RoleGuest, join[:len(join)-2] + "AA", proto.CodeTokenInvalid},
+		{"expired", "private-1", proto.RoleGuest, signer.MintFor(signal.TokenJoin, "private-1", -time.Second, now), proto.CodeTokenExpired},
+		{"wrong room", "private-1", proto.RoleGuest, signer.MintFor(signal.TokenJoin, "private-2", time.Hour, now), proto.CodeTokenWrongRoom},
+		{"valid", "private-1", proto.RoleGuest, join, ""},
+		{"gateway without token", "public", proto.RoleGateway, "", proto.CodeTokenRequired},
+		{"gateway with join token", "private-1", proto.RoleGateway, join, proto.CodeTokenWrongRoom},
+		{"gateway token of another room", "public", proto.RoleGateway, gw, proto.CodeTokenWrongRoom},
+		{"gateway", "private-1", proto.RoleGateway, gw, ""},
+		{"second gateway", "private-1", proto.RoleGateway, gw, proto.CodeGatewayTaken},
 	}
 	var keep []*rawPeer
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			p := dialRaw(t, ts.url, nil)
-			p.send(&signal.Join{V: 1, Room: tc.room, Role: tc.role, Token: tc.token})
+			p.send(&proto.Join{V: 1, Room: tc.room, Role: tc.role, Token: tc.token})
 			if tc.want == "" {
-				w := expect[*signal.Welcome](p)
-				if tc.role == signal.RoleGateway && w.IP != w.Gateway {
+				w := expect[*proto.Welcome](p)
+				if tc.role == proto.RoleGateway && w.IP != w.Gateway {
 					t.Fatalf("gateway got %v, want %v", w.IP, w.Gateway)
 				}
 				keep = append(keep, p)
@@ -375,13 +376,13 @@ func TestAddressesUniqueAndReleased(t *testing.T) {
 		peers = append(peers, p)
 	}
 	full := dialRaw(t, ts.url, nil)
-	full.send(&signal.Join{V: 1, Room: "small"})
-	expectError(full, signal.CodeRoomFull)
+	full.send(&proto.Join{V: 1, Room: "small"})
+	expectError(full, proto.CodeRoomFull)
 
 	// Leaving frees the address for the next peer.
 	third := netip.MustParseAddr("192.0.2.4")
-	peers[2].send(&signal.Leave{})
-	expect[*signal.PeerLeft](peers[4]) // the newest peer has no joins queued
+	peers[2].send(&proto.Leave{})
+	expect[*proto.PeerLeft](peers[4]) // the newest peer has no joins queued
 	_, w := joinRaw(t, ts, "small", nil)
 	if w.IP != third {
 		t.Fatalf("released address not reused: got %v want %v", w.IP, third)
@@ -392,17 +393,17 @@ func TestResumeKeepsIdentity(t *testing.T) {
 	ts := startServer(t, func(c *signal.Config) { c.ResumeGrace = 5 * time.Second })
 	a, wa := joinRaw(t, ts, "lab", nil)
 	b, wb := joinRaw(t, ts, "lab", nil)
-	expect[*signal.PeerJoined](a)
+	expect[*proto.PeerJoined](a)
 
 	// B's connection breaks without a close frame (network failure).
 	b.ws.UnderlyingConn().Close()
-	b2, wb2 := joinRaw(t, ts, "lab", func(j *signal.Join) { j.Resume = wb.Resume })
+	b2, wb2 := joinRaw(t, ts, "lab", func(j *proto.Join) { j.Resume = wb.Resume })
 	if wb2.ID != wb.ID || wb2.IP != wb.IP {
 		t.Fatalf("resume within grace: got %v/%v want %v/%v", wb2.ID, wb2.IP, wb.ID, wb.IP)
 	}
 	// A never saw B leave or join again, and can still reach it.
-	a.send(&signal.Signal{To: wb.ID, Data: json.RawMessage(`1`)})
-	if s := expect[*signal.Signal](b2); s.From != wa.ID {
+	a.send(&proto.Signal{To: wb.ID, Data: json.RawMessage(`1`)})
+	if s := expect[*proto.Signal](b2); s.From != wa.ID {
 		t.Fatalf("signal after resume: %+v", s)
 	}
 	m := ts.metrics(t)
@@ -411,7 +412,7 @@ func TestResumeKeepsIdentity(t *testing.T) {
 	}
 
 	// A resume token is bound to its room and is useless elsewhere.
-	_, wx := joinRaw(t, ts, "elsewhere", func(j *signal.Join) { j.Resume = wb.Resume })
+	_, wx := joinRaw(t, ts, "elsewhere", func(j *proto.Join) { j.Resume = wb.Resume })
 	if wx.ID == wb.ID {
 		t.Fatal("resume token honoured in another room")
 	}
@@ -419,7 +420,7 @@ func TestResumeKeepsIdentity(t *testing.T) {
 	// A restarted server with the same secret honours resume tokens too.
 	ts.stop()
 	ts2 := startServer(t, nil)
-	_, wa2 := joinRaw(t, ts2, "lab", func(j *signal.Join) { j.Resume = wa.Resume })
+	_, wa2 := joinRaw(t, ts2, "lab", func(j *proto.Join) { j.Resume = wa.Resume })
 	if wa2.ID != wa.ID || wa2.IP != wa.IP {
 		t.Fatalf("resume after restart: got %v/%v want %v/%v", wa2.ID, wa2.IP, wa.ID, wa.IP)
 	}
@@ -432,9 +433,9 @@ func TestGraceExpiryAnnouncesLeave(t *testing.T) {
 	ts := startServer(t, func(c *signal.Config) { c.ResumeGrace = 100 * time.Millisecond })
 	a, _ := joinRaw(t, ts, "lab", nil)
 	b, wb := joinRaw(t, ts, "lab", nil)
-	expect[*signal.PeerJoined](a)
+	expect[*proto.PeerJoined](a)
 	b.ws.UnderlyingConn().Close()
-	if pl := expect[*signal.PeerLeft](a); pl.ID != wb.ID {
+	if pl := expect[*proto.PeerLeft](a); pl.ID != wb.ID {
 		t.Fatalf("peer-left %+v", pl)
 	}
 	// Its address is free again.
@@ -453,11 +454,11 @@ func TestKeepaliveRemovesDeadPeer(t *testing.T) {
 	a, _ := joinRaw(t, ts, "lab", nil)
 	// B's process hangs: it never reads, so it never answers pings.
 	dead := dialRaw(t, ts.url, nil)
-	dead.send(&signal.Join{V: 1, Room: "lab"})
+	dead.send(&proto.Join{V: 1, Room: "lab"})
 	start := time.Now()
-	pj := expect[*signal.PeerJoined](a)
+	pj := expect[*proto.PeerJoined](a)
 	// A keeps reading, so gorilla answers the server's pings for it.
-	pl := expect[*signal.PeerLeft](a)
+	pl := expect[*proto.PeerLeft](a)
 	if pl.ID != pj.Peer.ID {
 		t.Fatalf("wrong peer left: %v", pl.ID)
 	}
@@ -486,10 +487,10 @@ func TestSlowReaderDisconnected(t *testing.T) {
 	})
 	a, _ := joinRaw(t, ts, "lab", nil)
 	b, wb := joinRaw(t, ts, "lab", nil)
-	expect[*signal.PeerJoined](a)
+	expect[*proto.PeerJoined](a)
 	slow, wslow := joinRaw(t, ts, "lab", nil)
-	expect[*signal.PeerJoined](a)
-	expect[*signal.PeerJoined](b)
+	expect[*proto.PeerJoined](a)
+	expect[*proto.PeerJoined](b)
 	_ = slow // never read again from here on
 
 	big := json.RawMessage(`"` + strings.Repeat("x", 60<<10) + `"`)
@@ -499,12 +500,12 @@ func TestSlowReaderDisconnected(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("slow reader was never disconnected")
 		}
-		a.send(&signal.Signal{To: wslow.ID, Data: big})
+		a.send(&proto.Signal{To: wslow.ID, Data: big})
 		// Meanwhile B is served promptly.
 		if i%20 == 0 {
-			a.send(&signal.Signal{To: wb.ID, Data: small})
+			a.send(&proto.Signal{To: wb.ID, Data: small})
 			start := time.Now()
-			if s := expect[*signal.Signal](b); string(s.Data) != `"ping"` {
+			if s := expect[*proto.Signal](b); string(s.Data) != `"ping"` {
 				t.Fatalf("b got %s", s.Data)
 			}
 			if el := time.Since(start); el > time.Second {
@@ -517,22 +518,22 @@ func TestSlowReaderDisconnected(t *testing.T) {
 	}
 	// The slow reader is gone for others to see once its grace ends; A and B
 	// carry on.
-	a.send(&signal.Signal{To: wb.ID, Data: small})
-	expect[*signal.Signal](b)
+	a.send(&proto.Signal{To: wb.ID, Data: small})
+	expect[*proto.Signal](b)
 }
 
 func TestBadInput(t *testing.T) {
 	ts := startServer(t, nil)
 	a, wa := joinRaw(t, ts, "lab", nil)
 	b, wb := joinRaw(t, ts, "lab", nil)
-	expect[*signal.PeerJoined](a)
+	expect[*proto.PeerJoined](a)
 
 	tt := t
-	check := func(name string, input func(p *rawPeer), code signal.ErrorCode, fatal bool) {
+	check := func(name string, input func(p *rawPeer), code proto.ErrorCode, fatal bool) {
 		t.Run(name, func(t *testing.T) {
 			p, _ := joinRaw(t, ts, "lab", nil)
-			expect[*signal.PeerJoined](a)
-			expect[*signal.PeerJoined](b)
+			expect[*proto.PeerJoined](a)
+			expect[*proto.PeerJoined](b)
 			p.t, a.t, b.t = t, t, t
 			defer func() { a.t, b.t = tt, tt }()
 			before := ts.metrics(t)[fmt.Sprintf(`peerlan_signal_rejections_total{reason=%q}`, code)]
@@ -545,50 +546,50 @@ func TestBadInput(t *testing.T) {
 				p.expectClosed(websocket.ClosePolicyViolation)
 			} else {
 				// The connection still works.
-				p.send(&signal.Signal{To: wa.ID, Data: json.RawMessage(`"still here"`)})
-				expect[*signal.Signal](a)
-				p.send(&signal.Leave{})
+				p.send(&proto.Signal{To: wa.ID, Data: json.RawMessage(`"still here"`)})
+				expect[*proto.Signal](a)
+				p.send(&proto.Leave{})
 			}
-			expect[*signal.PeerLeft](a)
-			expect[*signal.PeerLeft](b)
+			expect[*proto.PeerLeft](a)
+			expect[*proto.PeerLeft](b)
 			if got := ts.metrics(t)[fmt.Sprintf(`peerlan_signal_rejections_total{reason=%q}`, code)]; got != before+1 {
 				t.Fatalf("rejections{%s} %v -> %v", code, before, got)
 			}
 			// Nothing else was disturbed.
-			a.send(&signal.Signal{To: wb.ID, Data: json.RawMessage(`"ok"`)})
-			expect[*signal.Signal](b)
+			a.send(&proto.Signal{To: wb.ID, Data: json.RawMessage(`"ok"`)})
+			expect[*proto.Signal](b)
 		})
 	}
 	text := func(s string) func(*rawPeer) {
 		return func(p *rawPeer) { p.sendRaw(websocket.TextMessage, []byte(s)) }
 	}
-	check("binary frame", func(p *rawPeer) { p.sendRaw(websocket.BinaryMessage, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2}) }, signal.CodeBinary, true)
+	check("binary frame", func(p *rawPeer) { p.sendRaw(websocket.BinaryMessage, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2}) }, proto.CodeBinary, true)
 	check("oversize", func(p *rawPeer) {
 		// The server stops reading at its limit, answers and closes, which
 		// may reset the connection before the client has written it all.
 		_ = p.ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"signal","to":"x","data":"`+strings.Repeat("a", 70<<10)+`"}`))
-	}, signal.CodeTooLarge, true)
-	check("malformed json", text(`{"type":"signal",`), signal.CodeBadJSON, false)
-	check("not an object", text(`[1,2,3]`), signal.CodeBadJSON, false)
-	check("no type", text(`{"to":"x"}`), signal.CodeBadJSON, false)
-	check("unknown type", text(`{"type":"frame","data":"AAAA"}`), signal.CodeUnknownType, false)
-	check("server-only type", text(`{"type":"welcome"}`), signal.CodeUnknownType, false)
-	check("server-only ice-servers", text(`{"type":"ice-servers","ice_servers":[]}`), signal.CodeUnknownType, false)
-	check("second join", text(`{"type":"join","v":1,"room":"lab"}`), signal.CodeAlreadyJoined, false)
-	check("signal without data", text(`{"type":"signal","to":"`+string(wa.ID)+`"}`), signal.CodeBadSignal, false)
-	check("signal to unknown peer", text(`{"type":"signal","to":"AAAAAAAAAAAAAAAAAAAAAA","data":1}`), signal.CodeUnknownPeer, false)
+	}, proto.CodeTooLarge, true)
+	check("malformed json", text(`{"type":"signal",`), proto.CodeBadJSON, false)
+	check("not an object", text(`[1,2,3]`), proto.CodeBadJSON, false)
+	check("no type", text(`{"to":"x"}`), proto.CodeBadJSON, false)
+	check("unknown type", text(`{"type":"frame","data":"AAAA"}`), proto.CodeUnknownType, false)
+	check("server-only type", text(`{"type":"welcome"}`), proto.CodeUnknownType, false)
+	check("server-only ice-servers", text(`{"type":"ice-servers","ice_servers":[]}`), proto.CodeUnknownType, false)
+	check("second join", text(`{"type":"join","v":1,"room":"lab"}`), proto.CodeAlreadyJoined, false)
+	check("signal without data", text(`{"type":"signal","to":"`+string(wa.ID)+`"}`), proto.CodeBadSignal, false)
+	check("signal to unknown peer", text(`{"type":"signal","to":"AAAAAAAAAAAAAAAAAAAAAA","data":1}`), proto.CodeUnknownPeer, false)
 
 	// Before joining.
 	pre := []struct {
 		name  string
 		input string
-		code  signal.ErrorCode
+		code  proto.ErrorCode
 	}{
-		{"signal before join", `{"type":"signal","to":"x","data":1}`, signal.CodeNotJoined},
-		{"bad version", `{"type":"join","v":2,"room":"lab"}`, signal.CodeBadVersion},
-		{"bad room", `{"type":"join","v":1,"room":"../etc"}`, signal.CodeBadRoom},
-		{"empty room", `{"type":"join","v":1,"room":""}`, signal.CodeBadRoom},
-		{"bad role", `{"type":"join","v":1,"room":"lab","role":"admin"}`, signal.CodeBadRole},
+		{"signal before join", `{"type":"signal","to":"x","data":1}`, proto.CodeNotJoined},
+		{"bad version", `{"type":"join","v":2,"room":"lab"}`, proto.CodeBadVersion},
+		{"bad room", `{"type":"join","v":1,"room":"../etc"}`, proto.CodeBadRoom},
+		{"empty room", `{"type":"join","v":1,"room":""}`, proto.CodeBadRoom},
+		{"bad role", `{"type":"join","v":1,"room":"lab","role":"admin"}`, proto.CodeBadRole},
 	}
 	for _, tc := range pre {
 		t.Run(tc.name, func(t *testing.T) {
@@ -597,19 +598,19 @@ func TestBadInput(t *testing.T) {
 			expectError(p, tc.code)
 		})
 	}
-	a.send(&signal.Signal{To: wb.ID, Data: json.RawMessage(`"ok"`)})
-	expect[*signal.Signal](b)
+	a.send(&proto.Signal{To: wb.ID, Data: json.RawMessage(`"ok"`)})
+	expect[*proto.Signal](b)
 }
 
 func TestRateLimit(t *testing.T) {
 	ts := startServer(t, func(c *signal.Config) { c.MessagesPerSecond = 1; c.Burst = 3 })
 	a, _ := joinRaw(t, ts, "lab", nil) // the join spends one token
 	_, wb := joinRaw(t, ts, "lab", nil)
-	expect[*signal.PeerJoined](a)
+	expect[*proto.PeerJoined](a)
 	for i := 0; i < 4; i++ {
-		a.send(&signal.Signal{To: wb.ID, Data: json.RawMessage(`1`)})
+		a.send(&proto.Signal{To: wb.ID, Data: json.RawMessage(`1`)})
 	}
-	e := expectError(a, signal.CodeRateLimited)
+	e := expectError(a, proto.CodeRateLimited)
 	if e.Fatal {
 		t.Fatal("rate limiting must not be fatal")
 	}

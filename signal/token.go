@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/peerlan/peerlan/signal/proto"
 )
 
 // Tokens are bearer credentials signed by the server secret:
@@ -44,12 +46,12 @@ var (
 
 // Claims are the signed content of a token.
 type Claims struct {
-	Kind    TokenKind  `json:"k"`
-	Room    string     `json:"r"`
-	Expires int64      `json:"e"` // unix seconds
-	ID      PeerID     `json:"i,omitempty"`
-	Role    Role       `json:"o,omitempty"`
-	IP      netip.Addr `json:"a,omitzero"`
+	Kind    TokenKind    `json:"k"`
+	Room    string       `json:"r"`
+	Expires int64        `json:"e"` // unix seconds
+	ID      proto.PeerID `json:"i,omitempty"`
+	Role    proto.Role   `json:"o,omitempty"`
+	IP      netip.Addr   `json:"a,omitzero"`
 }
 
 // Signer mints and verifies tokens with a key derived from the server secret.
@@ -117,13 +119,13 @@ func (s *Signer) Verify(token string, kind TokenKind, room string, now time.Time
 }
 
 // tokenErrorCode maps a verification error to its wire code.
-func tokenErrorCode(err error) ErrorCode {
+func tokenErrorCode(err error) proto.ErrorCode {
 	switch {
 	case errors.Is(err, ErrTokenExpired):
-		return CodeTokenExpired
+		return proto.CodeTokenExpired
 	case errors.Is(err, ErrTokenWrongRoom):
-		return CodeTokenWrongRoom
+		return proto.CodeTokenWrongRoom
 	default:
-		return CodeTokenInvalid
+		return proto.CodeTokenInvalid
 	}
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/peerlan/peerlan/peer"
-	"github.com/peerlan/peerlan/signal"
+	"github.com/peerlan/peerlan/signal/proto"
 )
 
 // Join defaults and bounds.
@@ -69,7 +69,7 @@ func parseOptions(data []byte) (joinOptions, error) {
 	if o.Room, err = stringOption(raw, "room", true); err != nil {
 		return o, err
 	}
-	if !signal.ValidRoomName(o.Room) {
+	if !proto.ValidRoomName(o.Room) {
 		return o, fmt.Errorf("option room %q: want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", o.Room)
 	}
 	if o.Token, err = stringOption(raw, "token", false); err != nil {

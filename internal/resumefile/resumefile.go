@@ -23,7 +23,7 @@ type File struct {
 }
 
 // New is the token file for room in dir, named resume-ROOM. Room names
-// cannot hold a path separator or start with a dot (signal.ValidRoomName).
+// cannot hold a path separator or start with a dot (proto.ValidRoomName).
 func New(dir, room string, log *slog.Logger) *File {
 	return &File{path: filepath.Join(dir, "resume-"+room), log: log}
 }

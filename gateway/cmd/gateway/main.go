@@ -41,7 +41,7 @@ import (
 	"github.com/peerlan/peerlan/internal/resumefile"
 	"github.com/peerlan/peerlan/peer"
 	"github.com/peerlan/peerlan/peer/tap"
-	"github.com/peerlan/peerlan/signal"
+	"github.com/peerlan/peerlan/signal/proto"
 )
 
 // tokenEnv holds the gateway token when neither -token-file nor -token is
@@ -151,7 +151,7 @@ func parse(o options, log *slog.Logger) (*config, error) {
 	if o.room == "" {
 		return nil, errors.New("-room is required")
 	}
-	if !signal.ValidRoomName(o.room) {
+	if !proto.ValidRoomName(o.room) {
 		return nil, fmt.Errorf("-room %q: letters, digits, '.', '_' and '-' only", o.room)
 	}
 	tok, err := readToken(o, log)
@@ -309,7 +309,7 @@ func serve(c *config, log *slog.Logger) error {
 	}
 	resume := resumefile.New(c.o.stateDir, c.o.room, log)
 	mesh, err := peer.NewMesh(peer.MeshConfig{
-		Signal: c.o.signal, Room: c.o.room, Token: c.token, Role: signal.RoleGateway, Relay: c.relay, Resume: resume.Load(),
+		Signal: c.o.signal, Room: c.o.room, Token: c.token, Role: proto.RoleGateway, Relay: c.relay, Resume: resume.Load(),
 		Local: dev, DisableDHCP: true, GuestMTU: c.o.mtu, ICEServers: c.extraICE, Transport: c.transport,
 		DisableOffload: !c.o.offload, Logger: log, StatusEvery: statusEvery,
 	})
@@ -400,7 +400,7 @@ func waitJoined(ctx context.Context, mesh *peer.Mesh, meshDone chan error, log *
 			return netip.Prefix{}, nil
 		case err := <-meshDone:
 			meshDone <- err
-			var se *signal.Error
+			var se *proto.Error
 			if errors.As(err, &se) {
 				return netip.Prefix{}, fmt.Errorf("the signaling server refused us as the room's gateway: %s: %s", se.Code, se.Message)
 			}
@@ -417,7 +417,7 @@ func waitJoined(ctx context.Context, mesh *peer.Mesh, meshDone chan error, log *
 				continue
 			}
 			subnet := st.Prefix.Masked()
-			if st.Role != signal.RoleGateway || st.IP != st.Gateway || st.IP != subnet.Addr().Next() {
+			if st.Role != proto.RoleGateway || st.IP != st.Gateway || st.IP != subnet.Addr().Next() {
 				return netip.Prefix{}, fmt.Errorf("the signaling server gave us %v in %v with gateway %v; want the subnet's first address",
 					st.IP, st.Prefix, st.Gateway)
 			}
@@ -438,7 +438,7 @@ func watch(ctx context.Context, mesh *peer.Mesh, meshDone chan error, host *gate
 	resume *resumefile.File, every time.Duration, log *slog.Logger) error {
 	check := time.NewTicker(announcePoll)
 	defer check.Stop()
-	announced := map[signal.PeerID]bool{} // peers whose current link heard our gratuitous ARP
+	announced := map[proto.PeerID]bool{} // peers whose current link heard our gratuitous ARP
 	var status <-chan time.Time
 	if every > 0 {
 		t := time.NewTicker(every)
@@ -480,9 +480,9 @@ const announcePoll = 250 * time.Millisecond
 // since the last call, so that a guest that knew a previous gateway (another
 // TAP, another MAC address) switches to ours at once. announced holds the
 // peers with an open link that were covered; it is updated.
-func announceToNewLinks(st peer.MeshStatus, announced map[signal.PeerID]bool, host *gateway.Host, log *slog.Logger) {
+func announceToNewLinks(st peer.MeshStatus, announced map[proto.PeerID]bool, host *gateway.Host, log *slog.Logger) {
 	fresh := false
-	open := make(map[signal.PeerID]bool, len(st.Peers))
+	open := make(map[proto.PeerID]bool, len(st.Peers))
 	for _, p := range st.Peers {
 		if p.State == "open" {
 			open[p.ID] = true

@@ -35,6 +35,7 @@ import (
 
 	"github.com/peerlan/peerlan/internal/cli"
 	peersignal "github.com/peerlan/peerlan/signal"
+	"github.com/peerlan/peerlan/signal/proto"
 	"github.com/peerlan/peerlan/web"
 )
 
@@ -243,7 +244,7 @@ func tokenCmd(args []string) int {
 		}
 		return 2
 	}
-	if !peersignal.ValidRoomName(*room) {
+	if !proto.ValidRoomName(*room) {
 		fmt.Fprintln(os.Stderr, "signal token: -room must name a room (letters, digits, '.', '_', '-')")
 		return 2
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/peerlan/peerlan/internal/cli"
-	peersignal "github.com/peerlan/peerlan/signal"
+	"github.com/peerlan/peerlan/signal/proto"
 	"github.com/peerlan/peerlan/signal/relay"
 )
 
@@ -140,7 +140,7 @@ func (t turnFlags) relayConfig(log *slog.Logger, reg prometheus.Registerer) (rel
 // (turn: and turns: ones with credentials when there is a TURN secret).
 // It returns a nil function when there is nothing to hand out.
 func setupTURN(t turnFlags, external []string, log *slog.Logger, reg prometheus.Registerer) (
-	*relay.Server, func(string, peersignal.PeerID) []peersignal.ICEServer, error) {
+	*relay.Server, func(string, proto.PeerID) []proto.ICEServer, error) {
 	if t.ttl <= 0 {
 		return nil, nil, errors.New("-turn-ttl must be positive")
 	}
@@ -194,20 +194,20 @@ func setupTURN(t turnFlags, external []string, log *slog.Logger, reg prometheus.
 		return srv, nil, nil
 	}
 	ttl := t.ttl
-	ice := func(_ string, id peersignal.PeerID) []peersignal.ICEServer {
-		var out []peersignal.ICEServer
+	ice := func(_ string, id proto.PeerID) []proto.ICEServer {
+		var out []proto.ICEServer
 		var user, pass string
 		if secret != nil {
 			user, pass = relay.MintCredential(secret, string(id), ttl, time.Now())
 		}
 		if len(embedded) > 0 {
-			out = append(out, peersignal.ICEServer{URLs: embedded, Username: user, Credential: pass})
+			out = append(out, proto.ICEServer{URLs: embedded, Username: user, Credential: pass})
 		}
 		if len(turnURLs) > 0 {
-			out = append(out, peersignal.ICEServer{URLs: turnURLs, Username: user, Credential: pass})
+			out = append(out, proto.ICEServer{URLs: turnURLs, Username: user, Credential: pass})
 		}
 		if len(stun) > 0 {
-			out = append(out, peersignal.ICEServer{URLs: stun})
+			out = append(out, proto.ICEServer{URLs: stun})
 		}
 		return out
 	}

@@ -1,4 +1,4 @@
-package signal
+package proto
 
 import (
 	"bytes"
@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"regexp"
 )
 
 // ProtocolVersion is the version of the wire protocol described in the
@@ -38,7 +37,8 @@ const (
 	RoleGateway Role = "gateway"
 )
 
-func (r Role) valid() bool { return r == RoleGuest || r == RoleGateway }
+// Valid reports whether r is one of the roles above.
+func (r Role) Valid() bool { return r == RoleGuest || r == RoleGateway }
 
 // PeerInfo describes a member of a room.
 type PeerInfo struct {
@@ -164,10 +164,25 @@ const (
 )
 
 // ValidRoomName reports whether name may name a room: 1 to 64 characters of
-// letters, digits, '.', '_' and '-', starting with a letter or digit.
-func ValidRoomName(name string) bool { return roomNameRE.MatchString(name) }
-
-var roomNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+// letters, digits, '.', '_' and '-', starting with a letter or digit (ASCII
+// only: `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`). It is written out rather than
+// a regexp so that the browser build of a peer does not link package regexp
+// (about 260 kB of wasm) for it.
+func ValidRoomName(name string) bool {
+	if len(name) == 0 || len(name) > 64 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 var errNotObject = errors.New("signal: message is not a JSON object with a string \"type\"")
 
@@ -252,8 +267,9 @@ func Encode(m any) ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
-// typeOf returns the wire type of a decoded or to-be-encoded message.
-func typeOf(m any) string {
+// TypeOf returns the wire type of a decoded or to-be-encoded message, or
+// "unknown" for other values.
+func TypeOf(m any) string {
 	switch m.(type) {
 	case *Join:
 		return TypeJoin

@@ -1,4 +1,4 @@
-package signal_test
+package signalclient_test
 
 import (
 	"context"
@@ -13,18 +13,20 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/peerlan/peerlan/signal"
+	"github.com/peerlan/peerlan/signal/proto"
+	"github.com/peerlan/peerlan/signal/signalclient"
 )
 
 // runClient starts a Client and stops it at cleanup. stop cancels it and
 // returns what Run returned; done is closed when Run has returned.
-func runClient(t *testing.T, url, room string, mod func(*signal.ClientConfig)) (c *signal.Client, stop func() error, done <-chan struct{}) {
+func runClient(t *testing.T, url, room string, mod func(*signalclient.Config)) (c *signalclient.Client, stop func() error, done <-chan struct{}) {
 	t.Helper()
-	cfg := signal.ClientConfig{URL: url, Room: room, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+	cfg := signalclient.Config{URL: url, Room: room, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
 		Logger: discardOrTest(t)}
 	if mod != nil {
 		mod(&cfg)
 	}
-	c, err := signal.NewClient(cfg)
+	c, err := signalclient.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +44,7 @@ func runClient(t *testing.T, url, room string, mod func(*signal.ClientConfig)) (
 }
 
 // nextEvent waits for the next event of type T, skipping others.
-func nextEvent[T any](t *testing.T, c *signal.Client) T {
+func nextEvent[T any](t *testing.T, c *signalclient.Client) T {
 	t.Helper()
 	timeout := time.After(10 * time.Second)
 	for {
@@ -60,19 +62,19 @@ func nextEvent[T any](t *testing.T, c *signal.Client) T {
 func TestClientJoinSignalLeave(t *testing.T) {
 	ts := startServer(t, func(c *signal.Config) { c.ResumeGrace = time.Minute })
 	a, _, _ := runClient(t, ts.url, "lab", nil)
-	wa := nextEvent[*signal.Welcome](t, a)
+	wa := nextEvent[*proto.Welcome](t, a)
 	b, stopB, _ := runClient(t, ts.url, "lab", nil)
-	wb := nextEvent[*signal.Welcome](t, b)
+	wb := nextEvent[*proto.Welcome](t, b)
 	if len(wb.Peers) != 1 || wb.Peers[0].ID != wa.ID || a.ID() != wa.ID {
 		t.Fatalf("welcome: %+v", wb)
 	}
-	if pj := nextEvent[*signal.PeerJoined](t, a); pj.Peer.ID != wb.ID {
+	if pj := nextEvent[*proto.PeerJoined](t, a); pj.Peer.ID != wb.ID {
 		t.Fatalf("peer-joined %+v", pj)
 	}
 	if err := a.Send(wb.ID, json.RawMessage(`{"kind":"offer"}`)); err != nil {
 		t.Fatal(err)
 	}
-	if s := nextEvent[*signal.Signal](t, b); s.From != wa.ID || string(s.Data) != `{"kind":"offer"}` {
+	if s := nextEvent[*proto.Signal](t, b); s.From != wa.ID || string(s.Data) != `{"kind":"offer"}` {
 		t.Fatalf("signal %+v", s)
 	}
 	// Stopping a client leaves at once, without waiting out the grace period.
@@ -80,7 +82,7 @@ func TestClientJoinSignalLeave(t *testing.T) {
 	if err := stopB(); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run returned %v", err)
 	}
-	if pl := nextEvent[*signal.PeerLeft](t, a); pl.ID != wb.ID {
+	if pl := nextEvent[*proto.PeerLeft](t, a); pl.ID != wb.ID {
 		t.Fatalf("peer-left %+v", pl)
 	}
 	if el := time.Since(start); el > 5*time.Second {
@@ -106,12 +108,12 @@ func TestClientResumesAfterServerRestart(t *testing.T) {
 	s1, hs1 := serve(ln)
 	url := "ws://" + addr + "/signal"
 	a, _, _ := runClient(t, url, "lab", nil)
-	w1 := nextEvent[*signal.Welcome](t, a)
+	w1 := nextEvent[*proto.Welcome](t, a)
 
 	hs1.Close()
 	s1.Close()
-	nextEvent[*signal.Disconnected](t, a)
-	if err := a.Send(w1.ID, json.RawMessage(`1`)); !errors.Is(err, signal.ErrNotConnected) {
+	nextEvent[*signalclient.Disconnected](t, a)
+	if err := a.Send(w1.ID, json.RawMessage(`1`)); !errors.Is(err, signalclient.ErrNotConnected) {
 		t.Fatalf("Send while disconnected: %v", err)
 	}
 	ln2, err := net.Listen("tcp", addr)
@@ -120,7 +122,7 @@ func TestClientResumesAfterServerRestart(t *testing.T) {
 	}
 	s2, hs2 := serve(ln2)
 	t.Cleanup(func() { hs2.Close(); s2.Close() })
-	w2 := nextEvent[*signal.Welcome](t, a)
+	w2 := nextEvent[*proto.Welcome](t, a)
 	if w2.ID != w1.ID || w2.IP != w1.IP {
 		t.Fatalf("after restart: %v/%v, want %v/%v", w2.ID, w2.IP, w1.ID, w1.IP)
 	}
@@ -132,8 +134,8 @@ func TestClientStopsOnPermanentRefusal(t *testing.T) {
 	select {
 	case <-done:
 		err := stop()
-		var se *signal.Error
-		if !errors.As(err, &se) || se.Code != signal.CodeTokenRequired {
+		var se *proto.Error
+		if !errors.As(err, &se) || se.Code != proto.CodeTokenRequired {
 			t.Fatalf("Run returned %v", err)
 		}
 	case <-time.After(10 * time.Second):
@@ -142,13 +144,13 @@ func TestClientStopsOnPermanentRefusal(t *testing.T) {
 }
 
 func TestClientConfigErrors(t *testing.T) {
-	for _, cfg := range []signal.ClientConfig{
+	for _, cfg := range []signalclient.Config{
 		{URL: "http://x/signal", Room: "lab"},
 		{URL: "ws:///signal", Room: "lab"},
 		{URL: "ws://x/signal", Room: ""},
 		{URL: "ws://x/signal", Room: "lab", Role: "root"},
 	} {
-		if _, err := signal.NewClient(cfg); err == nil {
+		if _, err := signalclient.New(cfg); err == nil {
 			t.Errorf("accepted %+v", cfg)
 		}
 	}
@@ -161,22 +163,22 @@ func TestClientConfigErrors(t *testing.T) {
 func TestClientResumeFromEarlierRun(t *testing.T) {
 	ts := startServer(t, nil)
 	tok := ts.Signer().MintFor(signal.TokenGateway, "lab", time.Hour, time.Now())
-	gateway := func(j *signal.Join) { j.Role, j.Token = signal.RoleGateway, tok }
+	gateway := func(j *proto.Join) { j.Role, j.Token = proto.RoleGateway, tok }
 	crashed, w1 := joinRaw(t, ts, "lab", gateway)
 
-	fresh := dialRaw(t, ts.url, nil)
-	j := &signal.Join{V: signal.ProtocolVersion, Room: "lab"}
+	fresh := dialRaw(t, ts.url)
+	j := &proto.Join{V: proto.ProtocolVersion, Room: "lab"}
 	gateway(j)
 	fresh.send(j)
-	expectError(fresh, signal.CodeGatewayTaken)
+	expectError(fresh, proto.CodeGatewayTaken)
 
-	c, _, _ := runClient(t, ts.url, "lab", func(cfg *signal.ClientConfig) {
-		cfg.Role, cfg.Token, cfg.Resume = signal.RoleGateway, tok, w1.Resume
+	c, _, _ := runClient(t, ts.url, "lab", func(cfg *signalclient.Config) {
+		cfg.Role, cfg.Token, cfg.Resume = proto.RoleGateway, tok, w1.Resume
 	})
 	if got := c.ResumeToken(); got != w1.Resume {
 		t.Fatalf("ResumeToken before the first welcome %q, want the configured one", got)
 	}
-	w2 := nextEvent[*signal.Welcome](t, c)
+	w2 := nextEvent[*proto.Welcome](t, c)
 	if w2.ID != w1.ID || w2.IP != w1.IP {
 		t.Fatalf("restarted gateway got %v/%v, want %v/%v", w2.ID, w2.IP, w1.ID, w1.IP)
 	}
@@ -225,7 +227,7 @@ func TestClientWrongEndpointFailsFast(t *testing.T) {
 			select {
 			case <-done:
 				err := stop()
-				var he *signal.HandshakeError
+				var he *signalclient.HandshakeError
 				if c.want == "" || !errors.As(err, &he) || !strings.Contains(err.Error(), c.want) {
 					t.Fatalf("Run returned %v, want a HandshakeError saying %q", err, c.want)
 				}

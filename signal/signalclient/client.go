@@ -1,4 +1,4 @@
-package signal
+package signalclient
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"sync"
 	"time"
+
+	"github.com/peerlan/peerlan/signal/proto"
 )
 
 // ErrNotConnected is returned by Client.Send while the client has no joined
@@ -18,12 +20,12 @@ var ErrNotConnected = errors.New("signal: not connected to the signaling server"
 
 var errBinaryFromServer = errors.New("signal: server sent a binary message")
 
-// ClientConfig configures a Client. Zero fields take the documented defaults.
-type ClientConfig struct {
-	URL   string // ws:// or wss:// address of the signaling endpoint; required
-	Room  string // required
-	Role  Role   // default RoleGuest
-	Token string // join token, or gateway token for RoleGateway
+// Config configures a Client. Zero fields take the documented defaults.
+type Config struct {
+	URL   string     // ws:// or wss:// address of the signaling endpoint; required
+	Room  string     // required
+	Role  proto.Role // default proto.RoleGuest
+	Token string     // join token, or gateway token for proto.RoleGateway
 	// Resume is a resume token from an earlier run's welcome (ResumeToken).
 	// The first join presents it, so a restarted peer gets its id and address
 	// back while the server still holds them, replacing a connection of the
@@ -43,9 +45,10 @@ type ClientConfig struct {
 	Logger      *slog.Logger // default slog.Default()
 }
 
-// Event is what a Client reports through Events: *Welcome (after every
-// successful (re)join), *PeerJoined, *PeerLeft, *Signal, *Error (a non-fatal
-// error the server reported) or *Disconnected.
+// Event is what a Client reports through Events: *proto.Welcome (after every
+// successful (re)join), *proto.ICEServers, *proto.PeerJoined,
+// *proto.PeerLeft, *proto.Signal, *proto.Error (a non-fatal error the server
+// reported) or *Disconnected.
 type Event any
 
 // Disconnected reports that the connection to the server was lost; the
@@ -58,30 +61,30 @@ type Disconnected struct {
 // it reconnects with exponential backoff and resumes its identity, so the
 // peer keeps its id and address across server outages.
 type Client struct {
-	cfg    ClientConfig
+	cfg    Config
 	log    *slog.Logger
 	events chan Event
 
 	mu     sync.Mutex
 	conn   wsConn // joined connection, or nil
 	resume string
-	id     PeerID
+	id     proto.PeerID
 }
 
-// NewClient validates cfg and returns a Client; call Run to connect.
-func NewClient(cfg ClientConfig) (*Client, error) {
+// New validates cfg and returns a Client; call Run to connect.
+func New(cfg Config) (*Client, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
 		return nil, fmt.Errorf("signal: server URL %q must be ws://host[:port]/path or wss://…", cfg.URL)
 	}
-	if !ValidRoomName(cfg.Room) {
+	if !proto.ValidRoomName(cfg.Room) {
 		return nil, fmt.Errorf("signal: room %q: names are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", cfg.Room)
 	}
 	if cfg.Role == "" {
-		cfg.Role = RoleGuest
+		cfg.Role = proto.RoleGuest
 	}
-	if !cfg.Role.valid() {
-		return nil, fmt.Errorf("signal: role %q must be %q or %q", cfg.Role, RoleGuest, RoleGateway)
+	if !cfg.Role.Valid() {
+		return nil, fmt.Errorf("signal: role %q must be %q or %q", cfg.Role, proto.RoleGuest, proto.RoleGateway)
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = 250 * time.Millisecond
@@ -99,7 +102,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 }
 
 // ResumeToken returns the resume token of the last welcome (or
-// ClientConfig.Resume before the first). It is a credential: whoever holds
+// Config.Resume before the first). It is a credential: whoever holds
 // it may take this peer's identity in its room until it expires.
 func (c *Client) ResumeToken() string {
 	c.mu.Lock()
@@ -112,7 +115,7 @@ func (c *Client) ResumeToken() string {
 func (c *Client) Events() <-chan Event { return c.events }
 
 // ID returns the identity the server issued, or "" before the first welcome.
-func (c *Client) ID() PeerID {
+func (c *Client) ID() proto.PeerID {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.id
@@ -121,8 +124,8 @@ func (c *Client) ID() PeerID {
 // Send relays data to peer to. It returns ErrNotConnected while the client is
 // not joined; signals are not queued across reconnects, because the mesh
 // redoes its negotiation when links need it.
-func (c *Client) Send(to PeerID, data json.RawMessage) error {
-	b, err := Encode(&Signal{To: to, Data: data})
+func (c *Client) Send(to proto.PeerID, data json.RawMessage) error {
+	b, err := proto.Encode(&proto.Signal{To: to, Data: data})
 	if err != nil {
 		return err
 	}
@@ -136,11 +139,11 @@ func (c *Client) Send(to PeerID, data json.RawMessage) error {
 }
 
 // Run connects, joins and keeps the client joined until ctx is done, when it
-// leaves the room and returns ctx.Err(). It returns early, with an *Error,
-// when the server refuses the join for a reason that retrying cannot fix
-// (a bad token, a wrong role, ...), and with a *HandshakeError when the URL
-// answers plain HTTP (a wrong path: 404, or 200 from a web page) before any
-// welcome.
+// leaves the room and returns ctx.Err(). It returns early, with a
+// *proto.Error, when the server refuses the join for a reason that retrying
+// cannot fix (a bad token, a wrong role, ...), and with a *HandshakeError
+// when the URL answers plain HTTP (a wrong path: 404, or 200 from a web
+// page) before any welcome.
 func (c *Client) Run(ctx context.Context) error {
 	backoff := c.cfg.MinBackoff
 	everJoined := false
@@ -149,8 +152,8 @@ func (c *Client) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		var se *Error
-		if errors.As(err, &se) && se.permanent() {
+		var se *proto.Error
+		if errors.As(err, &se) && permanent(se) {
 			return se
 		}
 		// A URL that never led to a welcome and answers plain HTTP is the
@@ -191,14 +194,14 @@ func (c *Client) session(ctx context.Context) (joined bool, err error) {
 	c.mu.Lock()
 	resume := c.resume
 	c.mu.Unlock()
-	j, _ := Encode(&Join{V: ProtocolVersion, Room: c.cfg.Room, Role: c.cfg.Role, Token: c.cfg.Token, Resume: resume})
+	j, _ := proto.Encode(&proto.Join{V: proto.ProtocolVersion, Room: c.cfg.Room, Role: c.cfg.Role, Token: c.cfg.Token, Resume: resume})
 	if err := conn.Write(j); err != nil {
 		conn.Close()
 		return false, err
 	}
 	stop := context.AfterFunc(ctx, func() {
 		// Leave for good: the server releases our id and address at once.
-		if b, err := Encode(&Leave{}); err == nil {
+		if b, err := proto.Encode(&proto.Leave{}); err == nil {
 			_ = conn.Write(b)
 		}
 		conn.Close()
@@ -217,13 +220,13 @@ func (c *Client) session(ctx context.Context) (joined bool, err error) {
 		if err != nil {
 			return joined, err
 		}
-		msg, err := Decode(b)
+		msg, err := proto.Decode(b)
 		if err != nil {
 			c.log.Warn("ignoring undecodable message from server", "err", err)
 			continue
 		}
 		switch m := msg.(type) {
-		case *Welcome:
+		case *proto.Welcome:
 			joined = true
 			c.mu.Lock()
 			c.conn, c.resume, c.id = conn, m.Resume, m.ID
@@ -236,7 +239,7 @@ func (c *Client) session(ctx context.Context) (joined bool, err error) {
 				}
 			}
 			c.log.Info("joined room", "room", m.Room, "id", m.ID, "ip", m.IP, "peers", len(m.Peers))
-		case *Error:
+		case *proto.Error:
 			if m.Fatal {
 				return joined, m
 			}
@@ -271,10 +274,10 @@ type wsConn interface {
 // permanent reports whether retrying the same join cannot succeed. A full
 // room or a taken gateway role may free up (a crashed gateway's grace period
 // ends), so those are retried with backoff.
-func (e *Error) permanent() bool {
+func permanent(e *proto.Error) bool {
 	switch e.Code {
-	case CodeBadVersion, CodeBadRoom, CodeBadRole, CodeTokenRequired, CodeTokenInvalid,
-		CodeTokenExpired, CodeTokenWrongRoom, CodeBinary, CodeTooLarge:
+	case proto.CodeBadVersion, proto.CodeBadRoom, proto.CodeBadRole, proto.CodeTokenRequired, proto.CodeTokenInvalid,
+		proto.CodeTokenExpired, proto.CodeTokenWrongRoom, proto.CodeBinary, proto.CodeTooLarge:
 		return true
 	}
 	return false
