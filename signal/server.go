@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/peerlan/peerlan/internal/static"
 	"github.com/peerlan/peerlan/signal/proto"
 )
 
@@ -26,7 +27,8 @@ import (
 type Config struct {
 	// Path is where the signaling WebSocket is served. Default "/signal".
 	Path string
-	// Static, when set, is served at "/" (the page).
+	// Static, when set, is served at "/" (the page) by package
+	// internal/static: ETags, precompressed variants, no-cache.
 	Static fs.FS
 
 	// Subnet is every room's IPv4 prefix; .1 is the gateway's. Default
@@ -252,7 +254,11 @@ func New(cfg Config) (*Server, error) {
 		EnableCompression: false,
 	}
 	if cfg.Static != nil {
-		s.static = staticHandler(cfg.Static)
+		h, err := static.New(cfg.Static)
+		if err != nil {
+			return nil, err
+		}
+		s.static = h
 	}
 	return s, nil
 }
@@ -287,22 +293,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.static.ServeHTTP(w, r)
 	}
-}
-
-func staticHandler(fsys fs.FS) http.Handler {
-	files := http.FileServer(http.FS(fsys))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-			return
-		}
-		h := w.Header()
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("Cache-Control", "no-cache")
-		files.ServeHTTP(w, r)
-	})
 }
 
 func (s *Server) checkOrigin(r *http.Request) bool {
