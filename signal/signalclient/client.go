@@ -2,6 +2,7 @@ package signalclient
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,6 +44,11 @@ type Config struct {
 	// browser, whose WebSocket reports dead connections itself.
 	ReadTimeout time.Duration
 	Logger      *slog.Logger // default slog.Default()
+	// TLSConfig, when set, is what a native client trusts for wss:// (a
+	// server with a certificate from a private CA); nil means the system's
+	// roots (which SSL_CERT_FILE can point elsewhere). The browser's
+	// WebSocket ignores it.
+	TLSConfig *tls.Config
 }
 
 // Event is what a Client reports through Events: *proto.Welcome (after every
@@ -187,7 +193,7 @@ func (c *Client) Run(ctx context.Context) error {
 // session runs one connection: join, then events until it breaks. joined
 // reports whether the server welcomed us.
 func (c *Client) session(ctx context.Context) (joined bool, err error) {
-	conn, err := dial(ctx, c.cfg.URL, c.cfg.ReadTimeout)
+	conn, err := dial(ctx, c.cfg.URL, c.cfg.ReadTimeout, c.cfg.TLSConfig)
 	if err != nil {
 		return false, err
 	}

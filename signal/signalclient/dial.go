@@ -4,6 +4,7 @@ package signalclient
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync"
@@ -26,8 +27,14 @@ var dialer = websocket.Dialer{
 	WriteBufferSize:  4096,
 }
 
-func dial(ctx context.Context, url string, readTimeout time.Duration) (wsConn, error) {
-	ws, resp, err := dialer.DialContext(ctx, url, nil)
+func dial(ctx context.Context, url string, readTimeout time.Duration, tlsConf *tls.Config) (wsConn, error) {
+	d := &dialer
+	if tlsConf != nil {
+		withTLS := dialer
+		withTLS.TLSClientConfig = tlsConf
+		d = &withTLS
+	}
+	ws, resp, err := d.DialContext(ctx, url, nil)
 	if err != nil {
 		if resp != nil {
 			resp.Body.Close()

@@ -4,6 +4,7 @@ package signalclient
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync"
@@ -26,7 +27,7 @@ type browserConn struct {
 
 var errInboxFull = errors.New("signal: too many unread messages from the server")
 
-func dial(ctx context.Context, url string, _ time.Duration) (_ wsConn, err error) {
+func dial(ctx context.Context, url string, _ time.Duration, _ *tls.Config) (_ wsConn, err error) {
 	defer func() {
 		if r := recover(); r != nil { // a JavaScript exception, such as a malformed URL
 			err = fmt.Errorf("signal: dial %s: %v", url, r)
