@@ -51,6 +51,7 @@ type serveFlags struct {
 	tokenRooms, origins, ice                                    cli.List
 	cfg                                                         peersignal.Config
 	turn                                                        turnFlags
+	tls                                                         tlsFlags
 }
 
 func serveCmd(args []string) int {
@@ -60,8 +61,14 @@ func serveCmd(args []string) int {
 		fmt.Fprintf(fs.Output(), `Usage: signal [flags]
        signal token -room NAME [-gateway] [-ttl D] -secret-file F
 
-Serves peerlan's signaling WebSocket, the page (at /), /healthz and /metrics.
+Serves peerlan's signaling WebSocket, the page (at /), /healthz and /metrics
+on one address (-addr), over plain HTTP or, with -tls-cert/-tls-key or
+-acme-domain, over HTTPS (the page) and WSS (the WebSocket). Behind a reverse
+proxy that ends TLS, leave both off (README: "Behind a reverse proxy").
 The server only introduces peers; Ethernet frames never pass through it.
+The page's files are served with ETags (revalidated on every load, sent
+again only when changed) and, when the browser takes them, as the .br/.gz
+variants that make build puts beside them.
 With -turn-udp/-turn-tcp/-turn-tls it also runs the embedded TURN relay
 (peerlan_turn_* metrics), used when peers cannot reach each other directly;
 each welcome carries TURN REST credentials (username expiry:peer-id) for it
@@ -72,7 +79,7 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&f.addr, "addr", "127.0.0.1:8080", "`host:port` to listen on")
+	fs.StringVar(&f.addr, "addr", "127.0.0.1:8080", "`host:port` to listen on (0.0.0.0:8080 or :8080: every address)")
 	fs.StringVar(&f.path, "path", "/signal", "URL `path` of the signaling WebSocket")
 	fs.StringVar(&f.subnet, "subnet", peersignal.DefaultSubnet.String(), "IPv4 `prefix` of every room (/16 to /29); .1 is the gateway's")
 	fs.StringVar(&f.secretFile, "secret-file", "", "`file` holding the secret that signs tokens (created with a random secret if missing);\nempty: a random secret per run, so tokens and resumes do not survive a restart\n(env PEERLAN_SECRET overrides)")
@@ -93,6 +100,7 @@ Flags:
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log `format`: text or json")
 	f.turn.register(fs)
+	f.tls.register(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -108,14 +116,22 @@ Flags:
 		fmt.Fprintln(os.Stderr, "signal:", err)
 		return 2
 	}
-	if err := serve(f, log); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, f, log, nil); err != nil {
 		log.Error("signal: " + err.Error())
 		return 1
 	}
 	return 0
 }
 
-func serve(f serveFlags, log *slog.Logger) error {
+// serve runs the server until ctx ends. onListen, when set, is told the
+// listener's address once it accepts (tests listen on port 0).
+func serve(ctx context.Context, f serveFlags, log *slog.Logger, onListen func(net.Addr)) error {
+	ts, err := f.tls.setup(f.secretFile, log)
+	if err != nil {
+		return err
+	}
 	cfg := f.cfg
 	cfg.Path = f.path
 	cfg.Logger = log
@@ -164,16 +180,34 @@ func serve(f serveFlags, log *slog.Logger) error {
 	}
 	ln, err := net.Listen("tcp", f.addr)
 	if err != nil {
+		srv.Close()
 		return fmt.Errorf("listen: %w", err)
 	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	base := "http://" + ln.Addr().String()
-	log.Info("peerlan signaling server listening", "page", base+"/", "signal", "ws://"+ln.Addr().String()+cfg.Path,
-		"metrics", base+"/metrics", "subnet", subnet)
+	if ts != nil {
+		// ServeTLS adds h2 and http/1.1 to the protocols; the WebSocket
+		// stays on HTTP/1.1 (net/http leaves RFC 8441 off by default).
+		hs.TLSConfig = ts.config
+		go func() { errc <- hs.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { errc <- hs.Serve(ln) }()
+	}
+	page, ws, all := pageURLs(ln.Addr(), ts)
+	attrs := []any{"page", page + "/", "signal", ws + cfg.Path, "metrics", page + "/metrics", "subnet", subnet}
+	if all {
+		attrs = append(attrs, "listening", fmt.Sprintf("on every address, port %d", portOf(ln.Addr().String())))
+	}
+	if ts != nil && ts.acme != nil {
+		attrs = append(attrs, "acme", strings.Join(ts.names, ","))
+		if portOf(ln.Addr().String()) != 443 {
+			log.Warn("-acme-domain: the CA validates on port 443 of each name; forward it to this listener", "addr", ln.Addr().String())
+		}
+	}
+	log.Info("peerlan signaling server listening", attrs...)
+	if onListen != nil {
+		onListen(ln.Addr())
+	}
 	select {
 	case err := <-errc:
 		srv.Close()
