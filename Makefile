@@ -21,7 +21,7 @@ deps:
 include web/web.mk
 include guest/guest.mk
 
-build: deps web-assets guest-image
+build: deps web-assets guest-image web-precompress
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ ./signal/cmd/signal ./peer/cmd/peer $(wildcard ./gateway/cmd/gateway) ./e2e/wsrelay/cmd/wsrelay
 
 STATE := .state
@@ -49,4 +49,4 @@ bench: build
 	@scripts/bench.sh
 
 clean:
-	rm -rf $(BIN) web/dist/*/ web/dist/*.wasm web/dist/*.js
+	rm -rf $(BIN) web/dist/*/ web/dist/*.wasm web/dist/*.js web/dist/*.gz web/dist/*.br

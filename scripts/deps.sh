@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 packages=(
 	# build: guest kernel and initramfs, BIOS for v86
 	linux-source-6.1 bc flex bison libelf-dev libssl-dev cpio xz-utils gzip make gcc seabios
+	# build: the page's precompressed assets (web/web.mk web-precompress)
+	brotli
 	# tests: network namespaces, real tools, browser
 	iproute2 iputils-ping iperf3 udhcpc busybox nftables coturn curl dnsutils chromium
 )

@@ -4,7 +4,7 @@
 # source exists. Others write into web/dist/ too (guest/, bios/): only the
 # files named here are ever created or replaced, never the folder itself.
 
-.PHONY: web-assets web-wasm
+.PHONY: web-assets web-wasm web-precompress
 
 WEB_NPM_STAMP := web/node_modules/.peerlan-installed
 WEB_V86_SRC := web/node_modules/v86
@@ -79,3 +79,22 @@ ifneq ($(WEB_WASM_SOURCES),)
 else
 	@echo "web/dist/peerlan.wasm: skipped, no $(WEB_WASM_DIR)/*.go yet (the page runs without a network)"
 endif
+
+# Precompressed variants for internal/static: X.br (brotli -q 11) and X.gz
+# (gzip -9 -n, no name or time, so a rebuild of the same X gives the same
+# bytes) beside every file in web/dist/ of at least WEB_PRECOMPRESS_MIN
+# bytes, after everything else there is built (the guest image too: make
+# build runs this last). A variant is remade when X is newer than it; the
+# server ignores a variant that saves under 5% (the kernel, the initrd, which
+# are compressed already) or that is older than its file, and a .gz whose
+# length does not match. Files that are compressed already get none: .gz,
+# .br, and the kernel (bzImage is self-decompressing: brotli saved 1.4%).
+WEB_PRECOMPRESS_MIN ?= 1400
+
+web-precompress: web-assets guest-image
+	@command -v brotli >/dev/null || { echo "web: brotli not found (apt-get install brotli, or make deps)"; exit 1; }
+	@find web/dist -type f -size +$(WEB_PRECOMPRESS_MIN)c ! -name '*.gz' ! -name '*.br' ! -name bzImage -print | sort | while read -r f; do \
+		if [ ! -f "$$f.gz" ] || [ "$$f" -nt "$$f.gz" ]; then gzip -9 -n -c "$$f" > "$$f.gz.tmp" && mv "$$f.gz.tmp" "$$f.gz" || exit 1; fi; \
+		if [ ! -f "$$f.br" ] || [ "$$f" -nt "$$f.br" ]; then brotli -q 11 -c "$$f" > "$$f.br.tmp" && mv "$$f.br.tmp" "$$f.br" || exit 1; fi; \
+		echo "web: $$f: $$(stat -c %s "$$f") B, gzip $$(stat -c %s "$$f.gz"), brotli $$(stat -c %s "$$f.br")"; \
+	done
