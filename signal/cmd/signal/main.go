@@ -64,7 +64,7 @@ func serveCmd(args []string) int {
 Serves peerlan's signaling WebSocket, the page (at /), /healthz and /metrics
 on one address (-addr), over plain HTTP or, with -tls-cert/-tls-key or
 -acme-domain, over HTTPS (the page) and WSS (the WebSocket). Behind a reverse
-proxy that ends TLS, leave both off (README: "Behind a reverse proxy").
+proxy that ends TLS, leave both off (README, "Behind a reverse proxy").
 The server only introduces peers; Ethernet frames never pass through it.
 The page's files are served with ETags (revalidated on every load, sent
 again only when changed) and, when the browser takes them, as the .br/.gz
