@@ -65,8 +65,8 @@ const (
 var variantSuffix = map[string]string{encBrotli: ".br", encGzip: ".gz"}
 
 const (
-	// maxMemGzip bounds the files gzip'd in memory (start-up CPU: a
-	// megabyte takes about 30 ms at level 9).
+	// maxMemGzip bounds the files gzip'd in memory, and so the CPU the
+	// server spends on them at start; larger files get variants from make.
 	maxMemGzip = 1 << 20
 	// minSaving is the least a variant must save, in parts per 100, to be
 	// worth a Vary and a second cache entry.
