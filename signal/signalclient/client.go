@@ -2,7 +2,6 @@ package signalclient
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,11 +43,6 @@ type Config struct {
 	// browser, whose WebSocket reports dead connections itself.
 	ReadTimeout time.Duration
 	Logger      *slog.Logger // default slog.Default()
-	// TLSConfig, when set, is what a native client trusts for wss:// (a
-	// server with a certificate from a private CA); nil means the system's
-	// roots (which SSL_CERT_FILE can point elsewhere). The browser's
-	// WebSocket ignores it.
-	TLSConfig *tls.Config
 }
 
 // Event is what a Client reports through Events: *proto.Welcome (after every
@@ -70,6 +64,7 @@ type Client struct {
 	cfg    Config
 	log    *slog.Logger
 	events chan Event
+	native nativeDial // dial options of native clients only (dial.go)
 
 	mu     sync.Mutex
 	conn   wsConn // joined connection, or nil
@@ -193,7 +188,7 @@ func (c *Client) Run(ctx context.Context) error {
 // session runs one connection: join, then events until it breaks. joined
 // reports whether the server welcomed us.
 func (c *Client) session(ctx context.Context) (joined bool, err error) {
-	conn, err := dial(ctx, c.cfg.URL, c.cfg.ReadTimeout, c.cfg.TLSConfig)
+	conn, err := dial(ctx, c.cfg.URL, c.cfg.ReadTimeout, c.native)
 	if err != nil {
 		return false, err
 	}

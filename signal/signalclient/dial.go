@@ -27,11 +27,23 @@ var dialer = websocket.Dialer{
 	WriteBufferSize:  4096,
 }
 
-func dial(ctx context.Context, url string, readTimeout time.Duration, tlsConf *tls.Config) (wsConn, error) {
+// nativeDial holds what only a native client can choose about its dial.
+type nativeDial struct {
+	tls *tls.Config
+}
+
+// SetTLSConfig sets what the client trusts for wss:// (a server whose
+// certificate comes from a private CA); nil, the default, means the system's
+// roots, which SSL_CERT_FILE can point elsewhere. Call it before Run. Native
+// clients only: it is not in the browser's build (not a Config field, so
+// that the wasm peer does not link crypto/tls.Config: 19 kB).
+func (c *Client) SetTLSConfig(conf *tls.Config) { c.native.tls = conf }
+
+func dial(ctx context.Context, url string, readTimeout time.Duration, nd nativeDial) (wsConn, error) {
 	d := &dialer
-	if tlsConf != nil {
+	if nd.tls != nil {
 		withTLS := dialer
-		withTLS.TLSClientConfig = tlsConf
+		withTLS.TLSClientConfig = nd.tls
 		d = &withTLS
 	}
 	ws, resp, err := d.DialContext(ctx, url, nil)

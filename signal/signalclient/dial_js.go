@@ -4,7 +4,6 @@ package signalclient
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync"
@@ -27,7 +26,11 @@ type browserConn struct {
 
 var errInboxFull = errors.New("signal: too many unread messages from the server")
 
-func dial(ctx context.Context, url string, _ time.Duration, _ *tls.Config) (_ wsConn, err error) {
+// nativeDial has nothing in the browser, whose WebSocket decides what it
+// trusts (and so the wasm peer links no crypto/tls.Config).
+type nativeDial struct{}
+
+func dial(ctx context.Context, url string, _ time.Duration, _ nativeDial) (_ wsConn, err error) {
 	defer func() {
 		if r := recover(); r != nil { // a JavaScript exception, such as a malformed URL
 			err = fmt.Errorf("signal: dial %s: %v", url, r)

@@ -167,13 +167,11 @@ func TestTLSServe(t *testing.T) {
 		}
 	}
 
-	c, err := signalclient.New(signalclient.Config{
-		URL: "wss://" + addr.String() + "/signal", Room: "tls-room",
-		TLSConfig: &tls.Config{RootCAs: pki.pool},
-	})
+	c, err := signalclient.New(signalclient.Config{URL: "wss://" + addr.String() + "/signal", Room: "tls-room"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	c.SetTLSConfig(&tls.Config{RootCAs: pki.pool})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
