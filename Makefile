@@ -49,4 +49,4 @@ bench: build
 	@scripts/bench.sh
 
 clean:
-	rm -rf $(BIN) web/dist/*/ web/dist/*.wasm web/dist/*.js web/dist/*.gz web/dist/*.br
+	rm -rf $(BIN) web/dist/*/ web/dist/*.wasm web/dist/*.js web/dist/*.gz web/dist/*.br web/dist/*.new web/dist/*.tmp

@@ -72,8 +72,11 @@ WEB_WASM_SOURCES := $(wildcard $(WEB_WASM_DIR)/*.go)
 web-wasm:
 ifneq ($(WEB_WASM_SOURCES),)
 	@mkdir -p web/dist
-	GOOS=js GOARCH=wasm $(GO) build -trimpath -ldflags='$(WASM_LDFLAGS)' -o web/dist/peerlan.wasm ./$(WEB_WASM_DIR)
-	cp "$$($(GO) env GOROOT)/lib/wasm/wasm_exec.js" web/dist/wasm_exec.js
+	GOOS=js GOARCH=wasm $(GO) build -trimpath -ldflags='$(WASM_LDFLAGS)' -o web/dist/peerlan.wasm.new ./$(WEB_WASM_DIR)
+	@# Replaced only when it changed, so web-precompress (15 s of brotli)
+	@# does not run again for the same bytes.
+	@if cmp -s web/dist/peerlan.wasm.new web/dist/peerlan.wasm; then rm web/dist/peerlan.wasm.new; else mv web/dist/peerlan.wasm.new web/dist/peerlan.wasm; fi
+	@src="$$($(GO) env GOROOT)/lib/wasm/wasm_exec.js"; cmp -s "$$src" web/dist/wasm_exec.js || cp "$$src" web/dist/wasm_exec.js
 	@raw=$$(stat -c %s web/dist/peerlan.wasm); gz=$$(gzip -9c web/dist/peerlan.wasm | wc -c); \
 		echo "web/dist/peerlan.wasm: $$raw bytes raw, $$gz bytes gzip -9"
 else
