@@ -22,7 +22,7 @@
 //     acceptable. A variant is used only when it is at least 5% smaller than
 //     X, is not older than X (when the tree has times), and, for gzip, when
 //     its trailer records X's length; a variant is not a resource of its own:
-//     a request for X.gz where X exists is 404. A file of up to 1 MiB without
+//     a request for X.gz where X exists is 404. A file of 1 KiB to 1 MiB without
 //     a gzip variant is gzip'd once in memory when that saves 5%.
 //   - Responses that can differ by encoding say Vary: Accept-Encoding. A
 //     Range request is answered from X itself (http.ServeContent: 206,
