@@ -291,3 +291,42 @@ func TestPageURLs(t *testing.T) {
 		}
 	}
 }
+
+// A renewed certificate is served without a restart; files that do not load
+// keep the old one in service.
+func TestTLSKeyPairReload(t *testing.T) {
+	pki := newTestPKI(t)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	kp, err := loadKeyPair(pki.certFile, pki.keyFile, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := kp.get(nil)
+	renewed := newTestPKI(t)
+	later := time.Now().Add(time.Hour)
+	for src, dst := range map[string]string{renewed.certFile: pki.certFile, renewed.keyFile: pki.keyFile} {
+		b, _ := os.ReadFile(src)
+		os.WriteFile(dst, b, 0o600)
+		os.Chtimes(dst, later, later)
+	}
+	if c, _ := kp.get(nil); c != first {
+		t.Fatal("reloaded before the recheck interval")
+	}
+	kp.mu.Lock()
+	kp.checked = time.Now().Add(-keyPairRecheck)
+	kp.mu.Unlock()
+	if c, _ := kp.get(nil); c == first || c.Leaf.Equal(first.Leaf) {
+		t.Fatal("the renewed certificate is not served")
+	}
+	second, _ := kp.get(nil)
+	// A half-written renewal: the key does not match.
+	b, _ := os.ReadFile(pki.otherKey)
+	os.WriteFile(pki.keyFile, b, 0o600)
+	os.Chtimes(pki.keyFile, later.Add(time.Hour), later.Add(time.Hour))
+	kp.mu.Lock()
+	kp.checked = time.Now().Add(-keyPairRecheck)
+	kp.mu.Unlock()
+	if c, err := kp.get(nil); err != nil || c != second {
+		t.Fatalf("a bad renewal replaced the certificate: %v", err)
+	}
+}
