@@ -1,0 +1,286 @@
+//go:build linux
+
+package e2e
+
+// The page as a newcomer sees it, checked in a real Chromium: what the
+// network panel says (address, gateway, peer kinds, the path legend), the
+// traffic sparkline, the terminal's frame, the lease line and the prompt,
+// and the retry countdown after a failed join. Screenshots are decoded and
+// sampled, and saved under the test's temp dir.
+
+import (
+	"bytes"
+	"image"
+	"image/png"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/peerlan/peerlan/signal/proto"
+)
+
+// pageRect is an element's bounding box in CSS pixels.
+type pageRect struct{ X, Y, W, H float64 }
+
+func elementRect(t *testing.T, tab *Tab, selector string) pageRect {
+	t.Helper()
+	r := Eval[*pageRect](tab, `(() => { const e = document.querySelector(`+jsString(selector)+`); if (!e) return null;
+		const r = e.getBoundingClientRect(); return {X: r.x, Y: r.y, W: r.width, H: r.height}; })()`)
+	if r == nil || r.W == 0 || r.H == 0 {
+		t.Fatalf("tab %s: %s is not on the page (%+v)", tab.name, selector, r)
+	}
+	return *r
+}
+
+// screenshot captures the tab's viewport as PNG, saves it under the test's
+// temp dir (and in $PEERLAN_SCREENSHOT_DIR when set, which outlives the
+// test) and returns it decoded with the device pixel ratio.
+func screenshot(t *testing.T, tab *Tab, name string) (image.Image, float64) {
+	t.Helper()
+	buf, err := chromedp.Run(tab.ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatalf("tab %s: screenshot: %v", tab.name, err)
+	}
+	path := filepath.Join(t.TempDir(), name+".png")
+	if err := os.WriteFile(path, buf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", path)
+	if dir := os.Getenv("PEERLAN_SCREENSHOT_DIR"); dir != "" { // to look at them after the test
+		if err := os.WriteFile(filepath.Join(dir, t.Name()+"-"+name+".png"), buf, 0o644); err != nil {
+			t.Errorf("keeping the screenshot: %v", err)
+		}
+	}
+	img, err := png.Decode(bytes.NewReader(buf))
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", path, err)
+	}
+	return img, Eval[float64](tab, `window.devicePixelRatio`)
+}
+
+// luma is a pixel's brightness, 0-255.
+func luma(img image.Image, x, y int) float64 {
+	r, g, b, _ := img.At(x, y).RGBA()
+	return (0.2126*float64(r) + 0.7152*float64(g) + 0.0722*float64(b)) / 257
+}
+
+// TestBrowserPageScreenshot opens the page with a native peer in the room (no
+// gateway), pings the guest from the native side, and checks what the page
+// shows: "My IP" as address/prefix length once, the missing gateway said in
+// words, the peer's kind, a path with its explanation and the legend, a
+// sparkline that drew the traffic, a terminal dark to its edges, and the
+// lease line on a line of its own with the prompt shown again after it.
+func TestBrowserPageScreenshot(t *testing.T) {
+	VerifyNoLeaks(t)
+	RequireChromium(t)
+	RequireGuestImage(t)
+	RequireNetAdmin(t)
+	RequireCommands(t, "ping", "udhcpc")
+	sig := lanServer(t)
+	room := uniqueRoom("shot")
+	ns := NewNamespace(t, "shot")
+	np := StartPeer(t, sig, room, ns)
+
+	// Scrollbars drawn as on a desktop (chromedp's defaults hide them), so
+	// that a scrollbar track in the console shows in the screenshot.
+	tab := StartBrowser(t, chromedp.Flag("hide-scrollbars", false)).OpenTab(t, "page", sig.Base+"/?room="+room, true)
+	tab.WaitPhase("ready", BootTimeout)
+	waitNet(t, tab, "connected", lanJoinTimeout)
+	tab.WaitConsole(lanLeaseRE, lanJoinTimeout)
+	// The lease line usually arrives while the shell waits at its prompt:
+	// the screen must show it on a line of its own, and the prompt again
+	// on the last line.
+	leaseLine := regexp.MustCompile(`(?m)^peerlan: eth0 \S+ router \S+ mtu \d+$`)
+	lastPrompt := regexp.MustCompile(`\nguest:/# ?$`)
+	deadline := time.Now().Add(CommandTimeout)
+	for {
+		screen := Eval[string](tab, `window.peerlanPage.screenText()`)
+		if leaseLine.MatchString(screen) && lastPrompt.MatchString(screen) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the terminal does not show the lease line on a line of its own and the prompt last:\n%s", screen)
+		}
+		tab.sleep(pollInterval)
+	}
+	g := lanWaitGuest(t, tab)
+
+	np.WaitLinks(t, 1, lanJoinTimeout)
+	lease := LeaseDHCP(t, ns, np.TAP)
+	nativeIP := lease.Addr.Addr()
+	lanWaitLink(t, tab, nativeIP, lanJoinTimeout)
+	if l, ok := LinkTo(np.Status(t), g.IP); !ok || l.Kind != proto.KindBrowser {
+		t.Errorf("the native peer sees the page's peer as kind %q, want %q", l.Kind, proto.KindBrowser)
+	}
+	// Traffic for the sparkline: a few seconds of pings of 1 KiB.
+	if out, err := ns.Run("ping", "-c", "15", "-i", "0.2", "-s", "1000", "-w", "30", g.IP.String()); err != nil {
+		t.Fatalf("ping from the native peer: %v\n%s", err, out)
+	}
+	tab.sleep(2 * time.Second) // two more status samples
+
+	text := func(id string) string {
+		return Eval[string](tab, `document.getElementById(`+jsString(id)+`).textContent`)
+	}
+	if ip, want := text("net-ip"), g.IP.String()+"/24"; ip != want {
+		t.Errorf("My IP shows %q, want %q", ip, want)
+	}
+	if gw := text("net-gateway"); gw != "no gateway in this room: no internet" {
+		t.Errorf("Gateway shows %q in a room without one, want it to say there is no internet", gw)
+	}
+	rows := Eval[[][]string](tab, `Array.from(document.querySelectorAll("#peer-rows tr"), (tr) => Array.from(tr.cells, (c) => c.textContent))`)
+	if len(rows) != 1 || len(rows[0]) < 5 || rows[0][0] != nativeIP.String() || rows[0][1] != "native" || !strings.HasPrefix(rows[0][2], "direct (") {
+		t.Errorf("peer rows %q, want one row: %s, native, a direct path", rows, nativeIP)
+	}
+	if title := Eval[string](tab, `document.querySelector("#peer-rows tr td:nth-child(3)").title`); !strings.HasPrefix(title, "direct") {
+		t.Errorf("the path cell's explanation is %q", title)
+	}
+	legend := text("legend")
+	for _, want := range []string{"direct, same network", "direct through NAT", "direct, learned from the peer", "relayed by TURN"} {
+		if !strings.Contains(legend, want) {
+			t.Errorf("the legend %q does not explain %q", legend, want)
+		}
+	}
+	if label := Eval[string](tab, `document.querySelector("#peer-rows canvas.spark").getAttribute("aria-label")`); !strings.Contains(label, "peak") || strings.Contains(label, "peak 0 B/s") {
+		t.Errorf("sparkline label %q: want a peak above 0", label)
+	}
+
+	img, dpr := screenshot(t, tab, "page")
+	px := func(v float64) int { return int(v * dpr) }
+
+	// The sparkline drew something: pixels in the accent colours.
+	sp := elementRect(t, tab, "#peer-rows canvas.spark")
+	drawn := 0
+	for y := px(sp.Y); y < px(sp.Y+sp.H); y++ {
+		for x := px(sp.X); x < px(sp.X+sp.W); x++ {
+			r, g, b, _ := img.At(x, y).RGBA()
+			if r>>8 < 120 && (b>>8 > 120 || g>>8 > 80) && r != g {
+				drawn++
+			}
+		}
+	}
+	if drawn < 20 {
+		t.Errorf("the sparkline at %+v has %d coloured pixels after 3 s of pings, want some line", sp, drawn)
+	}
+
+	// The terminal is dark to its edges: sample a band along each side
+	// inside the frame (a light scrollbar track once made a white strip).
+	term := elementRect(t, tab, "#terminal")
+	var bright []string
+	sample := func(side string, x, y int) {
+		if l := luma(img, x, y); l > 80 {
+			bright = append(bright, side)
+		}
+	}
+	for i := 0; i < 40; i++ {
+		fy := term.Y + 2 + (term.H-4)*float64(i)/39
+		fx := term.X + 2 + (term.W-4)*float64(i)/39
+		// A scrollbar is about 15 px wide; its arrow buttons (light
+		// glyphs on a dark scrollbar) take its ends.
+		ry := term.Y + 20 + (term.H-40)*float64(i)/39
+		for _, in := range []float64{3, 6, 10, 14, 18} {
+			sample("right", px(term.X+term.W-in), px(ry))
+		}
+		sample("left", px(term.X+2), px(fy))
+		sample("bottom", px(fx), px(term.Y+term.H-3))
+		sample("top", px(fx), px(term.Y+2))
+	}
+	if len(bright) > 0 {
+		t.Errorf("%d light pixels at the terminal's edges (%v): a light strip in the console frame %+v", len(bright), uniqueStrings(bright), term)
+	}
+}
+
+func uniqueStrings(s []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, v := range s {
+		if !seen[v] {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// TestBrowserPageRetries serves the page where the signaling endpoint fails
+// at first: the page must say it is retrying, count down, try again on its
+// own with a growing wait, and join as soon as "Retry now" is pressed once
+// the server is back.
+func TestBrowserPageRetries(t *testing.T) {
+	VerifyNoLeaks(t)
+	RequireChromium(t)
+	sig := lanServer(t)
+	backend, err := url.Parse(sig.Base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var up atomic.Bool
+	proxy := httputil.NewSingleHostReverseProxy(backend)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/signal" && !up.Load() {
+			http.Error(w, "down for the test", http.StatusServiceUnavailable)
+			return
+		}
+		// Host stays the front's: bin/signal checks the Origin against it.
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+
+	tab := StartBrowser(t).OpenTab(t, "retry", front.URL+"/?room="+uniqueRoom("retry"), true)
+	type netState struct {
+		State    string `json:"state"`
+		Error    string `json:"error"`
+		RetryIn  int    `json:"retryIn"`
+		Attempts int    `json:"attempts"`
+	}
+	netNow := func() netState { return Eval[netState](tab, `window.peerlanPage ? window.peerlanPage.net : {}`) }
+	waitState := func(what string, ok func(netState) bool, timeout time.Duration) netState {
+		t.Helper()
+		deadline := time.Now().Add(timeout)
+		for {
+			st := netNow()
+			if ok(st) {
+				return st
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("network %+v after %v, want %s", st, timeout, what)
+			}
+			tab.sleep(100 * time.Millisecond)
+		}
+	}
+	first := waitState("retrying", func(s netState) bool { return s.State == "retrying" }, time.Minute)
+	if !strings.Contains(first.Error, "signaling server") {
+		t.Errorf("retry reason %q does not say what failed", first.Error)
+	}
+	shown := Eval[string](tab, `(() => { const e = document.getElementById("net-retry"); return e.hidden ? "" : e.textContent; })()`)
+	if !regexp.MustCompile(`Retrying in \d+ s`).MatchString(shown) || !strings.Contains(shown, "Retry now") {
+		t.Errorf("the retry box shows %q, want a countdown and a Retry now button", shown)
+	}
+	// It tries again by itself, waiting longer each time.
+	third := waitState("a third try", func(s netState) bool { return s.State == "retrying" && s.Attempts >= 3 }, time.Minute)
+	if third.RetryIn < 2 {
+		t.Errorf("after %d failed tries the next waits %d s; want the wait to grow", third.Attempts, third.RetryIn)
+	}
+	img, _ := screenshot(t, tab, "retrying")
+	if img.Bounds().Dx() == 0 {
+		t.Fatal("empty screenshot")
+	}
+
+	up.Store(true)
+	Eval[chromedp.Void](tab, `document.getElementById("net-retry-now").click()`)
+	start := time.Now()
+	waitState("connected", func(s netState) bool { return s.State == "connected" }, 20*time.Second)
+	t.Logf("joined %v after Retry now (the countdown was at %d s)", time.Since(start).Round(time.Millisecond), third.RetryIn)
+	if hidden := Eval[bool](tab, `document.getElementById("net-retry").hidden`); !hidden {
+		t.Errorf("the retry box is still shown after joining")
+	}
+}
