@@ -284,3 +284,49 @@ func TestBrowserPageRetries(t *testing.T) {
 		t.Errorf("the retry box is still shown after joining")
 	}
 }
+
+// TestBrowserPageRoomField checks the Room field: it starts with the URL's
+// room, refuses a name the server would refuse (saying why, marked invalid
+// for assistive technology) and loads the page with a valid one, keeping
+// the other parameters.
+func TestBrowserPageRoomField(t *testing.T) {
+	VerifyNoLeaks(t)
+	RequireChromium(t)
+	RequirePageAssets(t)
+	base := ServePage(t, withoutPeer())
+	room := uniqueRoom("field")
+	tab := StartBrowser(t).OpenTab(t, "field", base+"/?room="+room+"&relay=relay", true)
+	if got := waitFor(t, tab, `document.getElementById("room-input").value`); got != room {
+		t.Errorf("the room field starts with %q, want the URL's %q", got, room)
+	}
+	if label := Eval[string](tab, `document.querySelector('label[for="room-input"]').textContent`); label != "Room" {
+		t.Errorf("the room field's label is %q", label)
+	}
+	submit := func(name string) {
+		Eval[chromedp.Void](tab, `(() => { const i = document.getElementById("room-input"); i.value = `+jsString(name)+`;
+			i.dispatchEvent(new Event("input")); document.getElementById("room-form").requestSubmit(); })()`)
+	}
+	submit("no spaces/allowed")
+	if inv := Eval[string](tab, `document.getElementById("room-input").getAttribute("aria-invalid")`); inv != "true" {
+		t.Errorf("an invalid room name is marked aria-invalid=%q", inv)
+	}
+	if msg := Eval[string](tab, `document.getElementById("room-error").textContent`); !strings.Contains(msg, "letters, digits") {
+		t.Errorf("the room field explains an invalid name with %q", msg)
+	}
+	if href := Eval[string](tab, `location.href`); !strings.Contains(href, "room="+room) {
+		t.Errorf("an invalid room name changed the page to %s", href)
+	}
+	next := uniqueRoom("next")
+	submit(next)
+	href := waitFor(t, tab, `location.href.includes("room=`+next+`") ? location.href : ""`)
+	u, err := url.Parse(href)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Query().Get("relay") != "relay" {
+		t.Errorf("joining another room lost the relay parameter: %s", href)
+	}
+	if got := waitFor(t, tab, `document.getElementById("net-room").textContent === `+jsString(next)+` ? "ok" : ""`); got != "ok" {
+		t.Errorf("the reloaded page does not show room %s", next)
+	}
+}

@@ -12,9 +12,11 @@
 // Options
 //   room        the room to join (required): 1-64 letters, digits, '.', '_'
 //               or '-', starting with a letter or digit (proto.ValidRoomName).
-//   base        URL of the folder holding attach.mjs and dist/ (default: where
-//               this module was loaded from). The wasm peer is fetched from it,
-//               so another origin must allow it (CORS).
+//   base        URL of the folder holding dist/ (default: where this module
+//               was loaded from). The wasm peer is fetched from it, so from
+//               another origin it must send CORS headers (bin/signal does
+//               not), and the signaling server must list the page's origin
+//               (bin/signal -origins).
 //   signal      the signaling WebSocket URL (default: ws:// or wss:// at base's
 //               host, path /signal).
 //   token, relay, iceServers, logLevel, timeoutMs
