@@ -154,6 +154,10 @@ func TestBrowserPageScreenshot(t *testing.T) {
 		t.Errorf("sparkline label %q: want a peak above 0", label)
 	}
 
+	if bad := Eval[[]string](tab, a11yCheckJS); len(bad) > 0 {
+		t.Errorf("accessibility: %d problems:\n%s", len(bad), strings.Join(bad, "\n"))
+	}
+
 	img, dpr := screenshot(t, tab, "page")
 	px := func(v float64) int { return int(v * dpr) }
 
@@ -198,6 +202,35 @@ func TestBrowserPageScreenshot(t *testing.T) {
 		t.Errorf("%d light pixels at the terminal's edges (%v): a light strip in the console frame %+v", len(bright), uniqueStrings(bright), term)
 	}
 }
+
+// a11yCheckJS lists the page's text outside the terminal whose colour has
+// less than 4.5:1 contrast with its background (WCAG AA for normal text),
+// and form controls without a name (a label, aria-label or button text).
+const a11yCheckJS = `(() => {
+  const parse = (c) => { const m = /rgba?\(([^)]+)\)/.exec(c); if (!m) return null;
+    const p = m[1].split(/[ ,\/]+/).filter(Boolean).map(Number); return {r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1}; };
+  const lum = ({r, g, b}) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+  const bg = (el) => { for (let e = el; e; e = e.parentElement) { const c = parse(getComputedStyle(e).backgroundColor);
+    if (c && c.a > 0.5) return c; } return {r: 255, g: 255, b: 255, a: 1}; };
+  const bad = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n; (n = walker.nextNode());) {
+    const text = n.textContent.trim();
+    const el = n.parentElement;
+    if (!text || el.closest(".terminal, noscript")) continue;
+    if (!el.getBoundingClientRect().width) continue; // not shown
+    const [hi, lo] = [lum(parse(getComputedStyle(el).color)), lum(bg(el))].sort((x, y) => y - x);
+    const ratio = (hi + 0.05) / (lo + 0.05);
+    if (ratio < 4.5) bad.push(el.tagName + "#" + el.id + "." + el.className + " " + JSON.stringify(text.slice(0, 30)) + ": contrast " + ratio.toFixed(2));
+  }
+  for (const c of document.querySelectorAll("input, button, select, textarea")) {
+    if (c.closest(".terminal")) continue;
+    const name = (c.labels && c.labels.length ? c.labels[0].textContent : "") || c.getAttribute("aria-label") || (c.tagName === "BUTTON" ? c.textContent : "");
+    if (!name.trim()) bad.push("no name for " + c.tagName + "#" + c.id);
+  }
+  return bad;
+})()`
 
 func uniqueStrings(s []string) []string {
 	var out []string
