@@ -303,9 +303,14 @@ func TestBrowserPageRetries(t *testing.T) {
 	if third.RetryIn < 2 {
 		t.Errorf("after %d failed tries the next waits %d s; want the wait to grow", third.Attempts, third.RetryIn)
 	}
-	img, _ := screenshot(t, tab, "retrying")
-	if img.Bounds().Dx() == 0 {
-		t.Fatal("empty screenshot")
+	if bad := Eval[[]string](tab, a11yCheckJS); len(bad) > 0 {
+		t.Errorf("accessibility while retrying: %d problems:\n%s", len(bad), strings.Join(bad, "\n"))
+	}
+	img, dpr := screenshot(t, tab, "retrying")
+	// The retry box is drawn: its area is not the panel's white.
+	box := elementRect(t, tab, "#net-retry")
+	if l := luma(img, int((box.X+4)*dpr), int((box.Y+4)*dpr)); l > 250 {
+		t.Errorf("the retry box at %+v is not drawn in the screenshot (luma %.0f)", box, l)
 	}
 
 	up.Store(true)
