@@ -132,7 +132,7 @@ func checkPanel(t *testing.T, tab *Tab) {
 		t.Fatalf("peer table rows %q, want 2", rows)
 	}
 	gw := strings.Join(rows[0], "|")
-	for _, want := range []string{"10.86.0.1", "GATEWAY", "RELAY", "12 ms", "in 2.0 KiB", "out 1.0 KiB"} {
+	for _, want := range []string{"10.86.0.1", "gateway", "RELAY", "12 ms", "in 2.0 KiB", "out 1.0 KiB"} {
 		if !strings.Contains(gw, want) {
 			t.Errorf("gateway row %q lacks %q", gw, want)
 		}
@@ -142,6 +142,9 @@ func checkPanel(t *testing.T, tab *Tab) {
 	}
 	if failed := strings.Join(rows[1], "|"); !strings.Contains(failed, "unreachable (failed)") {
 		t.Errorf("failed peer row %q does not say it is unreachable", failed)
+	}
+	if gw := Eval[string](tab, `document.getElementById("net-gateway").textContent`); !strings.HasPrefix(gw, "10.86.0.1 ") {
+		t.Errorf("with a gateway peer in the room the panel's gateway reads %q", gw)
 	}
 	if sig := Eval[string](tab, `document.getElementById("net-signal").textContent`); sig != "connected" {
 		t.Errorf("signaling shown as %q", sig)

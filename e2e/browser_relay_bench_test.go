@@ -39,8 +39,8 @@ import (
 // jsBridgeJS stands in for the wasm peer (globalThis.peerlan) with the
 // plainest data channel bridge: lan.send is RTCDataChannel.send, and every
 // message is handed to lan.onframe as a new Uint8Array. The page's frame
-// bridge (web/app.js) is the same code that feeds the wasm peer, so the two
-// differ only in what carries the frame. globalThis.__jsBridge lets the test
+// bridge (bridgeV86 in web/attach.mjs) is the same code that feeds the wasm
+// peer, so the two differ only in what carries the frame. globalThis.__jsBridge lets the test
 // harness negotiate the connection: offer() in one tab, answer(sdp) in the
 // other, accept(sdp) back in the first (non-trickle: each description holds
 // every candidate), then open() is true on both once the channel is open.

@@ -531,6 +531,11 @@ func TestGatewayBrowserGuest(t *testing.T) {
 	if st := lanStatus(t, tab); st.GatewayPeer != link.ID {
 		t.Errorf("page status names gateway peer %q, want %q", st.GatewayPeer, link.ID)
 	}
+	// The panel names the gateway (no "no internet" notice) and its kind.
+	waitFor(t, tab, `document.getElementById("net-gateway").textContent.startsWith("10.86.0.1 ") ? "ok" : ""`)
+	if kind := Eval[string](tab, `(() => { const c = document.querySelector('#peer-rows tr[data-peer=`+jsString(string(link.ID))+`] td.kind'); return c ? c.textContent : ""; })()`); kind != "gateway" {
+		t.Errorf("the gateway's row shows kind %q", kind)
+	}
 	m := g.Command("wget -q -O - http://"+strings.TrimSuffix(gwTestName, ".")+"/",
 		regexp.MustCompile(`(?m)^local=(\S+) remote=(\S+)$`), CommandTimeout)
 	if !strings.HasPrefix(m[2], gwUplinkAddr+":") {

@@ -37,6 +37,9 @@ type LinkStatus struct {
 	ID   proto.PeerID `json:"id"`
 	IP   netip.Addr   `json:"ip"`
 	Role proto.Role   `json:"role"`
+	// Kind is what the peer runs, as the server passed it on ("browser",
+	// "native"; "" when unknown).
+	Kind proto.Kind `json:"kind,omitempty"`
 	// State is "waiting", "connecting", "open" or "failed".
 	State string `json:"state"`
 	// Path is the candidate type of the selected pair: "host", "srflx",
@@ -109,7 +112,7 @@ func (m *Mesh) publishStatus() {
 	var gateway proto.PeerID
 	for _, l := range m.links {
 		ls := LinkStatus{
-			ID: l.info.ID, IP: l.info.IP, Role: l.info.Role, State: string(l.state),
+			ID: l.info.ID, IP: l.info.IP, Role: l.info.Role, Kind: l.info.Kind, State: string(l.state),
 			Path: l.pair.path(), LocalCandidate: l.pair.local, RemoteCandidate: l.pair.remote,
 			RTTMillis: float64(l.pair.rtt.Microseconds()) / 1000, OpenMillis: float64(l.openedIn.Microseconds()) / 1000,
 			Error: l.lastError, Offload: l.offload && l.state == linkOpen,

@@ -333,6 +333,10 @@ func (c *conn) join(j *proto.Join) {
 		c.fail(proto.CodeBadRole, true, "role must be %q or %q", proto.RoleGuest, proto.RoleGateway)
 		return
 	}
+	if j.Kind != "" && !j.Kind.Valid() {
+		c.log.Debug("unknown peer kind in join; shown as unknown", "kind", fmt.Sprintf("%.16q", j.Kind))
+		j.Kind = ""
+	}
 	switch {
 	case j.Role == proto.RoleGateway:
 		if !c.checkToken(j.Token, TokenGateway, j.Room, now, "the gateway role needs the room's gateway token") {
@@ -427,6 +431,7 @@ func (c *conn) join(j *proto.Join) {
 		s.npeers++
 		s.m.peers.Set(float64(s.npeers))
 	}
+	m.kind = j.Kind
 	m.conn = c
 	c.member = m
 	c.joined.Store(true)

@@ -199,13 +199,16 @@ type room struct {
 type member struct {
 	id    proto.PeerID
 	role  proto.Role
+	kind  proto.Kind
 	ip    netip.Addr
 	room  *room
 	conn  *conn
 	grace *time.Timer
 }
 
-func (m *member) info() proto.PeerInfo { return proto.PeerInfo{ID: m.id, Role: m.role, IP: m.ip} }
+func (m *member) info() proto.PeerInfo {
+	return proto.PeerInfo{ID: m.id, Role: m.role, IP: m.ip, Kind: m.kind}
+}
 
 // New returns a Server for cfg.
 func New(cfg Config) (*Server, error) {

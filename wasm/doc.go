@@ -5,7 +5,9 @@
 // produces and consumes Ethernet frames (v86, a jslinux-style emulator,
 // Linux/Wasm with a NIC) can attach.
 //
-// Load it with Go's wasm_exec.js (from the same Go release), then:
+// web/attach.mjs does all of the following for a v86 emulator
+// (attachV86); by hand, load it with Go's wasm_exec.js (from the same Go
+// release), then:
 //
 //	const lan = await peerlan.join({signal: "wss://host/signal", room: "name"});
 //	lan.onframe = (frame) => nic.receive(frame); // frames for the guest
@@ -52,9 +54,12 @@
 //     new Uint8Array the callee may keep. Set it right after join resolves;
 //     until then, and when it throws, frames are dropped and counted.
 //   - lan.status(): a snapshot as a plain object: the JSON of
-//     peer.MeshStatus (id, room, ip, prefix, gateway, signal state, and per
-//     peer its connection state, path "host"/"srflx"/"prflx"/"relay", RTT,
-//     bytes and drops), plus "guest", the counters of the guest's port
+//     peer.MeshStatus (id, room, ip, prefix (the room's subnet, e.g.
+//     "10.86.0.0/24"), gateway, gateway_peer (set only while a gateway is
+//     in the room), signal state, and per peer its role, kind ("browser",
+//     "native", absent when unknown), connection state, path
+//     "host"/"srflx"/"prflx"/"relay", RTT, bytes and drops), plus "guest",
+//     the counters of the guest's port
 //     (from_guest, to_guest, dropped_queue_full, dropped_bad_size,
 //     dropped_undelivered).
 //   - lan.leave(): leaves the room and closes every link; returns a Promise

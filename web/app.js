@@ -10,9 +10,12 @@
 //   token=T      join token, for rooms that need one.
 //   nic=virtio|ne2k          emulated network card (default virtio).
 //
-// The network comes from globalThis.peerlan (see startPeer): the page loads
-// dist/wasm_exec.js and dist/peerlan.wasm to define it, unless a script that
-// ran before this module defined it already.
+// The network comes from attach.mjs, the drop-in any v86 page can use: it
+// loads dist/wasm_exec.js and dist/peerlan.wasm to define globalThis.peerlan
+// (unless a script that ran before this module defined it already), joins
+// the room, and bridges the guest's card to the lan. A failed join or a lost
+// room is retried with backoff (1 s doubling to 30 s), with a countdown and a
+// "Retry now" button in the network panel.
 //
 // Benchmark hook: when a script that ran before this module set
 // globalThis.peerlanRelayURL to a ws:// or wss:// URL, the page joins no room
@@ -29,10 +32,13 @@
 //               "peerlan guest ready"), "error" (the guest cannot run; see
 //               error). The guest does not need the network to reach ready.
 //     error     why phase is "error", "" otherwise.
-//     net       {state, error}: state is "loading", "joining", "connected",
-//               "unavailable" (no wasm peer is built or served), "relayed"
-//               (v86's own adapter uses globalThis.peerlanRelayURL) or
-//               "error" (the wasm peer failed or the join was refused).
+//     net       {state, error, retryIn, attempts}: state is "loading",
+//               "joining", "connected", "retrying" (the last try failed
+//               with error; the next in retryIn seconds), "unavailable" (no
+//               wasm peer is built or served), "relayed" (v86's own adapter
+//               uses globalThis.peerlanRelayURL) or "error" (final: the room
+//               name is invalid). attempts counts failed tries in a row.
+//     retryNow()  tries to join again at once (the "Retry now" button).
 //     lan       the object peerlan.join() resolved to, or null.
 //     mac       the guest NIC's MAC address, "" until the emulator made it.
 //     frames    {toLan, fromLan, dropped}: frames bridged each way, and
@@ -44,18 +50,23 @@
 //               (the last 1 MiB), ANSI escape sequences and CRs removed.
 //     type(text)     sends text to the guest's serial console as keystrokes
 //               (UTF-8), as if typed into the terminal.
+//     screenText()   the terminal's screen as xterm.js shows it (the rows of
+//               its active buffer, trailing blanks trimmed), "" without one.
 //   }
+
+import { bridgeV86, joinLAN, loadPeer, PeerUnavailable, validRoom } from "./attach.mjs";
 
 const MEMORY_BYTES = 128 << 20;
 const VGA_MEMORY_BYTES = 2 << 20; // the guest uses the serial console only
 const READY_MARKER = "peerlan guest ready";
 const LEASE_RE = /peerlan: eth0 (\S+) router (\S+) mtu (\d+)/g;
 const CONSOLE_LIMIT = 1 << 20; // characters of console text kept for consoleText()
-const ROOM_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/; // proto.ValidRoomName (signal/proto)
 const RELAY_POLICIES = ["all", "relay", "direct"];
 const NICS = ["virtio", "ne2k"];
 const STATUS_INTERVAL_MS = 1000;
-const PEERLAN_WAIT_MS = 3000; // how long the wasm peer may take to define globalThis.peerlan
+const RETRY_FIRST_MS = 1000; // the first retry's wait; it doubles up to RETRY_MAX_MS
+const RETRY_MAX_MS = 30000;
+const SPARK_SAMPLES = 60; // seconds of traffic history drawn per peer
 
 // The files of the guest, relative to the page (built by `make build`).
 const GUEST_FILES = {
@@ -69,8 +80,6 @@ const V86_MODULE = "./dist/v86/libv86.mjs";
 const V86_WASM = "dist/v86/v86.wasm";
 const XTERM_MODULE = "./dist/xterm/xterm.mjs";
 const FIT_MODULE = "./dist/xterm/addon-fit.mjs";
-const PEER_WASM = "dist/peerlan.wasm";
-const PEER_WASM_EXEC = "dist/wasm_exec.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -125,18 +134,32 @@ function stripTerminal(s) {
 
 const consoleLog = new ConsoleLog(CONSOLE_LIMIT);
 
+const ownFrames = { dropped: 0 }; // guest frames while no lan is bridged
+let bridge = null; // bridgeV86's result while the guest's card is on a lan
+
 const page = {
   phase: "loading",
   error: "",
-  net: { state: "loading", error: "" },
+  net: { state: "loading", error: "", retryIn: 0, attempts: 0 },
   lan: null,
   mac: "",
-  frames: { toLan: 0, fromLan: 0, dropped: 0 },
+  get frames() {
+    const f = bridge ? bridge.frames : { toLan: 0, fromLan: 0, dropped: 0 };
+    return {
+      toLan: bridged.toLan + f.toLan,
+      fromLan: bridged.fromLan + f.fromLan,
+      dropped: ownFrames.dropped + bridged.dropped + f.dropped,
+    };
+  },
   timings: {},
   emulator: null,
   consoleText: () => consoleLog.text(),
   type: (text) => sendToGuest(String(text)),
+  screenText: () => screenText(),
+  retryNow: () => retryNow(),
 };
+// The counts of bridges that ended (a lan left before a retry).
+const bridged = { toLan: 0, fromLan: 0, dropped: 0 };
 window.peerlanPage = page;
 
 function mark(name) {
@@ -155,21 +178,25 @@ function setPhase(phase, error = "") {
 }
 
 function setNet(state, error = "") {
-  page.net = { state, error };
+  page.net = { ...page.net, state, error };
+  if (state !== "retrying") page.net.retryIn = 0;
   const labels = {
     loading: "loading the network peer…",
     joining: "joining the room…",
     connected: "joined",
+    retrying: "not joined, retrying",
     unavailable: "unavailable",
     relayed: `v86's WebSocket relay (${globalThis.peerlanRelayURL})`,
     error: "failed",
   };
-  $("net-state").textContent = labels[state] + (error ? ` – ${error}` : "");
+  $("net-state").textContent = labels[state];
   $("net-state").className = state === "connected" || state === "relayed" ? "good" : state === "joining" || state === "loading" ? "" : "bad";
   if (state === "unavailable") {
     setAlert("net", "warn", `No network: ${error} The guest runs without a network.`);
   } else if (state === "error") {
     setAlert("net", "error", `Network failed: ${error} The guest keeps running without a network.`);
+  } else if (state === "retrying") {
+    setAlert("net", "error", `Network failed: ${error} The guest keeps running; the page tries again (see Network).`);
   } else {
     setAlert("net", null);
   }
@@ -250,7 +277,36 @@ function readParams() {
   if (typeof hook === "string" && /^wss?:\/\//.test(hook)) relayURL = hook;
   else if (hook !== undefined) problems.push("peerlanRelayURL is not a ws:// or wss:// URL; ignored.");
   if (problems.length) setAlert("params", "warn", problems.join(" "));
-  return { room, roomValid: ROOM_RE.test(room), relay, nic, token: q.get("token") || "", relayURL };
+  return { room, roomValid: validRoom(room), relay, nic, token: q.get("token") || "", relayURL };
+}
+
+// setupRoomField makes the room field join another room: the page loads
+// again with that ?room= (and the other parameters kept), since the guest's
+// address comes from the room and its DHCP lease would otherwise keep the old
+// one for hours.
+function setupRoomField(params) {
+  const input = $("room-input");
+  const err = $("room-error");
+  input.value = params.room;
+  const check = () => {
+    const ok = validRoom(input.value.trim());
+    input.setAttribute("aria-invalid", ok ? "false" : "true");
+    err.textContent = ok ? "" : "1–64 letters, digits, “.”, “_” or “-”, starting with a letter or digit.";
+    return ok;
+  };
+  input.addEventListener("input", check);
+  $("room-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    if (!check()) {
+      input.focus();
+      return;
+    }
+    const room = input.value.trim();
+    if (room === params.room) return;
+    const url = new URL(location.href);
+    url.searchParams.set("room", room);
+    location.assign(url);
+  });
 }
 
 function setupShare(params) {
@@ -399,6 +455,16 @@ async function setupTerminal() {
   }
 }
 
+// screenText returns the rows of the terminal's active buffer.
+function screenText() {
+  if (!term) return "";
+  const buf = term.buffer.active;
+  const rows = [];
+  for (let i = 0; i < buf.length; i++) rows.push(buf.getLine(i)?.translateToString(true) ?? "");
+  while (rows.length && rows[rows.length - 1] === "") rows.pop();
+  return rows.join("\n");
+}
+
 const encoder = new TextEncoder();
 
 function sendToGuest(text) {
@@ -497,7 +563,13 @@ async function bootGuest(params) {
     page.mac = mac;
     $("net-mac").textContent = mac;
   });
-  if (!params.relayURL) emulator.add_listener("net0-send", onGuestFrame);
+  if (!params.relayURL) {
+    // Until a lan is bridged the guest's frames are lost, and counted.
+    emulator.add_listener("net0-send", () => {
+      if (!bridge) ownFrames.dropped++;
+    });
+    bridgeIfReady();
+  }
   emulator.add_listener("download-error", (ev) => {
     setPhase("error", `${ev.file_name} did not download`);
   });
@@ -513,101 +585,121 @@ async function bootGuest(params) {
   });
 }
 
-// ---- the frame bridge ----
+// ---- the network: join, bridge, retry ----
 
-// onGuestFrame gets each Ethernet frame the guest's NIC sends. The lan copies
-// it before returning (v86 reuses the buffer of the ne2k card).
-function onGuestFrame(frame) {
-  const lan = page.lan;
-  if (!lan) {
-    page.frames.dropped++;
-    return;
-  }
+// bridgeIfReady puts the guest's card on the lan once both exist (the room
+// is often joined before the emulator has started).
+function bridgeIfReady() {
+  if (bridge || !emulator || !page.lan) return;
+  bridge = bridgeV86(emulator, page.lan);
+}
+
+function unbridge() {
+  if (!bridge) return;
+  bridge.unhook();
+  for (const k of Object.keys(bridged)) bridged[k] += bridge.frames[k];
+  bridge = null;
+}
+
+let netParams = null;
+let retryTimer = 0;
+let countdownTimer = 0;
+let statusTimer = 0;
+let connecting = false;
+
+// connect loads the wasm peer if needed and joins the room; on failure it
+// schedules the next try.
+async function connect() {
+  const params = netParams;
+  clearRetry();
+  if (connecting || page.lan) return;
+  connecting = true;
   try {
-    lan.send(frame);
-    page.frames.toLan++;
-  } catch (err) {
-    page.frames.dropped++;
-    setAlert("send", "error", `Sending a frame failed: ${errorText(err)}`);
-  }
-}
-
-// onLanFrame hands a frame from the LAN to the guest's NIC, which copies it
-// into guest memory before returning.
-function onLanFrame(frame) {
-  if (!emulator) return;
-  page.frames.fromLan++;
-  emulator.bus.send("net0-receive", frame);
-}
-
-// ---- the wasm peer ----
-
-function loadScript(src) {
-  return new Promise((resolve, reject) => {
-    const s = document.createElement("script");
-    s.src = src;
-    s.onload = resolve;
-    s.onerror = () => reject(new Error(`${src} did not load`));
-    document.head.append(s);
-  });
-}
-
-function signalURL() {
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  return `${scheme}//${location.host}/signal`;
-}
-
-class Unavailable extends Error {}
-
-async function startPeer() {
-  // A page that embeds this one, or a test, may provide the peer itself.
-  if (globalThis.peerlan && typeof globalThis.peerlan.join === "function") return globalThis.peerlan;
-  const head = await fetch(PEER_WASM, { method: "HEAD" }).catch(() => null);
-  if (!head || head.status === 404) {
-    throw new Unavailable(`the wasm peer (${PEER_WASM}) is not served; build it with \`make build\`.`);
-  }
-  if (!head.ok) throw new Error(`${PEER_WASM}: HTTP ${head.status}`);
-  if (typeof globalThis.Go !== "function") {
+    setNet("loading");
     // wasm_exec.js defines globalThis.process when it is missing, and libv86
     // takes its Node.js code path (global.setImmediate) if process exists
     // when it is evaluated: evaluate libv86 first (bootGuest imports it too).
     await import(V86_MODULE).catch(() => {});
+    const base = new URL(".", location.href).href;
+    let lan;
     try {
-      await loadScript(PEER_WASM_EXEC);
+      await loadPeer(base, () => lost("the wasm peer stopped."));
+      setNet("joining");
+      lan = await joinLAN({ base, room: params.room, token: params.token, relay: params.relay });
     } catch (err) {
-      throw new Unavailable(`${errorText(err)}; build it with \`make build\`.`);
+      if (err instanceof PeerUnavailable) {
+        setNet("unavailable", errorText(err));
+        return;
+      }
+      scheduleRetry(page.net.state === "joining" ? `joining room ${params.room} failed: ${errorText(err)}` : errorText(err));
+      return;
     }
+    page.lan = lan;
+    page.net.attempts = 0;
+    bridgeIfReady();
+    if (!("netJoined" in page.timings)) mark("netJoined");
+    setNet("connected");
+    renderStatus();
+    statusTimer = setInterval(renderStatus, STATUS_INTERVAL_MS);
+  } finally {
+    connecting = false;
   }
-  const go = new globalThis.Go();
-  let instance;
-  try {
-    const resp = fetch(PEER_WASM);
-    try {
-      ({ instance } = await WebAssembly.instantiateStreaming(resp, go.importObject));
-    } catch (err) {
-      if (!(err instanceof TypeError)) throw err; // TypeError: served without application/wasm
-      const bytes = await (await fetch(PEER_WASM)).arrayBuffer();
-      ({ instance } = await WebAssembly.instantiate(bytes, go.importObject));
-    }
-  } catch (err) {
-    throw new Error(`the wasm peer did not load: ${errorText(err)}`);
-  }
-  go.run(instance).then(() => {
-    if (page.net.state === "connected" || page.net.state === "joining") {
-      setNet("error", "the wasm peer stopped.");
-    }
-  });
-  const deadline = performance.now() + PEERLAN_WAIT_MS;
-  while (!globalThis.peerlan || typeof globalThis.peerlan.join !== "function") {
-    if (performance.now() > deadline) {
-      throw new Error("the wasm peer started but did not define globalThis.peerlan.join.");
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return globalThis.peerlan;
 }
 
-async function startNetwork(params) {
+// lost ends the current lan (the mesh stopped for good: a fatal server
+// error, or the wasm peer exited) and schedules a new try.
+function lost(why) {
+  const lan = page.lan;
+  if (!lan) return;
+  clearInterval(statusTimer);
+  statusTimer = 0;
+  unbridge();
+  page.lan = null;
+  if (lan) {
+    try {
+      lan.leave();
+    } catch {
+      // the peer is gone already
+    }
+  }
+  scheduleRetry(why);
+}
+
+function retryDelay(attempts) {
+  const d = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** Math.max(0, attempts - 1));
+  return d * (0.8 + 0.4 * Math.random()); // jitter, so that tabs of one room spread out
+}
+
+function scheduleRetry(why) {
+  clearRetry();
+  page.net.attempts++;
+  const at = performance.now() + retryDelay(page.net.attempts);
+  setNet("retrying", why);
+  $("net-retry").hidden = false;
+  $("net-retry-error").textContent = why;
+  const tick = () => {
+    const left = Math.max(0, Math.ceil((at - performance.now()) / 1000));
+    page.net.retryIn = left;
+    $("net-retry-count").textContent = `Retrying in ${left} s (try ${page.net.attempts + 1}).`;
+  };
+  tick();
+  countdownTimer = setInterval(tick, 250);
+  retryTimer = setTimeout(connect, at - performance.now());
+}
+
+function clearRetry() {
+  clearTimeout(retryTimer);
+  clearInterval(countdownTimer);
+  retryTimer = countdownTimer = 0;
+  $("net-retry").hidden = true;
+}
+
+function retryNow() {
+  if (page.net.state === "retrying") connect();
+}
+
+function startNetwork(params) {
+  netParams = params;
   if (params.relayURL) {
     setNet("relayed", "");
     return;
@@ -616,42 +708,114 @@ async function startNetwork(params) {
     setNet("error", `"${params.room}" is not a valid room name (1–64 letters, digits, ".", "_" or "-", starting with a letter or digit).`);
     return;
   }
-  setNet("loading");
-  let peerlan;
-  try {
-    peerlan = await startPeer();
-  } catch (err) {
-    setNet(err instanceof Unavailable ? "unavailable" : "error", errorText(err));
-    return;
-  }
-  setNet("joining");
-  let lan;
-  try {
-    lan = await peerlan.join({ signal: signalURL(), room: params.room, token: params.token, relay: params.relay });
-  } catch (err) {
-    setNet("error", `joining room ${params.room} failed: ${errorText(err)}`);
-    return;
-  }
-  page.lan = lan;
-  lan.onframe = onLanFrame;
+  $("net-retry-now").addEventListener("click", retryNow);
   // Tell the room at once when the tab goes away, rather than by timeout.
   window.addEventListener("pagehide", () => {
     try {
-      lan.leave();
+      if (page.lan) page.lan.leave();
     } catch {
       // the page is going away; nothing to report to
     }
   });
-  mark("netJoined");
-  setNet("connected");
-  renderStatus();
-  setInterval(renderStatus, STATUS_INTERVAL_MS);
+  return connect();
 }
 
 // ---- the network panel ----
 
-const PATH_LABELS = { host: "direct (host)", srflx: "direct (srflx)", prflx: "direct (prflx)", relay: "RELAY" };
+// PATHS explains the candidate types of a link's selected pair.
+const PATHS = {
+  host: { label: "direct (host)", title: "direct, same network: the peers reach each other at their own addresses" },
+  srflx: { label: "direct (srflx)", title: "direct through NAT: at an address a STUN server saw" },
+  prflx: { label: "direct (prflx)", title: "direct, learned from the peer: an address first seen in the peer's own checks" },
+  relay: { label: "RELAY (TURN)", title: "relayed by TURN: every frame passes through the relay server" },
+};
 const BAD_PEER_STATES = new Set(["failed", "disconnected", "closed"]);
+
+// prefixBits returns the prefix length of lan.status().prefix, which is the
+// room's subnet ("10.86.0.0/24"), or a bare number.
+function prefixBits(prefix) {
+  if (typeof prefix === "number") return prefix;
+  const m = /\/(\d+)$/.exec(String(prefix ?? ""));
+  return m ? Number(m[1]) : null;
+}
+
+// peerKind is what a peer runs: "gateway" by its role, else "browser" or
+// "native" as it said in its join, "" when unknown (an older peer).
+function peerKind(p) {
+  if (p.role === "gateway") return "gateway";
+  return p.kind === "browser" || p.kind === "native" ? p.kind : "";
+}
+
+// traffic keeps each peer's bytes/s over the last SPARK_SAMPLES seconds.
+const traffic = new Map(); // peer id -> {rx, tx, t, rates: [{rx, tx}]}
+
+function sampleTraffic(peers) {
+  const now = performance.now();
+  const seen = new Set();
+  for (const p of peers) {
+    seen.add(p.id);
+    const rx = Number(p.rx_bytes) || 0;
+    const tx = Number(p.tx_bytes) || 0;
+    let h = traffic.get(p.id);
+    if (!h) {
+      h = { rx, tx, t: now, rates: [] };
+      traffic.set(p.id, h);
+      continue;
+    }
+    const dt = (now - h.t) / 1000;
+    if (dt < 0.2) continue;
+    // A counter that went down is a new link: start from it.
+    h.rates.push({ rx: rx >= h.rx ? (rx - h.rx) / dt : 0, tx: tx >= h.tx ? (tx - h.tx) / dt : 0 });
+    if (h.rates.length > SPARK_SAMPLES) h.rates.shift();
+    h.rx = rx;
+    h.tx = tx;
+    h.t = now;
+  }
+  for (const id of traffic.keys()) if (!seen.has(id)) traffic.delete(id);
+}
+
+function formatRate(n) {
+  return `${formatBytes(Math.round(n))}/s`;
+}
+
+// sparkline draws a peer's bytes/s (in and out) on a small canvas, scaled to
+// its peak, and describes it in words for screen readers.
+function sparkline(id) {
+  const h = traffic.get(id);
+  const rates = h ? h.rates : [];
+  const c = document.createElement("canvas");
+  const W = 120;
+  const H = 28;
+  const dpr = window.devicePixelRatio || 1;
+  c.width = W * dpr;
+  c.height = H * dpr;
+  c.className = "spark";
+  c.setAttribute("role", "img");
+  const peak = rates.reduce((m, r) => Math.max(m, r.rx, r.tx), 0);
+  const last = rates.length ? rates[rates.length - 1] : { rx: 0, tx: 0 };
+  c.setAttribute("aria-label", `traffic over the last ${rates.length} s: now in ${formatRate(last.rx)}, out ${formatRate(last.tx)}; peak ${formatRate(peak)}`);
+  c.title = c.getAttribute("aria-label");
+  const g = c.getContext("2d");
+  g.scale(dpr, dpr);
+  g.strokeStyle = "#d5dae0";
+  g.lineWidth = 1;
+  g.beginPath();
+  g.moveTo(0, H - 0.5);
+  g.lineTo(W, H - 0.5);
+  g.stroke();
+  if (peak > 0) {
+    const x = (i) => W - (rates.length - 1 - i) * (W / (SPARK_SAMPLES - 1));
+    const y = (v) => H - 1 - (v / peak) * (H - 3);
+    for (const [key, colour] of [["rx", "#0b5cad"], ["tx", "#146c2e"]]) {
+      g.strokeStyle = colour;
+      g.lineWidth = 1.5;
+      g.beginPath();
+      rates.forEach((r, i) => (i ? g.lineTo(x(i), y(r[key])) : g.moveTo(x(i), y(r[key]))));
+      g.stroke();
+    }
+  }
+  return c;
+}
 
 async function renderStatus() {
   const lan = page.lan;
@@ -663,22 +827,38 @@ async function renderStatus() {
     setAlert("status", "error", `Reading the network status failed: ${errorText(err)}`);
     return;
   }
+  if (lan !== page.lan) return;
   setAlert("status", null);
-  $("net-ip").textContent = st.ip ? `${st.ip}/${st.prefix}` + (st.gateway ? ` (gateway ${st.gateway})` : "") : "–";
+  const bits = prefixBits(st.prefix);
+  $("net-ip").textContent = st.ip ? (bits === null ? st.ip : `${st.ip}/${bits}`) : "–";
+  const peers = Array.isArray(st.peers) ? st.peers : [];
+  const gw = $("net-gateway");
+  const hasGateway = Boolean(st.gateway_peer) || peers.some((p) => p.role === "gateway" || p.id === st.gateway_peer) || st.role === "gateway";
+  if (hasGateway) {
+    gw.textContent = st.gateway ? `${st.gateway} (internet through it)` : "present";
+    gw.className = "good";
+  } else {
+    gw.textContent = "no gateway in this room: no internet";
+    gw.className = "warn-text";
+  }
   const sig = $("net-signal");
   sig.textContent = st.signal || "–";
   sig.className = st.signal === "connected" ? "good" : st.signal === "reconnecting" || st.signal === "closed" ? "bad" : "";
   if (st.signal === "reconnecting") {
     setAlert("signal", "warn", "The signaling server is unreachable; reconnecting. Existing peer links keep working.");
-  } else if (st.signal === "closed") {
-    setAlert("signal", "error", `Left the signaling server${st.error ? `: ${st.error}` : "."}`);
   } else {
     setAlert("signal", null);
   }
-  if (st.error && st.signal !== "closed") setAlert("lan", "warn", `Network: ${st.error}`);
+  if (st.signal === "closed") {
+    // The mesh stopped for good (the server refused us, or we left).
+    setAlert("lan", null);
+    lost(`left the signaling server${st.error ? `: ${st.error}` : "."}`);
+    return;
+  }
+  if (st.error) setAlert("lan", "warn", `Network: ${st.error}`);
   else setAlert("lan", null);
 
-  const peers = Array.isArray(st.peers) ? st.peers : [];
+  sampleTraffic(peers);
   renderPeers(peers);
   const unreachable = peers.filter((p) => BAD_PEER_STATES.has(p.state));
   if (unreachable.length) {
@@ -709,17 +889,13 @@ function renderPeers(peers) {
     };
     const who = cell("", p.ip || "–");
     who.title = `peer ${p.id}`;
-    if (p.role === "gateway") {
-      const badge = document.createElement("strong");
-      badge.className = "gateway";
-      badge.textContent = "GATEWAY";
-      who.append(document.createElement("br"), badge);
-    }
-    let path = PATH_LABELS[p.path] || "connecting…";
-    if (bad) path = `unreachable (${p.state})`;
-    cell(p.path === "relay" && !bad ? "relay" : "", path);
+    const kind = peerKind(p);
+    cell(`kind ${kind || "unknown"}`, kind || "unknown");
+    const known = PATHS[p.path];
+    const path = cell(p.path === "relay" && !bad ? "relay" : "", bad ? `unreachable (${p.state})` : known ? known.label : "connecting…");
+    if (known && !bad) path.title = known.title;
     cell("", Number.isFinite(p.rtt_ms) ? `${Math.round(p.rtt_ms)} ms` : "–");
-    cell("traffic", `in ${formatBytes(p.rx_bytes)}`, `out ${formatBytes(p.tx_bytes)}`);
+    cell("traffic", sparkline(p.id), `in ${formatBytes(p.rx_bytes)}`, `out ${formatBytes(p.tx_bytes)}`);
     return tr;
   });
   $("peer-rows").replaceChildren(...rows);
@@ -731,6 +907,7 @@ function renderPeers(peers) {
 async function main() {
   const params = readParams();
   setupShare(params);
+  setupRoomField(params);
   await setupTerminal();
   await Promise.all([bootGuest(params), startNetwork(params)]);
 }

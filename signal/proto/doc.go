@@ -35,16 +35,19 @@
 // room's join token when the room requires one, and for role gateway the
 // room's gateway token. Resume is the token from a previous welcome: within
 // its validity the peer gets its id and address back, across reconnects and
-// across restarts of a server that keeps its secret.
+// across restarts of a server that keeps its secret. Kind (optional) is
+// "browser" or "native", what the peer runs; the server drops any other
+// value and passes it on in the peer's PeerInfo ("kind", absent when
+// unknown), for display only.
 //
-//	{"type":"join","v":1,"room":"lab-42","role":"guest","token":"…","resume":"…"}
+//	{"type":"join","v":1,"room":"lab-42","role":"guest","token":"…","resume":"…","kind":"browser"}
 //
 // welcome (server → peer), the answer to join. Peers lists the room's other
 // members; the newcomer offers to each of them (DESIGN.md invariant 5).
 //
 //	{"type":"welcome","v":1,"id":"3q2-…","resume":"…","room":"lab-42",
 //	 "ip":"10.86.0.3","prefix":"10.86.0.0/24","gateway":"10.86.0.1",
-//	 "peers":[{"id":"Zx9…","role":"gateway","ip":"10.86.0.1"}],
+//	 "peers":[{"id":"Zx9…","role":"gateway","ip":"10.86.0.1","kind":"native"}],
 //	 "ice_servers":[{"urls":["turn:relay.example:3478"],"username":"1700000000:3q2-…","credential":"…"}],
 //	 "limits":{"max_message_bytes":65536,"messages_per_second":50,"burst":100,"max_peers_per_room":64}}
 //
@@ -57,7 +60,7 @@
 //
 // peer-joined and peer-left (server → peer):
 //
-//	{"type":"peer-joined","peer":{"id":"Q7w…","role":"guest","ip":"10.86.0.4"}}
+//	{"type":"peer-joined","peer":{"id":"Q7w…","role":"guest","ip":"10.86.0.4","kind":"browser"}}
 //	{"type":"peer-left","id":"Q7w…"}
 //
 // signal: a peer sends it with "to"; the server delivers it with "from"

@@ -40,11 +40,26 @@ const (
 // Valid reports whether r is one of the roles above.
 func (r Role) Valid() bool { return r == RoleGuest || r == RoleGateway }
 
+// Kind is what software a peer runs, as it says in its join: shown to the
+// other peers (the page's peer list), never used for a decision. "" is
+// unknown (a peer older than the field).
+type Kind string
+
+// Kinds.
+const (
+	KindBrowser Kind = "browser" // the wasm peer in a web page
+	KindNative  Kind = "native"  // a native program: bin/peer, bin/gateway
+)
+
+// Valid reports whether k is one of the kinds above.
+func (k Kind) Valid() bool { return k == KindBrowser || k == KindNative }
+
 // PeerInfo describes a member of a room.
 type PeerInfo struct {
 	ID   PeerID     `json:"id"`
 	Role Role       `json:"role"`
 	IP   netip.Addr `json:"ip"`
+	Kind Kind       `json:"kind,omitempty"`
 }
 
 // ICEServer is one STUN or TURN server, in the shape of the browser's
@@ -74,6 +89,9 @@ type Join struct {
 	Role   Role   `json:"role,omitempty"`
 	Token  string `json:"token,omitempty"`
 	Resume string `json:"resume,omitempty"`
+	// Kind is what the peer runs; the server passes a valid one on in
+	// PeerInfo and drops any other value.
+	Kind Kind `json:"kind,omitempty"`
 }
 
 // Welcome answers a successful Join.

@@ -195,7 +195,7 @@ func (c *Client) session(ctx context.Context) (joined bool, err error) {
 	c.mu.Lock()
 	resume := c.resume
 	c.mu.Unlock()
-	j, _ := proto.Encode(&proto.Join{V: proto.ProtocolVersion, Room: c.cfg.Room, Role: c.cfg.Role, Token: c.cfg.Token, Resume: resume})
+	j, _ := proto.Encode(&proto.Join{V: proto.ProtocolVersion, Room: c.cfg.Room, Role: c.cfg.Role, Token: c.cfg.Token, Resume: resume, Kind: clientKind})
 	if err := conn.Write(j); err != nil {
 		conn.Close()
 		return false, err

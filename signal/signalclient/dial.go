@@ -11,7 +11,12 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/peerlan/peerlan/signal/proto"
 )
+
+// clientKind is what the join says this peer runs: a native program.
+const clientKind = proto.KindNative
 
 // gorillaConn adapts a gorilla WebSocket to wsConn.
 type gorillaConn struct {

@@ -9,7 +9,12 @@ import (
 	"sync"
 	"syscall/js"
 	"time"
+
+	"github.com/peerlan/peerlan/signal/proto"
 )
+
+// clientKind is what the join says this peer runs: the wasm peer in a page.
+const clientKind = proto.KindBrowser
 
 // browserConn adapts the browser's WebSocket to wsConn. The browser answers
 // the server's pings and reports dead connections through onclose.
