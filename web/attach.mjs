@@ -14,9 +14,9 @@
 //               or '-', starting with a letter or digit (proto.ValidRoomName).
 //   base        URL of the folder holding dist/ (default: where this module
 //               was loaded from). The wasm peer is fetched from it, so from
-//               another origin it must send CORS headers (bin/signal does
-//               not), and the signaling server must list the page's origin
-//               (bin/signal -origins).
+//               another origin it must send CORS headers (bin/signal does:
+//               Access-Control-Allow-Origin *), and the signaling server must
+//               list the page's origin (bin/signal -origins).
 //   signal      the signaling WebSocket URL (default: ws:// or wss:// at base's
 //               host, path /signal).
 //   token, relay, iceServers, logLevel, timeoutMs

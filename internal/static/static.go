@@ -30,6 +30,10 @@
 //   - Content-Type comes from the name (types below, then package mime, else
 //     application/octet-stream), never from sniffing; every response carries
 //     X-Content-Type-Options: nosniff and Referrer-Policy: no-referrer.
+//   - Every response allows any origin to read it (Access-Control-Allow-Origin:
+//     *, no credentials): the files are public, and a v86 page of another
+//     origin imports attach.mjs and fetches the wasm peer from here, which a
+//     module import and fetch do in CORS mode.
 //   - The tree may change while serving (a development -web-dir): a file
 //     whose size or modification time differs from what was seen is read
 //     again, so an edit is served with a new ETag. An embedded tree has no
@@ -286,6 +290,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hdr := w.Header()
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Referrer-Policy", "no-referrer")
+	hdr.Set("Access-Control-Allow-Origin", "*")
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		hdr.Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)

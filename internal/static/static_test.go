@@ -228,6 +228,9 @@ func TestStaticContentTypes(t *testing.T) {
 		if resp.Header.Get("X-Content-Type-Options") != "nosniff" || resp.Header.Get("Referrer-Policy") != "no-referrer" {
 			t.Errorf("%s: security headers missing: %v", p, resp.Header)
 		}
+		if resp.Header.Get("Access-Control-Allow-Origin") != "*" || resp.Header.Get("Access-Control-Allow-Credentials") != "" {
+			t.Errorf("%s: not readable from another origin without credentials: %v", p, resp.Header)
+		}
 	}
 }
 
