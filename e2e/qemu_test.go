@@ -1,0 +1,207 @@
+//go:build linux
+
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestQemuGuest is issue 16's QEMU proof: qemu-system-i386 (TCG, no root
+// needed for it) boots the project's guest image with its NIC on QEMU's
+// -netdev stream (then dgram) socket backend, attached to a bin/peer -qemu
+// with no TAP. The guest's udhcpc gets the server-assigned address from that
+// peer, the guest pings a namespace peer (a TAP, as in TestNativeLAN) and
+// the namespace pings the guest back.
+func TestQemuGuest(t *testing.T) {
+	RequireCommands(t, "qemu-system-i386", "ping", "udhcpc")
+	kernel := filepath.Join(RepoRoot, "web", "dist", "guest", "bzImage")
+	initrd := filepath.Join(RepoRoot, "web", "dist", "guest", "initrd.gz")
+	for _, f := range []string{kernel, initrd} {
+		if _, err := os.Stat(f); err != nil {
+			skipOrFail(t, "guest image %s not built: run `make build` first", f)
+		}
+	}
+	cmdline, err := os.ReadFile(filepath.Join(RepoRoot, "web", "dist", "guest", "cmdline.txt"))
+	if err != nil {
+		skipOrFail(t, "guest cmdline: %v", err)
+	}
+	sig := StartSignal(t)
+	room := "qemu-" + randomSuffix(4)
+	ns := NewNamespace(t, "qemu")
+	nsPeer := StartPeer(t, sig, room, ns)
+	nsPeer.WaitLinks(t, 0, 30*time.Second)
+	lease := LeaseDHCP(t, ns, nsPeer.TAP)
+
+	for _, mode := range []string{"stream", "dgram"} {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			sock := filepath.Join(dir, "peer.sock")
+			qp := startQemuPeer(t, sig, room, mode+":unix:"+sock)
+			if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
+				t.Fatalf("peer's socket: %v, %v; want mode 0600", fi, err)
+			}
+			var netdev string
+			if mode == "stream" {
+				netdev = "stream,id=n0,server=off,addr.type=unix,addr.path=" + sock
+			} else {
+				netdev = "dgram,id=n0,local.type=unix,local.path=" + filepath.Join(dir, "qemu.sock") +
+					",remote.type=unix,remote.path=" + sock
+			}
+			start := time.Now()
+			con := bootQemu(t, dir, kernel, initrd, strings.TrimSpace(string(cmdline))+" hostname=qemu-"+mode, netdev)
+
+			con.Wait(t, regexp.MustCompile(`peerlan guest ready`), 45*time.Second)
+			booted := time.Since(start)
+			m := con.Wait(t, regexp.MustCompile(`peerlan: eth0 ([0-9.]+)/(\d+) router (\S+)`), 45*time.Second)
+			leased := time.Since(start)
+			st := qp.WaitLinks(t, 1, 10*time.Second)
+			if m[1] != st.IP.String() || m[3] != st.Gateway.String() {
+				t.Fatalf("guest leased %s router %s, want the server's assignment %v router %v", m[1], m[3], st.IP, st.Gateway)
+			}
+			t.Logf("QEMU start to guest ready %v, to DHCP lease %v", booted.Round(time.Millisecond), leased.Round(time.Millisecond))
+
+			// The shell reads the console's tty: typed lines wait for it.
+
+			con.Send(fmt.Sprintf("ping -c 5 %s", lease.Addr.Addr()))
+			out := con.Wait(t, regexp.MustCompile(`(\d+) packets transmitted, (\d+) packets received(?s:.*?)round-trip min/avg/max = (\S+) ms`), 30*time.Second)
+			if out[1] != "5" || out[2] != "5" {
+				t.Fatalf("guest ping %s: %s of %s answered", lease.Addr.Addr(), out[2], out[1])
+			}
+			t.Logf("guest -> namespace ping min/avg/max %s ms", out[3])
+			pong := Ping(t, ns, st.IP, 5)
+			if rtt := regexp.MustCompile(`rtt min/avg/max/mdev = (\S+) ms`).FindStringSubmatch(pong); rtt != nil {
+				t.Logf("namespace -> guest ping min/avg/max/mdev %s ms", rtt[1])
+			}
+		})
+	}
+}
+
+// startQemuPeer runs bin/peer -qemu addr joined to room, waiting until its
+// status endpoint answers (its socket is listening before that).
+func startQemuPeer(t *testing.T, sig *SignalServer, room, addr string) *NativePeer {
+	t.Helper()
+	p := &NativePeer{}
+	status := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	p.StatusURL = "http://" + status + "/status"
+	p.Process = StartProcess(t, "peer qemu", Binary(t, "peer"), "-signal", sig.WS, "-room", room, "-qemu", addr,
+		"-ice-interfaces", "lo", "-ice-loopback", "-status", status, "-status-every", "5s")
+	waitHTTP(t, p.Process, p.StatusURL, 20*time.Second)
+	return p
+}
+
+// bootQemu starts qemu-system-i386 (TCG) with the guest image and netdev as
+// its virtio NIC, the serial console on a unix socket in dir; QEMU waits for
+// the console's connection before it starts the guest, so nothing is lost.
+func bootQemu(t *testing.T, dir, kernel, initrd, cmdline, netdev string) *guestConsole {
+	t.Helper()
+	serial := filepath.Join(dir, "console.sock")
+	StartProcess(t, "qemu", "qemu-system-i386", "-accel", "tcg", "-m", "128", "-nographic", "-no-reboot",
+		"-monitor", "none", "-chardev", "socket,id=con,path="+serial+",server=on,wait=on", "-serial", "chardev:con",
+		"-kernel", kernel, "-initrd", initrd, "-append", cmdline,
+		"-netdev", netdev, "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile=")
+	var c net.Conn
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		if c, err = net.Dial("unix", serial); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("QEMU's console socket: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	con := &guestConsole{c: c, notify: make(chan struct{})}
+	log := &safeLog{t: t}
+	t.Cleanup(func() { c.Close() })
+	t.Cleanup(log.stop) // before the close: the copier logs no more
+	go con.copy(log)
+	return con
+}
+
+// guestConsole is the guest's serial console: what it printed so far, and
+// a way to type.
+type guestConsole struct {
+	c net.Conn
+
+	mu     sync.Mutex
+	out    strings.Builder
+	notify chan struct{} // closed and replaced when out grows
+	closed bool
+}
+
+func (g *guestConsole) copy(log *safeLog) {
+	r := bufio.NewReader(g.c)
+	var line []byte
+	buf := make([]byte, 4096)
+	for {
+		n, err := r.Read(buf)
+		g.mu.Lock()
+		g.out.Write(buf[:n])
+		close(g.notify)
+		g.notify = make(chan struct{})
+		if err != nil {
+			g.closed = true
+		}
+		g.mu.Unlock()
+		for _, b := range buf[:n] {
+			if b == '\n' {
+				log.Logf("[guest] %s", strings.TrimRight(string(line), "\r"))
+				line = line[:0]
+			} else {
+				line = append(line, b)
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Wait waits until everything printed since the last match matches re, and
+// returns the submatches.
+func (g *guestConsole) Wait(t *testing.T, re *regexp.Regexp, timeout time.Duration) []string {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		g.mu.Lock()
+		s := g.out.String()
+		loc := re.FindStringSubmatchIndex(s)
+		ch, closed := g.notify, g.closed
+		if loc != nil {
+			rest := s[loc[1]:]
+			g.out.Reset()
+			g.out.WriteString(rest)
+		}
+		g.mu.Unlock()
+		if loc != nil {
+			m := make([]string, len(loc)/2)
+			for i := range m {
+				if loc[2*i] >= 0 {
+					m[i] = s[loc[2*i]:loc[2*i+1]]
+				}
+			}
+			return m
+		}
+		if closed {
+			t.Fatalf("guest console closed before %q", re)
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("guest did not print %q within %v", re, timeout)
+		}
+	}
+}
+
+// Send types line and Enter at the guest's shell.
+func (g *guestConsole) Send(line string) { g.c.Write([]byte(line + "\n")) }
