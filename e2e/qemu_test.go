@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -22,7 +23,7 @@ import (
 // peer, the guest pings a namespace peer (a TAP, as in TestNativeLAN) and
 // the namespace pings the guest back.
 func TestQemuGuest(t *testing.T) {
-	RequireCommands(t, "qemu-system-i386", "ping", "udhcpc")
+	RequireCommands(t, "qemu-system-i386", "ping", "udhcpc", "setpriv")
 	kernel := filepath.Join(RepoRoot, "web", "dist", "guest", "bzImage")
 	initrd := filepath.Join(RepoRoot, "web", "dist", "guest", "initrd.gz")
 	for _, f := range []string{kernel, initrd} {
@@ -43,46 +44,98 @@ func TestQemuGuest(t *testing.T) {
 
 	for _, mode := range []string{"stream", "dgram"} {
 		t.Run(mode, func(t *testing.T) {
-			dir := t.TempDir()
+			dir := nobodyDir(t)
 			sock := filepath.Join(dir, "peer.sock")
 			qp := startQemuPeer(t, sig, room, mode+":unix:"+sock)
 			if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
 				t.Fatalf("peer's socket: %v, %v; want mode 0600", fi, err)
 			}
-			var netdev string
-			if mode == "stream" {
-				netdev = "stream,id=n0,server=off,addr.type=unix,addr.path=" + sock
-			} else {
-				netdev = "dgram,id=n0,local.type=unix,local.path=" + filepath.Join(dir, "qemu.sock") +
-					",remote.type=unix,remote.path=" + sock
-			}
-			start := time.Now()
-			con := bootQemu(t, dir, kernel, initrd, strings.TrimSpace(string(cmdline))+" hostname=qemu-"+mode, netdev)
+			// The second boot is QEMU restarted: a new connection (stream)
+			// or a new sender address (dgram) replaces the old one, the
+			// peer and its address stay.
+			var ip netip.Addr
+			for boot := 1; boot <= 2; boot++ {
+				netdev := "stream,id=n0,server=off,addr.type=unix,addr.path=" + sock
+				if mode == "dgram" {
+					netdev = fmt.Sprintf("dgram,id=n0,local.type=unix,local.path=%s/qemu%d.sock,remote.type=unix,remote.path=%s", dir, boot, sock)
+				}
+				start := time.Now()
+				vm, con := bootQemu(t, dir, kernel, initrd, strings.TrimSpace(string(cmdline))+" hostname=qemu-"+mode, netdev)
+				con.Wait(t, regexp.MustCompile(`peerlan guest ready`), 45*time.Second)
+				booted := time.Since(start)
+				m := con.Wait(t, regexp.MustCompile(`peerlan: eth0 ([0-9.]+)/(\d+) router (\S+)[ \r\n]`), 45*time.Second)
+				leased := time.Since(start)
+				st := qp.WaitLinks(t, 1, 10*time.Second)
+				if m[1] != st.IP.String() || m[3] != st.Gateway.String() {
+					t.Fatalf("boot %d: guest leased %s router %s, want the server's assignment %v router %v", boot, m[1], m[3], st.IP, st.Gateway)
+				}
+				if ip.IsValid() && st.IP != ip {
+					t.Fatalf("after QEMU's restart the peer has %v, want %v as before", st.IP, ip)
+				}
+				ip = st.IP
+				t.Logf("boot %d: QEMU start to guest ready %v, to DHCP lease %v", boot, booted.Round(time.Millisecond), leased.Round(time.Millisecond))
 
-			con.Wait(t, regexp.MustCompile(`peerlan guest ready`), 45*time.Second)
-			booted := time.Since(start)
-			m := con.Wait(t, regexp.MustCompile(`peerlan: eth0 ([0-9.]+)/(\d+) router (\S+)`), 45*time.Second)
-			leased := time.Since(start)
-			st := qp.WaitLinks(t, 1, 10*time.Second)
-			if m[1] != st.IP.String() || m[3] != st.Gateway.String() {
-				t.Fatalf("guest leased %s router %s, want the server's assignment %v router %v", m[1], m[3], st.IP, st.Gateway)
+				// The shell reads the console's tty: a line typed before
+				// its prompt waits for it.
+				count := 5
+				if boot == 2 {
+					count = 3
+				}
+				con.Send(fmt.Sprintf("ping -c %d %s", count, lease.Addr.Addr()))
+				out := con.Wait(t, regexp.MustCompile(`(\d+) packets transmitted, (\d+) packets received(?s:.*?)round-trip min/avg/max = (\S+) ms`), 30*time.Second)
+				if out[1] != fmt.Sprint(count) || out[2] != out[1] {
+					t.Fatalf("boot %d: guest ping %s: %s of %s answered", boot, lease.Addr.Addr(), out[2], out[1])
+				}
+				pong := Ping(t, ns, st.IP, count)
+				rtt := "?"
+				if m := regexp.MustCompile(`rtt min/avg/max/mdev = (\S+) ms`).FindStringSubmatch(pong); m != nil {
+					rtt = m[1]
+				}
+				t.Logf("boot %d: guest -> namespace ping min/avg/max %s ms; namespace -> guest min/avg/max/mdev %s ms", boot, out[3], rtt)
+				vm.Kill()
 			}
-			t.Logf("QEMU start to guest ready %v, to DHCP lease %v", booted.Round(time.Millisecond), leased.Round(time.Millisecond))
-
-			// The shell reads the console's tty: typed lines wait for it.
-
-			con.Send(fmt.Sprintf("ping -c 5 %s", lease.Addr.Addr()))
-			out := con.Wait(t, regexp.MustCompile(`(\d+) packets transmitted, (\d+) packets received(?s:.*?)round-trip min/avg/max = (\S+) ms`), 30*time.Second)
-			if out[1] != "5" || out[2] != "5" {
-				t.Fatalf("guest ping %s: %s of %s answered", lease.Addr.Addr(), out[2], out[1])
+			replaced := map[string]string{"stream": `msg="QEMU connected".* connection=2`, "dgram": `QEMU now sends from a new address`}[mode]
+			if !regexp.MustCompile(replaced).MatchString(qp.Output()) {
+				t.Errorf("peer did not log QEMU's restart (%s)", replaced)
 			}
-			t.Logf("guest -> namespace ping min/avg/max %s ms", out[3])
-			pong := Ping(t, ns, st.IP, 5)
-			if rtt := regexp.MustCompile(`rtt min/avg/max/mdev = (\S+) ms`).FindStringSubmatch(pong); rtt != nil {
-				t.Logf("namespace -> guest ping min/avg/max/mdev %s ms", rtt[1])
+			if err := qp.Stop(5 * time.Second); err != nil {
+				t.Errorf("peer: %v", err)
+			}
+			if _, err := os.Stat(sock); !os.IsNotExist(err) {
+				t.Errorf("peer's socket after its exit: %v, want it removed", err)
 			}
 		})
 	}
+}
+
+// nobodyDir returns a directory owned by the unprivileged user nobody
+// (bin/peer -qemu and QEMU run as that user) inside a test temp dir.
+func nobodyDir(t *testing.T) string {
+	t.Helper()
+	tmp := t.TempDir()
+	for _, d := range []string{filepath.Dir(tmp), tmp} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := filepath.Join(tmp, "run")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, nobodyUID, nobodyUID); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// nobodyUID is Debian's nobody (and nogroup's gid).
+const nobodyUID = 65534
+
+// asNobody prefixes a command line with setpriv so that it runs as nobody,
+// without root's capabilities: QEMU's socket backends and bin/peer -qemu
+// need none.
+func asNobody(name string, args ...string) (string, []string) {
+	return "setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", name}, args...)
 }
 
 // startQemuPeer runs bin/peer -qemu addr joined to room, waiting until its
@@ -92,8 +145,9 @@ func startQemuPeer(t *testing.T, sig *SignalServer, room, addr string) *NativePe
 	p := &NativePeer{}
 	status := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
 	p.StatusURL = "http://" + status + "/status"
-	p.Process = StartProcess(t, "peer qemu", Binary(t, "peer"), "-signal", sig.WS, "-room", room, "-qemu", addr,
+	name, args := asNobody(Binary(t, "peer"), "-signal", sig.WS, "-room", room, "-qemu", addr,
 		"-ice-interfaces", "lo", "-ice-loopback", "-status", status, "-status-every", "5s")
+	p.Process = StartProcess(t, "peer qemu", name, args...)
 	waitHTTP(t, p.Process, p.StatusURL, 20*time.Second)
 	return p
 }
@@ -101,13 +155,15 @@ func startQemuPeer(t *testing.T, sig *SignalServer, room, addr string) *NativePe
 // bootQemu starts qemu-system-i386 (TCG) with the guest image and netdev as
 // its virtio NIC, the serial console on a unix socket in dir; QEMU waits for
 // the console's connection before it starts the guest, so nothing is lost.
-func bootQemu(t *testing.T, dir, kernel, initrd, cmdline, netdev string) *guestConsole {
+func bootQemu(t *testing.T, dir, kernel, initrd, cmdline, netdev string) (*Process, *guestConsole) {
 	t.Helper()
 	serial := filepath.Join(dir, "console.sock")
-	StartProcess(t, "qemu", "qemu-system-i386", "-accel", "tcg", "-m", "128", "-nographic", "-no-reboot",
+	os.Remove(serial) // a previous boot's
+	name, args := asNobody("qemu-system-i386", "-accel", "tcg", "-m", "128", "-nographic", "-no-reboot",
 		"-monitor", "none", "-chardev", "socket,id=con,path="+serial+",server=on,wait=on", "-serial", "chardev:con",
 		"-kernel", kernel, "-initrd", initrd, "-append", cmdline,
 		"-netdev", netdev, "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile=")
+	vm := StartProcess(t, "qemu", name, args...)
 	var c net.Conn
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -125,7 +181,7 @@ func bootQemu(t *testing.T, dir, kernel, initrd, cmdline, netdev string) *guestC
 	t.Cleanup(func() { c.Close() })
 	t.Cleanup(log.stop) // before the close: the copier logs no more
 	go con.copy(log)
-	return con
+	return vm, con
 }
 
 // guestConsole is the guest's serial console: what it printed so far, and
