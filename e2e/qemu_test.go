@@ -4,10 +4,12 @@ package e2e
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -261,3 +263,38 @@ func (g *guestConsole) Wait(t *testing.T, re *regexp.Regexp, timeout time.Durati
 
 // Send types line and Enter at the guest's shell.
 func (g *guestConsole) Send(line string) { g.c.Write([]byte(line + "\n")) }
+
+// TestQemuFlags: -qemu replaces the TAP, so -tap, -bridge and -netns with it
+// are refused (exit 2, naming the clash), as is an address that is not
+// unix:PATH, stream:unix:PATH or dgram:unix:PATH; a live socket is not
+// taken over. None of this needs root.
+func TestQemuFlags(t *testing.T) {
+	bin := Binary(t, "peer")
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"-qemu", "unix:/tmp/x.sock", "-tap", "t0"}, 2, "cannot be used with -tap"},
+		{[]string{"-qemu", "unix:/tmp/x.sock", "-bridge", "br0", "-netns", "n"}, 2, "cannot be used with -bridge, -netns"},
+		{[]string{"-qemu", "/tmp/x.sock"}, 2, "want unix:PATH"},
+		{[]string{"-qemu", "tcp:127.0.0.1:1"}, 2, "want unix:PATH"},
+	} {
+		out, err := exec.Command(bin, append([]string{"-room", "r"}, c.args...)...).CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != c.code || !strings.Contains(string(out), c.want) {
+			t.Errorf("bin/peer %v: %v, want exit %d saying %q:\n%s", c.args, err, c.code, c.want, out)
+		}
+	}
+
+	sock := filepath.Join(t.TempDir(), "live.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	out, err := exec.Command(bin, "-room", "r", "-signal", "ws://127.0.0.1:1/signal", "-qemu", "unix:"+sock).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "in use") {
+		t.Errorf("bin/peer on a live socket: %v, want a refusal naming it in use:\n%s", err, out)
+	}
+}
