@@ -56,24 +56,32 @@ type Config struct {
 	// Path is the unix socket the port binds: QEMU's addr.path (stream) or
 	// remote.path (dgram).
 	Path string
+	// Connect (Stream only) makes the port the client: QEMU listens
+	// (-netdev stream,server=on,...) and the port connects to Path, and
+	// connects again whenever the connection ends, so that either side may
+	// restart (QEMU 7.2's stream client does not reconnect).
+	Connect bool
 	// Logger may be nil.
 	Logger *slog.Logger
 }
 
 // ParseAddr parses the -qemu flag: "unix:PATH" or "stream:unix:PATH" for
-// -netdev stream, "dgram:unix:PATH" for -netdev dgram.
+// -netdev stream with QEMU as the client, "connect:unix:PATH" for -netdev
+// stream with QEMU as the server, "dgram:unix:PATH" for -netdev dgram.
 func ParseAddr(s string) (Config, error) {
 	var c Config
 	rest := s
 	switch {
 	case strings.HasPrefix(rest, "stream:"):
 		rest = strings.TrimPrefix(rest, "stream:")
+	case strings.HasPrefix(rest, "connect:"):
+		c.Connect, rest = true, strings.TrimPrefix(rest, "connect:")
 	case strings.HasPrefix(rest, "dgram:"):
 		c.Mode, rest = Dgram, strings.TrimPrefix(rest, "dgram:")
 	}
 	path, ok := strings.CutPrefix(rest, "unix:")
 	if !ok || path == "" {
-		return c, fmt.Errorf("qemuport: %q: want unix:PATH, stream:unix:PATH or dgram:unix:PATH", s)
+		return c, fmt.Errorf("qemuport: %q: want unix:PATH, stream:unix:PATH, connect:unix:PATH or dgram:unix:PATH", s)
 	}
 	c.Path = path
 	return c, nil
@@ -114,13 +122,18 @@ type Stats struct {
 	Connects uint64
 }
 
-// Listen creates the socket at cfg.Path and returns the port.
+// Listen creates the socket at cfg.Path and returns the port; with
+// cfg.Connect it returns at once and connects to QEMU's socket in the
+// background.
 func Listen(cfg Config) (Port, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	log = log.With("component", "qemuport", "mode", cfg.Mode.String(), "path", cfg.Path)
+	if cfg.Connect && cfg.Mode == Stream {
+		return connectStream(cfg.Path, log), nil
+	}
 	if err := removeStale(cfg.Path, cfg.Mode); err != nil {
 		return nil, err
 	}

@@ -123,12 +123,13 @@ func TestParseAddr(t *testing.T) {
 		"unix:/a":        {Mode: Stream, Path: "/a"},
 		"stream:unix:/a": {Mode: Stream, Path: "/a"},
 		"dgram:unix:b":   {Mode: Dgram, Path: "b"},
+		"connect:unix:c": {Mode: Stream, Path: "c", Connect: true},
 	} {
 		if got, err := ParseAddr(in); err != nil || got != want {
 			t.Errorf("ParseAddr(%q) = %+v, %v; want %+v", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "/a", "unix:", "tcp:1.2.3.4:5", "dgram:/a"} {
+	for _, in := range []string{"", "/a", "unix:", "tcp:1.2.3.4:5", "dgram:/a", "connect:"} {
 		if _, err := ParseAddr(in); err == nil {
 			t.Errorf("ParseAddr(%q) accepted", in)
 		}
@@ -399,5 +400,70 @@ func TestDgram(t *testing.T) {
 	}
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Errorf("socket file after Close: %v", err)
+	}
+}
+
+// TestStreamConnect: QEMU listens (server=on); the port connects, and
+// connects again when QEMU closes the connection or is restarted.
+func TestStreamConnect(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "qemu.sock")
+	p, err := Listen(Config{Path: path, Connect: true, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	// One reader for the whole test, as the switch's: its pending Read is
+	// how the port sees QEMU's side close.
+	frames := make(chan readResult, 16)
+	go func() {
+		for {
+			b := make([]byte, peer.MaxFrameSize)
+			n, err := p.Read(b)
+			frames <- readResult{b[:n], err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	f := frame(80, 7)
+	exchange := func(ln net.Listener, what string) net.Conn {
+		t.Helper()
+		ln.(*net.UnixListener).SetDeadline(time.Now().Add(5 * time.Second))
+		q, err := ln.Accept()
+		if err != nil {
+			t.Fatalf("%s: the port did not connect: %v", what, err)
+		}
+		q.Write(framed(f))
+		wantRead(t, frames, f)
+		writeEventually(t, p, f)
+		if got := readFramed(t, q); !bytes.Equal(got, f) {
+			t.Fatalf("%s: wrong frame", what)
+		}
+		return q
+	}
+	time.Sleep(50 * time.Millisecond) // the port tries before QEMU is up
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exchange(ln, "first connection").Close()
+	exchange(ln, "QEMU closed the connection").Close()
+	ln.Close() // QEMU exits, and is started again
+	if ln, err = net.Listen("unix", path); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	exchange(ln, "QEMU restarted")
+	if st := p.Stats(); st.Connects != 3 {
+		t.Errorf("stats %+v, want 3 connections", st)
+	}
+	p.Close()
+	select {
+	case r := <-frames:
+		if !errors.Is(r.err, net.ErrClosed) {
+			t.Fatalf("Read after Close: %v", r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not unblock Read")
 	}
 }

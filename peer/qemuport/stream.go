@@ -36,8 +36,8 @@ var errOversize = errors.New("qemuport: frame length over the maximum frame size
 // the caller's goroutine and reads from the current connection.
 type streamPort struct {
 	log  *slog.Logger
-	ln   *net.UnixListener
-	done chan struct{} // closed by Close
+	ln   *net.UnixListener // nil when the port connects (connectLoop)
+	done chan struct{}     // closed by Close
 	once sync.Once
 
 	mu struct {
@@ -69,16 +69,73 @@ func listenStream(path string, log *slog.Logger) (*streamPort, error) {
 		ln.Close()
 		return nil, fmt.Errorf("qemuport: %w", err)
 	}
-	p := &streamPort{log: log, ln: ln, done: make(chan struct{}),
+	p := newStreamPort(log)
+	p.ln = ln
+	go p.acceptLoop()
+	go p.writeLoop()
+	log.Info("waiting for QEMU (-netdev stream,server=off,addr.type=unix,addr.path=" + path + ")")
+	return p, nil
+}
+
+func newStreamPort(log *slog.Logger) *streamPort {
+	p := &streamPort{log: log, done: make(chan struct{}),
 		queue: make(chan []byte, sendQueueLen), free: make(chan []byte, sendQueueLen)}
 	p.mu.changed = make(chan struct{})
 	for range sendQueueLen {
 		p.free <- make([]byte, streamHeaderLen+peer.MaxFrameSize)
 	}
-	go p.acceptLoop()
+	return p
+}
+
+// connectStream returns a port that connects to QEMU's listening socket.
+func connectStream(path string, log *slog.Logger) *streamPort {
+	p := newStreamPort(log)
+	go p.connectLoop(path)
 	go p.writeLoop()
-	log.Info("waiting for QEMU (-netdev stream,server=off,addr.type=unix,addr.path=" + path + ")")
-	return p, nil
+	log.Info("connecting to QEMU (-netdev stream,server=on,addr.type=unix,addr.path=" + path + ")")
+	return p
+}
+
+// redialDelay is how long connectLoop waits between attempts.
+const redialDelay = 200 * time.Millisecond
+
+// connectLoop, until Close, connects to QEMU at path and, whenever that
+// connection ends, connects again.
+func (p *streamPort) connectLoop(path string) {
+	logged := false
+	for {
+		c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+		if err == nil {
+			logged = false
+			p.attach(c)
+			p.waitDetached()
+		} else if !logged {
+			logged = true
+			p.log.Info("QEMU is not listening yet; retrying", "err", err)
+		}
+		select {
+		case <-p.done:
+			return
+		case <-time.After(redialDelay):
+		}
+	}
+}
+
+// waitDetached waits until the port has no connection or is closed.
+func (p *streamPort) waitDetached() {
+	for {
+		p.mu.Lock()
+		cur, ch := p.mu.cur, p.mu.changed
+		p.mu.Unlock()
+		if cur == nil {
+			return
+		}
+		select {
+		case <-ch:
+		case <-p.done:
+			return
+		}
+	}
 }
 
 func (p *streamPort) acceptLoop() {
@@ -105,13 +162,13 @@ func (p *streamPort) acceptLoop() {
 // attach makes c the guest's connection, closing the one it replaces.
 func (p *streamPort) attach(c *net.UnixConn) {
 	sc := &streamConn{c: c, r: bufio.NewReaderSize(c, 64<<10)}
+	n := p.connects.Add(1) // counted before a frame on it can be read
 	p.mu.Lock()
 	old := p.mu.cur
 	p.mu.cur = sc
 	close(p.mu.changed)
 	p.mu.changed = make(chan struct{})
 	p.mu.Unlock()
-	n := p.connects.Add(1)
 	if old != nil {
 		old.close()
 		p.log.Warn("a new QEMU connection replaces the current one (QEMU restarted?)", "connection", n)
@@ -292,7 +349,9 @@ func (p *streamPort) writeLoop() {
 func (p *streamPort) Close() error {
 	p.once.Do(func() {
 		close(p.done)
-		p.ln.Close()
+		if p.ln != nil {
+			p.ln.Close()
+		}
 		if sc := p.current(); sc != nil {
 			sc.close()
 		}
