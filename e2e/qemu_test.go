@@ -44,21 +44,28 @@ func TestQemuGuest(t *testing.T) {
 	nsPeer.WaitLinks(t, 0, 30*time.Second)
 	lease := LeaseDHCP(t, ns, nsPeer.TAP)
 
-	for _, mode := range []string{"stream", "dgram"} {
+	// stream: QEMU connects to the peer; connect: the peer connects to
+	// QEMU's listening socket; dgram: datagrams both ways.
+	for _, mode := range []string{"stream", "connect", "dgram"} {
 		t.Run(mode, func(t *testing.T) {
 			dir := nobodyDir(t)
 			sock := filepath.Join(dir, "peer.sock")
 			qp := startQemuPeer(t, sig, room, mode+":unix:"+sock)
-			if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
-				t.Fatalf("peer's socket: %v, %v; want mode 0600", fi, err)
+			if mode != "connect" {
+				if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
+					t.Fatalf("peer's socket: %v, %v; want mode 0600", fi, err)
+				}
 			}
-			// The second boot is QEMU restarted: a new connection (stream)
-			// or a new sender address (dgram) replaces the old one, the
-			// peer and its address stay.
+			// The second boot is QEMU restarted: a new connection (stream,
+			// connect) or a new sender address (dgram) replaces the old
+			// one, the peer and its address stay.
 			var ip netip.Addr
 			for boot := 1; boot <= 2; boot++ {
 				netdev := "stream,id=n0,server=off,addr.type=unix,addr.path=" + sock
-				if mode == "dgram" {
+				switch mode {
+				case "connect":
+					netdev = "stream,id=n0,server=on,addr.type=unix,addr.path=" + sock
+				case "dgram":
 					netdev = fmt.Sprintf("dgram,id=n0,local.type=unix,local.path=%s/qemu%d.sock,remote.type=unix,remote.path=%s", dir, boot, sock)
 				}
 				start := time.Now()
@@ -96,14 +103,14 @@ func TestQemuGuest(t *testing.T) {
 				t.Logf("boot %d: guest -> namespace ping min/avg/max %s ms; namespace -> guest min/avg/max/mdev %s ms", boot, out[3], rtt)
 				vm.Kill()
 			}
-			replaced := map[string]string{"stream": `msg="QEMU connected".* connection=2`, "dgram": `QEMU now sends from a new address`}[mode]
+			replaced := map[string]string{"stream": `msg="QEMU connected".* connection=2`, "connect": `msg="QEMU connected".* connection=2`, "dgram": `QEMU now sends from a new address`}[mode]
 			if !regexp.MustCompile(replaced).MatchString(qp.Output()) {
 				t.Errorf("peer did not log QEMU's restart (%s)", replaced)
 			}
 			if err := qp.Stop(5 * time.Second); err != nil {
 				t.Errorf("peer: %v", err)
 			}
-			if _, err := os.Stat(sock); !os.IsNotExist(err) {
+			if _, err := os.Stat(sock); mode != "connect" && !os.IsNotExist(err) {
 				t.Errorf("peer's socket after its exit: %v, want it removed", err)
 			}
 		})

@@ -64,9 +64,12 @@ from -token-file, -token or the environment variable %s.
 
 With -qemu the local port is a QEMU guest's network backend instead of a TAP
 (no root, no TAP; not with -tap, -bridge or -netns). The peer listens on the
-unix socket PATH (created 0600, removed on exit); a restarted QEMU reconnects:
+unix socket PATH (created 0600, removed on exit; a restarted QEMU reconnects),
+or with connect: connects to QEMU's:
   -qemu unix:PATH (or stream:unix:PATH), for QEMU 7.2+
       -netdev stream,id=n0,server=off,addr.type=unix,addr.path=PATH
+  -qemu connect:unix:PATH, QEMU listening (either side may restart):
+      -netdev stream,id=n0,server=on,addr.type=unix,addr.path=PATH
   -qemu dgram:unix:PATH
       -netdev dgram,id=n0,local.type=unix,local.path=QEMU.sock,remote.type=unix,remote.path=PATH
 with e.g. -device virtio-net-pci,netdev=n0. The guest gets its address by DHCP.
@@ -83,7 +86,7 @@ Flags:
 	fs.StringVar(&o.tap.Name, "tap", "peerlan0", "TAP device `name`")
 	fs.StringVar(&o.tap.Bridge, "bridge", "", "add the TAP to this existing Linux `bridge`")
 	fs.StringVar(&o.tap.Netns, "netns", "", "move the TAP into this network `namespace` (as in ip netns)")
-	fs.StringVar(&o.qemu, "qemu", "", "attach a QEMU guest instead of a TAP: `unix:PATH` (-netdev stream) or dgram:unix:PATH (-netdev dgram); see above")
+	fs.StringVar(&o.qemu, "qemu", "", "attach a QEMU guest instead of a TAP: `unix:PATH` (-netdev stream), connect:unix:PATH (stream, QEMU listening) or dgram:unix:PATH (-netdev dgram); see above")
 	fs.IntVar(&o.mtu, "mtu", peer.DefaultGuestMTU, "interface MTU offered to the guest by DHCP (and set on the TAP)")
 	fs.BoolVar(&o.offload, "offload", true, "TCP segmentation and checksum offload: the TAP hands over 64 KiB super-frames, and links to\nother native peers carry them as they are (browsers get segments); -offload=false for plain frames")
 	fs.IntVar(&o.maxBuffered, "max-buffered", peer.DefaultMaxBuffered, "per-link send queue in `bytes`; frames above it are dropped (counted), as on a congested port")
