@@ -105,7 +105,6 @@ type Port interface {
 var (
 	_ peer.Port = Port(nil)
 	_ Port      = (*streamPort)(nil)
-	_ Port      = (*dgramPort)(nil)
 )
 
 // Stats counts a port's frames and events.
@@ -140,7 +139,11 @@ func Listen(cfg Config) (Port, error) {
 	if cfg.Mode == Dgram {
 		return listenDgram(cfg.Path, log)
 	}
-	return listenStream(cfg.Path, log)
+	p, err := listenStream(cfg.Path, log)
+	if err != nil {
+		return nil, err // not a nil *streamPort in a non-nil Port
+	}
+	return p, nil
 }
 
 // removeStale removes a socket file at path that nothing is bound to, and

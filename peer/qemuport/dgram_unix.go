@@ -1,3 +1,5 @@
+//go:build unix
+
 package qemuport
 
 import (
@@ -12,6 +14,8 @@ import (
 
 	"github.com/peerlan/peerlan/peer"
 )
+
+var _ Port = (*dgramPort)(nil)
 
 // dgramPort is bound where QEMU's -netdev dgram sends (its remote.path) and
 // answers to the address the guest's last datagram came from (QEMU's
@@ -34,7 +38,7 @@ type dgramPort struct {
 	rxFrames, txFrames, rxDropped, txDropped, connects atomic.Uint64
 }
 
-func listenDgram(path string, log *slog.Logger) (*dgramPort, error) {
+func listenDgram(path string, log *slog.Logger) (Port, error) {
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
 		return nil, fmt.Errorf("qemuport: %w", err)
