@@ -12,6 +12,8 @@ packages=(
 	brotli
 	# tests: network namespaces, real tools, browser
 	iproute2 iputils-ping iperf3 udhcpc busybox nftables coturn curl dnsutils chromium
+	# tests: a real QEMU guest on bin/peer -qemu (e2e/qemu_test.go)
+	qemu-system-x86
 )
 
 missing=()

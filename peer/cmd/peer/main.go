@@ -1,5 +1,6 @@
-// Command peer attaches a Linux TAP device to a peerlan room: the host, a
-// network namespace, or QEMU/UML guests on a bridge become guests of the LAN,
+// Command peer attaches a Linux TAP device or a QEMU guest's socket network
+// backend to a peerlan room: the host, a network namespace, QEMU/UML guests
+// on a bridge, or one QEMU guest with no TAP at all become guests of the LAN,
 // exchanging frames directly with browser tabs and other peers over WebRTC.
 package main
 
@@ -15,6 +16,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -23,6 +25,7 @@ import (
 	"github.com/peerlan/peerlan/internal/cli"
 	"github.com/peerlan/peerlan/internal/resumefile"
 	"github.com/peerlan/peerlan/peer"
+	"github.com/peerlan/peerlan/peer/qemuport"
 	"github.com/peerlan/peerlan/peer/tap"
 )
 
@@ -35,6 +38,7 @@ type options struct {
 	signal, room, token, relay string
 	tokenFile                  string
 	tap                        tap.Config
+	qemu                       string // -qemu: a QEMU socket backend instead of the TAP
 	mtu, maxBuffered           int
 	iceInterfaces, ice         cli.List
 	iceLoopback, offload       bool
@@ -58,6 +62,18 @@ peerlan0), or bridge it (-bridge) so that VMs on the bridge join the LAN.
 Needs CAP_NET_ADMIN (root) for the TAP device. A room's join token comes
 from -token-file, -token or the environment variable %s.
 
+With -qemu the local port is a QEMU guest's network backend instead of a TAP
+(no root, no TAP; not with -tap, -bridge or -netns). The peer listens on the
+unix socket PATH (created 0600, removed on exit; a restarted QEMU reconnects),
+or with connect: connects to QEMU's:
+  -qemu unix:PATH (or stream:unix:PATH), for QEMU 7.2+
+      -netdev stream,id=n0,server=off,addr.type=unix,addr.path=PATH
+  -qemu connect:unix:PATH, QEMU listening (either side may restart):
+      -netdev stream,id=n0,server=on,addr.type=unix,addr.path=PATH
+  -qemu dgram:unix:PATH
+      -netdev dgram,id=n0,local.type=unix,local.path=QEMU.sock,remote.type=unix,remote.path=PATH
+with e.g. -device virtio-net-pci,netdev=n0. The guest gets its address by DHCP.
+
 Flags:
 `, tokenEnv)
 		fs.PrintDefaults()
@@ -70,6 +86,7 @@ Flags:
 	fs.StringVar(&o.tap.Name, "tap", "peerlan0", "TAP device `name`")
 	fs.StringVar(&o.tap.Bridge, "bridge", "", "add the TAP to this existing Linux `bridge`")
 	fs.StringVar(&o.tap.Netns, "netns", "", "move the TAP into this network `namespace` (as in ip netns)")
+	fs.StringVar(&o.qemu, "qemu", "", "attach a QEMU guest instead of a TAP: `unix:PATH` (-netdev stream), connect:unix:PATH (stream, QEMU listening) or dgram:unix:PATH (-netdev dgram); see above")
 	fs.IntVar(&o.mtu, "mtu", peer.DefaultGuestMTU, "interface MTU offered to the guest by DHCP (and set on the TAP)")
 	fs.BoolVar(&o.offload, "offload", true, "TCP segmentation and checksum offload: the TAP hands over 64 KiB super-frames, and links to\nother native peers carry them as they are (browsers get segments); -offload=false for plain frames")
 	fs.IntVar(&o.maxBuffered, "max-buffered", peer.DefaultMaxBuffered, "per-link send queue in `bytes`; frames above it are dropped (counted), as on a congested port")
@@ -92,6 +109,22 @@ Flags:
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "peer: unexpected argument %q (see -h)\n", fs.Arg(0))
 		return 2
+	}
+	if o.qemu != "" {
+		var clash []string
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "tap" || f.Name == "bridge" || f.Name == "netns" {
+				clash = append(clash, "-"+f.Name)
+			}
+		})
+		if len(clash) > 0 {
+			fmt.Fprintf(os.Stderr, "peer: -qemu replaces the TAP device: it cannot be used with %s\n", strings.Join(clash, ", "))
+			return 2
+		}
+		if _, err := qemuport.ParseAddr(o.qemu); err != nil {
+			fmt.Fprintln(os.Stderr, "peer: -qemu:", err)
+			return 2
+		}
 	}
 	if o.pprof && o.statusAddr == "" {
 		fmt.Fprintln(os.Stderr, "peer: -pprof needs -status ADDR")
@@ -133,13 +166,10 @@ func serve(o options, log *slog.Logger) error {
 	if len(o.ice) > 0 {
 		extra = []webrtc.ICEServer{{URLs: o.ice}}
 	}
-	o.tap.MTU = o.mtu
-	o.tap.Offload = o.offload
-	dev, err := tap.Open(o.tap)
+	dev, err := openLocal(o, log)
 	if err != nil {
 		return err
 	}
-	log.Info("TAP device ready", "tap", dev.Name(), "bridge", o.tap.Bridge, "netns", o.tap.Netns, "mtu", o.mtu, "offload", o.offload)
 	statusEvery := o.statusEvery
 	if statusEvery == 0 {
 		statusEvery = -1
@@ -169,11 +199,39 @@ func serve(o options, log *slog.Logger) error {
 		defer hs.Close()
 	}
 	if resume != nil {
-		go followWelcomes(ctx, mesh, resume, saved != "" && o.tap.Bridge == "", dev.Name(), o.tap.Netns, log)
+		// A restarted QEMU port is the same socket: the guest kept its
+		// address and needs no new DHCP run.
+		go followWelcomes(ctx, mesh, resume, saved != "" && o.tap.Bridge == "" && o.qemu == "", o.tap.Name, o.tap.Netns, log)
 	}
 	err = mesh.Run(ctx)
 	log.Info("stopped")
 	return err
+}
+
+// openLocal opens the local port: the TAP device, or with -qemu the QEMU
+// guest's socket.
+func openLocal(o options, log *slog.Logger) (peer.Port, error) {
+	if o.qemu != "" {
+		cfg, err := qemuport.ParseAddr(o.qemu)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Logger = log
+		p, err := qemuport.Listen(cfg)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("QEMU port ready", "mode", cfg.Mode.String(), "socket", cfg.Path, "mtu", o.mtu)
+		return p, nil
+	}
+	o.tap.MTU = o.mtu
+	o.tap.Offload = o.offload
+	dev, err := tap.Open(o.tap)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("TAP device ready", "tap", dev.Name(), "bridge", o.tap.Bridge, "netns", o.tap.Netns, "mtu", o.mtu, "offload", o.offload)
+	return dev, nil
 }
 
 // followWelcomes, until ctx ends, saves the mesh's resume token whenever a
