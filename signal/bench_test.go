@@ -53,6 +53,7 @@ import (
 	"github.com/peerlan/peerlan/internal/promtext"
 	"github.com/peerlan/peerlan/signal"
 	"github.com/peerlan/peerlan/signal/proto"
+	"github.com/peerlan/peerlan/signal/signaltest"
 )
 
 // benchDialer is a lean client: small buffers, so 10,000 of them fit easily
@@ -204,7 +205,7 @@ const (
 // baseline is the same churn of bare WebSocket connects with one echoed
 // message of the join's size against a gorilla echo server.
 func BenchmarkJoin(b *testing.B) {
-	ts := startServer(b, func(c *signal.Config) { c.Logger = benchQuiet })
+	ts := signaltest.Start(b, func(c *signal.Config) { c.Logger = benchQuiet })
 	echo := benchEchoServer(b)
 	joinMsg, err := proto.Encode(&proto.Join{V: proto.ProtocolVersion, Room: "join-00-0000"})
 	if err != nil {
@@ -220,11 +221,11 @@ func BenchmarkJoin(b *testing.B) {
 	}
 	base := time.Since(startBase)
 
-	before := ts.metrics(b).Sum("peerlan_signal_joins_total")
+	before := metrics(b, ts).Sum("peerlan_signal_joins_total")
 	b.ResetTimer()
 	start := time.Now()
 	err = benchChurn(n, joinWorkers, joinRoomSize, func(w, g int) (*websocket.Conn, error) {
-		ws, _, err := benchJoin(ts.url, fmt.Sprintf("join-%02d-%04d", w, g%10000))
+		ws, _, err := benchJoin(ts.URL, fmt.Sprintf("join-%02d-%04d", w, g%10000))
 		return ws, err
 	})
 	el := time.Since(start)
@@ -232,7 +233,7 @@ func BenchmarkJoin(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if got := ts.metrics(b).Sum("peerlan_signal_joins_total") - before; got != float64(n) {
+	if got := metrics(b, ts).Sum("peerlan_signal_joins_total") - before; got != float64(n) {
 		b.Fatalf("server counted %v joins, want %d", got, n)
 	}
 	joinRate := float64(n) / el.Seconds()
@@ -258,17 +259,17 @@ const benchCandidate = `{"kind":"candidate","candidate":{"candidate":"candidate:
 // The per-connection rate limit is raised for the benchmark (the default
 // allows 50 messages per second); the limiter still runs on every message.
 func BenchmarkRelayLatency(b *testing.B) {
-	ts := startServer(b, func(c *signal.Config) {
+	ts := signaltest.Start(b, func(c *signal.Config) {
 		c.Logger = benchQuiet
 		c.MessagesPerSecond = 1e6
 		c.Burst = 1e6
 	})
-	a, wa, err := benchJoin(ts.url, "latency")
+	a, wa, err := benchJoin(ts.URL, "latency")
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer benchClose(a)
-	bb, wb, err := benchJoin(ts.url, "latency")
+	bb, wb, err := benchJoin(ts.URL, "latency")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -316,7 +317,7 @@ func BenchmarkRelayLatency(b *testing.B) {
 	toB := []byte(`{"type":"signal","to":"` + string(wb.ID) + `","data":`)
 	msg := make([]byte, 0, 1024)
 	want := make([]byte, 0, 1024)
-	before := ts.metrics(b).Sum(`peerlan_signal_relayed_messages_total{type="signal"}`)
+	before := metrics(b, ts).Sum(`peerlan_signal_relayed_messages_total{type="signal"}`)
 	b.ResetTimer()
 	start := time.Now()
 	for i := range n {
@@ -351,7 +352,7 @@ func BenchmarkRelayLatency(b *testing.B) {
 	}
 	el := time.Since(start)
 	b.StopTimer()
-	if got := ts.metrics(b).Sum(`peerlan_signal_relayed_messages_total{type="signal"}`) - before; got != float64(2*n) {
+	if got := metrics(b, ts).Sum(`peerlan_signal_relayed_messages_total{type="signal"}`) - before; got != float64(2*n) {
 		b.Fatalf("server counted %v relayed signals, want %d", got, 2*n)
 	}
 	rp50, rp99 := benchPercentile(relay, 50), benchPercentile(relay, 99)

@@ -3,10 +3,7 @@ package signal_test
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -19,177 +16,25 @@ import (
 	"github.com/peerlan/peerlan/internal/promtext"
 	"github.com/peerlan/peerlan/signal"
 	"github.com/peerlan/peerlan/signal/proto"
+	"github.com/peerlan/peerlan/signal/signaltest"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-var testSecret = []byte("0123456789abcdef0123456789abcdef")
-
-// testServer is a real signal.Server on a real HTTP listener.
-type testServer struct {
-	*signal.Server
-	http *httptest.Server
-	url  string // ws URL of the signaling endpoint
-}
-
-func startServer(t testing.TB, mod func(*signal.Config)) *testServer {
+func metrics(t testing.TB, ts *signaltest.Server) promtext.Samples {
 	t.Helper()
-	cfg := signal.Config{Secret: testSecret, Logger: discardOrTest(t)}
-	if mod != nil {
-		mod(&cfg)
-	}
-	s, err := signal.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(s)
-	ts := &testServer{Server: s, http: hs, url: "ws" + strings.TrimPrefix(hs.URL, "http") + "/signal"}
-	t.Cleanup(ts.stop)
-	return ts
-}
-
-func (ts *testServer) stop() {
-	ts.Server.Close()
-	ts.http.Close()
-}
-
-func (ts *testServer) metrics(t testing.TB) promtext.Samples {
-	t.Helper()
-	s, err := promtext.Scrape(ts.http.URL + "/metrics")
+	s, err := promtext.Scrape(ts.HTTP.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
-// discardOrTest logs into the test log with -v, and nowhere otherwise.
-func discardOrTest(t testing.TB) *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(b)))
-	return len(b), nil
-}
-
-// rawPeer is a bare WebSocket client that speaks the protocol by hand, so
-// tests control every byte and every read.
-type rawPeer struct {
-	t  testing.TB
-	ws *websocket.Conn
-}
-
-func dialRaw(t testing.TB, url string, hdr http.Header) *rawPeer {
-	t.Helper()
-	ws, resp, err := websocket.DefaultDialer.Dial(url, hdr)
-	if err != nil {
-		if resp != nil {
-			t.Fatalf("dial: %v (%s)", err, resp.Status)
-		}
-		t.Fatalf("dial: %v", err)
-	}
-	p := &rawPeer{t: t, ws: ws}
-	t.Cleanup(func() { ws.Close() })
-	return p
-}
-
-func (p *rawPeer) sendRaw(mt int, b []byte) {
-	p.t.Helper()
-	if err := p.ws.WriteMessage(mt, b); err != nil {
-		p.t.Fatalf("write: %v", err)
-	}
-}
-
-func (p *rawPeer) send(m any) {
-	p.t.Helper()
-	b, err := proto.Encode(m)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.sendRaw(websocket.TextMessage, b)
-}
-
-// next reads the next message, failing the test after timeout.
-func (p *rawPeer) next(timeout time.Duration) (any, error) {
-	_ = p.ws.SetReadDeadline(time.Now().Add(timeout))
-	_, b, err := p.ws.ReadMessage()
-	if err != nil {
-		return nil, err
-	}
-	return proto.Decode(b)
-}
-
-func expect[T any](p *rawPeer) T {
-	p.t.Helper()
-	m, err := p.next(5 * time.Second)
-	if err != nil {
-		p.t.Fatalf("expected %T, got error %v", *new(T), err)
-	}
-	v, ok := m.(T)
-	if !ok {
-		p.t.Fatalf("expected %T, got %#v", *new(T), m)
-	}
-	return v
-}
-
-func expectError(p *rawPeer, code proto.ErrorCode) *proto.Error {
-	p.t.Helper()
-	e := expect[*proto.Error](p)
-	if e.Code != code {
-		p.t.Fatalf("expected error %q, got %q (%s)", code, e.Code, e.Message)
-	}
-	return e
-}
-
-// expectSilence asserts that nothing arrives within d.
-func (p *rawPeer) expectSilence(d time.Duration) {
-	p.t.Helper()
-	m, err := p.next(d)
-	if err == nil {
-		p.t.Fatalf("expected no message, got %#v", m)
-	}
-	if ne, ok := err.(interface{ Timeout() bool }); !ok || !ne.Timeout() {
-		p.t.Fatalf("expected silence, connection failed: %v", err)
-	}
-	// A read deadline poisons a gorilla connection; tests call this last.
-}
-
-// expectClosed asserts that the server closes the connection with code.
-func (p *rawPeer) expectClosed(code int) {
-	p.t.Helper()
-	for {
-		_, err := p.next(5 * time.Second)
-		if err == nil {
-			continue
-		}
-		if !websocket.IsCloseError(err, code) {
-			p.t.Fatalf("expected close %d, got %v", code, err)
-		}
-		return
-	}
-}
-
-func joinRaw(t testing.TB, ts *testServer, room string, mod func(*proto.Join)) (*rawPeer, *proto.Welcome) {
-	t.Helper()
-	p := dialRaw(t, ts.url, nil)
-	j := &proto.Join{V: proto.ProtocolVersion, Room: room}
-	if mod != nil {
-		mod(j)
-	}
-	p.send(j)
-	return p, expect[*proto.Welcome](p)
-}
-
 func TestJoinAndPeerLists(t *testing.T) {
-	ts := startServer(t, nil)
-	a, wa := joinRaw(t, ts, "lab", nil)
+	ts := signaltest.Start(t, nil)
+	a, wa := signaltest.Join(t, ts, "lab", nil)
 	if len(wa.Peers) != 0 || wa.Role != proto.RoleGuest || wa.Room != "lab" {
 		t.Fatalf("first welcome: %+v", wa)
 	}
@@ -202,27 +47,27 @@ func TestJoinAndPeerLists(t *testing.T) {
 	if wa.Limits.MaxMessageBytes != 64<<10 || wa.Resume == "" {
 		t.Fatalf("limits/resume missing: %+v", wa)
 	}
-	b, wb := joinRaw(t, ts, "lab", nil)
+	b, wb := signaltest.Join(t, ts, "lab", nil)
 	if len(wb.Peers) != 1 || wb.Peers[0].ID != wa.ID || wb.Peers[0].IP != wa.IP {
 		t.Fatalf("second welcome peers: %+v", wb.Peers)
 	}
 	if wb.ID == wa.ID {
 		t.Fatal("two peers got the same id")
 	}
-	pj := expect[*proto.PeerJoined](a)
+	pj := signaltest.Expect[*proto.PeerJoined](a)
 	if pj.Peer.ID != wb.ID || pj.Peer.IP != wb.IP || pj.Peer.Role != proto.RoleGuest {
 		t.Fatalf("peer-joined: %+v", pj)
 	}
 	// A peer in another room is invisible.
-	_, wc := joinRaw(t, ts, "other", nil)
+	_, wc := signaltest.Join(t, ts, "other", nil)
 	if len(wc.Peers) != 0 || wc.IP != wa.IP {
 		t.Fatalf("other room: %+v", wc)
 	}
-	b.send(&proto.Leave{})
-	if pl := expect[*proto.PeerLeft](a); pl.ID != wb.ID {
+	b.Send(&proto.Leave{})
+	if pl := signaltest.Expect[*proto.PeerLeft](a); pl.ID != wb.ID {
 		t.Fatalf("peer-left: %+v", pl)
 	}
-	m := ts.metrics(t)
+	m := metrics(t, ts)
 	if m["peerlan_signal_rooms"] != 2 || m["peerlan_signal_peers"] != 2 {
 		t.Fatalf("rooms/peers gauges: %v %v", m["peerlan_signal_rooms"], m["peerlan_signal_peers"])
 	}
@@ -240,64 +85,64 @@ func TestICEServersRefreshed(t *testing.T) {
 		n := minted.Add(1)
 		return []proto.ICEServer{{URLs: []string{"turn:relay.example:3478"}, Username: fmt.Sprintf("%d:%s:%s", n, room, id), Credential: "c"}}
 	}
-	ts := startServer(t, func(c *signal.Config) { c.ICEServers, c.ICERefresh = ice, 100*time.Millisecond })
-	a, wa := joinRaw(t, ts, "lab", nil)
+	ts := signaltest.Start(t, func(c *signal.Config) { c.ICEServers, c.ICERefresh = ice, 100*time.Millisecond })
+	a, wa := signaltest.Join(t, ts, "lab", nil)
 	if len(wa.ICEServers) != 1 || wa.ICEServers[0].Username != fmt.Sprintf("1:lab:%s", wa.ID) {
 		t.Fatalf("welcome ICE servers: %+v", wa.ICEServers)
 	}
 	seen := map[string]bool{wa.ICEServers[0].Username: true}
 	for range 2 {
-		u := expect[*proto.ICEServers](a)
+		u := signaltest.Expect[*proto.ICEServers](a)
 		if len(u.ICEServers) != 1 || !strings.HasSuffix(u.ICEServers[0].Username, ":lab:"+string(wa.ID)) || seen[u.ICEServers[0].Username] {
 			t.Fatalf("refresh: %+v (seen %v)", u.ICEServers, seen)
 		}
 		seen[u.ICEServers[0].Username] = true
 	}
 	// A peer that left gets nothing more minted for it.
-	a.send(&proto.Leave{})
-	a.expectClosed(websocket.CloseNormalClosure)
+	a.Send(&proto.Leave{})
+	a.ExpectClosed(websocket.CloseNormalClosure)
 	before := minted.Load()
 	time.Sleep(300 * time.Millisecond)
 	if after := minted.Load(); after != before {
 		t.Fatalf("ICE servers minted %d times after the peer left", after-before)
 	}
 
-	quiet := startServer(t, func(c *signal.Config) { c.ICEServers = ice })
-	q, _ := joinRaw(t, quiet, "lab", nil)
-	q.expectSilence(300 * time.Millisecond)
+	quiet := signaltest.Start(t, func(c *signal.Config) { c.ICEServers = ice })
+	q, _ := signaltest.Join(t, quiet, "lab", nil)
+	q.ExpectSilence(300 * time.Millisecond)
 }
 
 func TestRelayOnlyWithinRoom(t *testing.T) {
-	ts := startServer(t, nil)
-	a, wa := joinRaw(t, ts, "lab", nil)
-	b, wb := joinRaw(t, ts, "lab", nil)
-	expect[*proto.PeerJoined](a)
-	c, wc := joinRaw(t, ts, "elsewhere", nil)
+	ts := signaltest.Start(t, nil)
+	a, wa := signaltest.Join(t, ts, "lab", nil)
+	b, wb := signaltest.Join(t, ts, "lab", nil)
+	signaltest.Expect[*proto.PeerJoined](a)
+	c, wc := signaltest.Join(t, ts, "elsewhere", nil)
 
-	before := ts.metrics(t)
+	before := metrics(t, ts)
 	payload := json.RawMessage(`{"kind":"offer","sdp":"v=0"}`)
-	a.send(&proto.Signal{To: wb.ID, Data: payload})
-	got := expect[*proto.Signal](b)
+	a.Send(&proto.Signal{To: wb.ID, Data: payload})
+	got := signaltest.Expect[*proto.Signal](b)
 	if got.From != wa.ID || got.To != "" || string(got.Data) != string(payload) {
 		t.Fatalf("relayed signal: %+v", got)
 	}
 	// The sender may not choose its "from".
-	b.send(&proto.Signal{To: wa.ID, From: wc.ID, Data: payload})
-	if got := expect[*proto.Signal](a); got.From != wb.ID {
+	b.Send(&proto.Signal{To: wa.ID, From: wc.ID, Data: payload})
+	if got := signaltest.Expect[*proto.Signal](a); got.From != wb.ID {
 		t.Fatalf("forged from passed through: %+v", got)
 	}
 	// An id from another room is as unknown as an id that never existed.
-	a.send(&proto.Signal{To: wc.ID, Data: payload})
-	e1 := expectError(a, proto.CodeUnknownPeer)
-	a.send(&proto.Signal{To: "nonexistent", Data: payload})
-	expectError(a, proto.CodeUnknownPeer)
+	a.Send(&proto.Signal{To: wc.ID, Data: payload})
+	e1 := signaltest.ExpectError(a, proto.CodeUnknownPeer)
+	a.Send(&proto.Signal{To: "nonexistent", Data: payload})
+	signaltest.ExpectError(a, proto.CodeUnknownPeer)
 	if e1.Fatal {
 		t.Fatal("unknown-peer must not be fatal")
 	}
-	c.send(&proto.Signal{To: wa.ID, Data: payload})
-	expectError(c, proto.CodeUnknownPeer)
+	c.Send(&proto.Signal{To: wa.ID, Data: payload})
+	signaltest.ExpectError(c, proto.CodeUnknownPeer)
 
-	after := ts.metrics(t)
+	after := metrics(t, ts)
 	enc, _ := proto.Encode(&proto.Signal{From: wa.ID, Data: payload})
 	if d := after[`peerlan_signal_relayed_messages_total{type="signal"}`] - before[`peerlan_signal_relayed_messages_total{type="signal"}`]; d != 2 {
 		t.Fatalf("relayed messages moved by %v, want 2", d)
@@ -308,12 +153,12 @@ func TestRelayOnlyWithinRoom(t *testing.T) {
 	if d := after[`peerlan_signal_rejections_total{reason="unknown-peer"}`]; d != 3 {
 		t.Fatalf("unknown-peer rejections %v, want 3", d)
 	}
-	c.expectSilence(200 * time.Millisecond)
+	c.ExpectSilence(200 * time.Millisecond)
 }
 
 func TestTokens(t *testing.T) {
 	now := time.Now()
-	ts := startServer(t, func(c *signal.Config) { c.TokenRooms = []string{"private-*"} })
+	ts := signaltest.Start(t, func(c *signal.Config) { c.TokenRooms = []string{"private-*"} })
 	signer := ts.Signer()
 	join := signer.MintFor(signal.TokenJoin, "private-1", time.Hour, now)
 	gw := signer.MintFor(signal.TokenGateway, "private-1", time.Hour, now)
@@ -340,125 +185,125 @@ func TestTokens(t *testing.T) {
 		{"gateway", "private-1", proto.RoleGateway, gw, ""},
 		{"second gateway", "private-1", proto.RoleGateway, gw, proto.CodeGatewayTaken},
 	}
-	var keep []*rawPeer
+	var keep []*signaltest.Peer
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p := dialRaw(t, ts.url, nil)
-			p.send(&proto.Join{V: 1, Room: tc.room, Role: tc.role, Token: tc.token})
+			p := signaltest.Dial(t, ts.URL, nil)
+			p.Send(&proto.Join{V: 1, Room: tc.room, Role: tc.role, Token: tc.token})
 			if tc.want == "" {
-				w := expect[*proto.Welcome](p)
+				w := signaltest.Expect[*proto.Welcome](p)
 				if tc.role == proto.RoleGateway && w.IP != w.Gateway {
 					t.Fatalf("gateway got %v, want %v", w.IP, w.Gateway)
 				}
 				keep = append(keep, p)
 				return
 			}
-			if e := expectError(p, tc.want); !e.Fatal {
+			if e := signaltest.ExpectError(p, tc.want); !e.Fatal {
 				t.Fatalf("%s must be fatal", tc.want)
 			}
-			p.expectClosed(websocket.ClosePolicyViolation)
+			p.ExpectClosed(websocket.ClosePolicyViolation)
 		})
 	}
 	_ = keep
 }
 
 func TestAddressesUniqueAndReleased(t *testing.T) {
-	ts := startServer(t, func(c *signal.Config) { c.Subnet = netip.MustParsePrefix("192.0.2.0/29") })
+	ts := signaltest.Start(t, func(c *signal.Config) { c.Subnet = netip.MustParsePrefix("192.0.2.0/29") })
 	// A /29 holds .2 to .6 for guests (.0 network, .1 gateway, .7 broadcast).
-	var peers []*rawPeer
+	var peers []*signaltest.Peer
 	seen := map[netip.Addr]bool{}
 	for i := 0; i < 5; i++ {
-		p, w := joinRaw(t, ts, "small", nil)
+		p, w := signaltest.Join(t, ts, "small", nil)
 		if seen[w.IP] || w.IP == w.Gateway || !w.Prefix.Contains(w.IP) {
 			t.Fatalf("bad or duplicate address %v", w.IP)
 		}
 		seen[w.IP] = true
 		peers = append(peers, p)
 	}
-	full := dialRaw(t, ts.url, nil)
-	full.send(&proto.Join{V: 1, Room: "small"})
-	expectError(full, proto.CodeRoomFull)
+	full := signaltest.Dial(t, ts.URL, nil)
+	full.Send(&proto.Join{V: 1, Room: "small"})
+	signaltest.ExpectError(full, proto.CodeRoomFull)
 
 	// Leaving frees the address for the next peer.
 	third := netip.MustParseAddr("192.0.2.4")
-	peers[2].send(&proto.Leave{})
-	expect[*proto.PeerLeft](peers[4]) // the newest peer has no joins queued
-	_, w := joinRaw(t, ts, "small", nil)
+	peers[2].Send(&proto.Leave{})
+	signaltest.Expect[*proto.PeerLeft](peers[4]) // the newest peer has no joins queued
+	_, w := signaltest.Join(t, ts, "small", nil)
 	if w.IP != third {
 		t.Fatalf("released address not reused: got %v want %v", w.IP, third)
 	}
 }
 
 func TestResumeKeepsIdentity(t *testing.T) {
-	ts := startServer(t, func(c *signal.Config) { c.ResumeGrace = 5 * time.Second })
-	a, wa := joinRaw(t, ts, "lab", nil)
-	b, wb := joinRaw(t, ts, "lab", nil)
-	expect[*proto.PeerJoined](a)
+	ts := signaltest.Start(t, func(c *signal.Config) { c.ResumeGrace = 5 * time.Second })
+	a, wa := signaltest.Join(t, ts, "lab", nil)
+	b, wb := signaltest.Join(t, ts, "lab", nil)
+	signaltest.Expect[*proto.PeerJoined](a)
 
 	// B's connection breaks without a close frame (network failure).
-	b.ws.UnderlyingConn().Close()
-	b2, wb2 := joinRaw(t, ts, "lab", func(j *proto.Join) { j.Resume = wb.Resume })
+	b.WS.UnderlyingConn().Close()
+	b2, wb2 := signaltest.Join(t, ts, "lab", func(j *proto.Join) { j.Resume = wb.Resume })
 	if wb2.ID != wb.ID || wb2.IP != wb.IP {
 		t.Fatalf("resume within grace: got %v/%v want %v/%v", wb2.ID, wb2.IP, wb.ID, wb.IP)
 	}
 	// A never saw B leave or join again, and can still reach it.
-	a.send(&proto.Signal{To: wb.ID, Data: json.RawMessage(`1`)})
-	if s := expect[*proto.Signal](b2); s.From != wa.ID {
+	a.Send(&proto.Signal{To: wb.ID, Data: json.RawMessage(`1`)})
+	if s := signaltest.Expect[*proto.Signal](b2); s.From != wa.ID {
 		t.Fatalf("signal after resume: %+v", s)
 	}
-	m := ts.metrics(t)
+	m := metrics(t, ts)
 	if m[`peerlan_signal_joins_total{kind="reattach",role="guest"}`] != 1 {
 		t.Fatal("reattach not counted")
 	}
 
 	// A resume token is bound to its room and is useless elsewhere.
-	_, wx := joinRaw(t, ts, "elsewhere", func(j *proto.Join) { j.Resume = wb.Resume })
+	_, wx := signaltest.Join(t, ts, "elsewhere", func(j *proto.Join) { j.Resume = wb.Resume })
 	if wx.ID == wb.ID {
 		t.Fatal("resume token honoured in another room")
 	}
 
 	// A restarted server with the same secret honours resume tokens too.
-	ts.stop()
-	ts2 := startServer(t, nil)
-	_, wa2 := joinRaw(t, ts2, "lab", func(j *proto.Join) { j.Resume = wa.Resume })
+	ts.Stop()
+	ts2 := signaltest.Start(t, nil)
+	_, wa2 := signaltest.Join(t, ts2, "lab", func(j *proto.Join) { j.Resume = wa.Resume })
 	if wa2.ID != wa.ID || wa2.IP != wa.IP {
 		t.Fatalf("resume after restart: got %v/%v want %v/%v", wa2.ID, wa2.IP, wa.ID, wa.IP)
 	}
-	if got := ts2.metrics(t)[`peerlan_signal_joins_total{kind="resume",role="guest"}`]; got != 1 {
+	if got := metrics(t, ts2)[`peerlan_signal_joins_total{kind="resume",role="guest"}`]; got != 1 {
 		t.Fatalf("resume joins %v", got)
 	}
 }
 
 func TestGraceExpiryAnnouncesLeave(t *testing.T) {
-	ts := startServer(t, func(c *signal.Config) { c.ResumeGrace = 100 * time.Millisecond })
-	a, _ := joinRaw(t, ts, "lab", nil)
-	b, wb := joinRaw(t, ts, "lab", nil)
-	expect[*proto.PeerJoined](a)
-	b.ws.UnderlyingConn().Close()
-	if pl := expect[*proto.PeerLeft](a); pl.ID != wb.ID {
+	ts := signaltest.Start(t, func(c *signal.Config) { c.ResumeGrace = 100 * time.Millisecond })
+	a, _ := signaltest.Join(t, ts, "lab", nil)
+	b, wb := signaltest.Join(t, ts, "lab", nil)
+	signaltest.Expect[*proto.PeerJoined](a)
+	b.WS.UnderlyingConn().Close()
+	if pl := signaltest.Expect[*proto.PeerLeft](a); pl.ID != wb.ID {
 		t.Fatalf("peer-left %+v", pl)
 	}
 	// Its address is free again.
-	_, w := joinRaw(t, ts, "lab", nil)
+	_, w := signaltest.Join(t, ts, "lab", nil)
 	if w.IP != wb.IP {
 		t.Fatalf("address not released: %v", w.IP)
 	}
 }
 
 func TestKeepaliveRemovesDeadPeer(t *testing.T) {
-	ts := startServer(t, func(c *signal.Config) {
+	ts := signaltest.Start(t, func(c *signal.Config) {
 		c.KeepaliveInterval = 50 * time.Millisecond
 		c.KeepaliveTimeout = 300 * time.Millisecond
 		c.ResumeGrace = 100 * time.Millisecond
 	})
-	a, _ := joinRaw(t, ts, "lab", nil)
+	a, _ := signaltest.Join(t, ts, "lab", nil)
 	// B's process hangs: it never reads, so it never answers pings.
-	dead := dialRaw(t, ts.url, nil)
-	dead.send(&proto.Join{V: 1, Room: "lab"})
+	dead := signaltest.Dial(t, ts.URL, nil)
+	dead.Send(&proto.Join{V: 1, Room: "lab"})
 	start := time.Now()
-	pj := expect[*proto.PeerJoined](a)
+	pj := signaltest.Expect[*proto.PeerJoined](a)
 	// A keeps reading, so gorilla answers the server's pings for it.
-	pl := expect[*proto.PeerLeft](a)
+	pl := signaltest.Expect[*proto.PeerLeft](a)
 	if pl.ID != pj.Peer.ID {
 		t.Fatalf("wrong peer left: %v", pl.ID)
 	}
@@ -468,29 +313,29 @@ func TestKeepaliveRemovesDeadPeer(t *testing.T) {
 }
 
 func TestJoinTimeout(t *testing.T) {
-	ts := startServer(t, func(c *signal.Config) { c.JoinTimeout = 100 * time.Millisecond })
-	p := dialRaw(t, ts.url, nil)
-	if _, err := p.next(3 * time.Second); err == nil {
+	ts := signaltest.Start(t, func(c *signal.Config) { c.JoinTimeout = 100 * time.Millisecond })
+	p := signaltest.Dial(t, ts.URL, nil)
+	if _, err := p.Next(3 * time.Second); err == nil {
 		t.Fatal("a connection that never joins was kept open")
 	}
-	if got := ts.metrics(t)[`peerlan_signal_rejections_total{reason="join-timeout"}`]; got != 1 {
+	if got := metrics(t, ts)[`peerlan_signal_rejections_total{reason="join-timeout"}`]; got != 1 {
 		t.Fatalf("join-timeout rejections %v", got)
 	}
 }
 
 func TestSlowReaderDisconnected(t *testing.T) {
-	ts := startServer(t, func(c *signal.Config) {
+	ts := signaltest.Start(t, func(c *signal.Config) {
 		c.MessagesPerSecond = 1e6
 		c.Burst = 1e6
 		c.SendQueue = 8
 		c.WriteTimeout = 30 * time.Second
 	})
-	a, _ := joinRaw(t, ts, "lab", nil)
-	b, wb := joinRaw(t, ts, "lab", nil)
-	expect[*proto.PeerJoined](a)
-	slow, wslow := joinRaw(t, ts, "lab", nil)
-	expect[*proto.PeerJoined](a)
-	expect[*proto.PeerJoined](b)
+	a, _ := signaltest.Join(t, ts, "lab", nil)
+	b, wb := signaltest.Join(t, ts, "lab", nil)
+	signaltest.Expect[*proto.PeerJoined](a)
+	slow, wslow := signaltest.Join(t, ts, "lab", nil)
+	signaltest.Expect[*proto.PeerJoined](a)
+	signaltest.Expect[*proto.PeerJoined](b)
 	_ = slow // never read again from here on
 
 	big := json.RawMessage(`"` + strings.Repeat("x", 60<<10) + `"`)
@@ -500,74 +345,76 @@ func TestSlowReaderDisconnected(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("slow reader was never disconnected")
 		}
-		a.send(&proto.Signal{To: wslow.ID, Data: big})
+		a.Send(&proto.Signal{To: wslow.ID, Data: big})
 		// Meanwhile B is served promptly.
 		if i%20 == 0 {
-			a.send(&proto.Signal{To: wb.ID, Data: small})
+			a.Send(&proto.Signal{To: wb.ID, Data: small})
 			start := time.Now()
-			if s := expect[*proto.Signal](b); string(s.Data) != `"ping"` {
+			if s := signaltest.Expect[*proto.Signal](b); string(s.Data) != `"ping"` {
 				t.Fatalf("b got %s", s.Data)
 			}
 			if el := time.Since(start); el > time.Second {
 				t.Fatalf("b was held up %v by the slow reader", el)
 			}
 		}
-		if ts.metrics(t)[`peerlan_signal_rejections_total{reason="slow-consumer"}`] == 1 {
+		if metrics(t, ts)[`peerlan_signal_rejections_total{reason="slow-consumer"}`] == 1 {
 			break
 		}
 	}
 	// The slow reader is gone for others to see once its grace ends; A and B
 	// carry on.
-	a.send(&proto.Signal{To: wb.ID, Data: small})
-	expect[*proto.Signal](b)
+	a.Send(&proto.Signal{To: wb.ID, Data: small})
+	signaltest.Expect[*proto.Signal](b)
 }
 
 func TestBadInput(t *testing.T) {
-	ts := startServer(t, nil)
-	a, wa := joinRaw(t, ts, "lab", nil)
-	b, wb := joinRaw(t, ts, "lab", nil)
-	expect[*proto.PeerJoined](a)
+	ts := signaltest.Start(t, nil)
+	a, wa := signaltest.Join(t, ts, "lab", nil)
+	b, wb := signaltest.Join(t, ts, "lab", nil)
+	signaltest.Expect[*proto.PeerJoined](a)
 
 	tt := t
-	check := func(name string, input func(p *rawPeer), code proto.ErrorCode, fatal bool) {
+	check := func(name string, input func(p *signaltest.Peer), code proto.ErrorCode, fatal bool) {
 		t.Run(name, func(t *testing.T) {
-			p, _ := joinRaw(t, ts, "lab", nil)
-			expect[*proto.PeerJoined](a)
-			expect[*proto.PeerJoined](b)
-			p.t, a.t, b.t = t, t, t
-			defer func() { a.t, b.t = tt, tt }()
-			before := ts.metrics(t)[fmt.Sprintf(`peerlan_signal_rejections_total{reason=%q}`, code)]
+			p, _ := signaltest.Join(t, ts, "lab", nil)
+			signaltest.Expect[*proto.PeerJoined](a)
+			signaltest.Expect[*proto.PeerJoined](b)
+			p.T, a.T, b.T = t, t, t
+			defer func() { a.T, b.T = tt, tt }()
+			before := metrics(t, ts)[fmt.Sprintf(`peerlan_signal_rejections_total{reason=%q}`, code)]
 			input(p)
-			e := expectError(p, code)
+			e := signaltest.ExpectError(p, code)
 			if e.Fatal != fatal || e.Message == "" {
 				t.Fatalf("error %+v: want fatal=%v and a message", e, fatal)
 			}
 			if fatal {
-				p.expectClosed(websocket.ClosePolicyViolation)
+				p.ExpectClosed(websocket.ClosePolicyViolation)
 			} else {
 				// The connection still works.
-				p.send(&proto.Signal{To: wa.ID, Data: json.RawMessage(`"still here"`)})
-				expect[*proto.Signal](a)
-				p.send(&proto.Leave{})
+				p.Send(&proto.Signal{To: wa.ID, Data: json.RawMessage(`"still here"`)})
+				signaltest.Expect[*proto.Signal](a)
+				p.Send(&proto.Leave{})
 			}
-			expect[*proto.PeerLeft](a)
-			expect[*proto.PeerLeft](b)
-			if got := ts.metrics(t)[fmt.Sprintf(`peerlan_signal_rejections_total{reason=%q}`, code)]; got != before+1 {
+			signaltest.Expect[*proto.PeerLeft](a)
+			signaltest.Expect[*proto.PeerLeft](b)
+			if got := metrics(t, ts)[fmt.Sprintf(`peerlan_signal_rejections_total{reason=%q}`, code)]; got != before+1 {
 				t.Fatalf("rejections{%s} %v -> %v", code, before, got)
 			}
 			// Nothing else was disturbed.
-			a.send(&proto.Signal{To: wb.ID, Data: json.RawMessage(`"ok"`)})
-			expect[*proto.Signal](b)
+			a.Send(&proto.Signal{To: wb.ID, Data: json.RawMessage(`"ok"`)})
+			signaltest.Expect[*proto.Signal](b)
 		})
 	}
-	text := func(s string) func(*rawPeer) {
-		return func(p *rawPeer) { p.sendRaw(websocket.TextMessage, []byte(s)) }
+	text := func(s string) func(*signaltest.Peer) {
+		return func(p *signaltest.Peer) { p.SendRaw(websocket.TextMessage, []byte(s)) }
 	}
-	check("binary frame", func(p *rawPeer) { p.sendRaw(websocket.BinaryMessage, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2}) }, proto.CodeBinary, true)
-	check("oversize", func(p *rawPeer) {
+	check("binary frame", func(p *signaltest.Peer) {
+		p.SendRaw(websocket.BinaryMessage, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2})
+	}, proto.CodeBinary, true)
+	check("oversize", func(p *signaltest.Peer) {
 		// The server stops reading at its limit, answers and closes, which
 		// may reset the connection before the client has written it all.
-		_ = p.ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"signal","to":"x","data":"`+strings.Repeat("a", 70<<10)+`"}`))
+		_ = p.WS.WriteMessage(websocket.TextMessage, []byte(`{"type":"signal","to":"x","data":"`+strings.Repeat("a", 70<<10)+`"}`))
 	}, proto.CodeTooLarge, true)
 	check("malformed json", text(`{"type":"signal",`), proto.CodeBadJSON, false)
 	check("not an object", text(`[1,2,3]`), proto.CodeBadJSON, false)
@@ -593,24 +440,24 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, tc := range pre {
 		t.Run(tc.name, func(t *testing.T) {
-			p := dialRaw(t, ts.url, nil)
-			p.sendRaw(websocket.TextMessage, []byte(tc.input))
-			expectError(p, tc.code)
+			p := signaltest.Dial(t, ts.URL, nil)
+			p.SendRaw(websocket.TextMessage, []byte(tc.input))
+			signaltest.ExpectError(p, tc.code)
 		})
 	}
-	a.send(&proto.Signal{To: wb.ID, Data: json.RawMessage(`"ok"`)})
-	expect[*proto.Signal](b)
+	a.Send(&proto.Signal{To: wb.ID, Data: json.RawMessage(`"ok"`)})
+	signaltest.Expect[*proto.Signal](b)
 }
 
 func TestRateLimit(t *testing.T) {
-	ts := startServer(t, func(c *signal.Config) { c.MessagesPerSecond = 1; c.Burst = 3 })
-	a, _ := joinRaw(t, ts, "lab", nil) // the join spends one token
-	_, wb := joinRaw(t, ts, "lab", nil)
-	expect[*proto.PeerJoined](a)
+	ts := signaltest.Start(t, func(c *signal.Config) { c.MessagesPerSecond = 1; c.Burst = 3 })
+	a, _ := signaltest.Join(t, ts, "lab", nil) // the join spends one token
+	_, wb := signaltest.Join(t, ts, "lab", nil)
+	signaltest.Expect[*proto.PeerJoined](a)
 	for i := 0; i < 4; i++ {
-		a.send(&proto.Signal{To: wb.ID, Data: json.RawMessage(`1`)})
+		a.Send(&proto.Signal{To: wb.ID, Data: json.RawMessage(`1`)})
 	}
-	e := expectError(a, proto.CodeRateLimited)
+	e := signaltest.ExpectError(a, proto.CodeRateLimited)
 	if e.Fatal {
 		t.Fatal("rate limiting must not be fatal")
 	}
@@ -618,7 +465,7 @@ func TestRateLimit(t *testing.T) {
 	// reading the last message.
 	var got float64
 	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if got = ts.metrics(t)[`peerlan_signal_rejections_total{reason="rate-limited"}`]; got >= 2 {
+		if got = metrics(t, ts)[`peerlan_signal_rejections_total{reason="rate-limited"}`]; got >= 2 {
 			break
 		}
 	}
@@ -628,8 +475,8 @@ func TestRateLimit(t *testing.T) {
 }
 
 func TestOrigins(t *testing.T) {
-	ts := startServer(t, func(c *signal.Config) { c.AllowedOrigins = []string{"https://lan.example"} })
-	host := strings.TrimPrefix(ts.http.URL, "http://")
+	ts := signaltest.Start(t, func(c *signal.Config) { c.AllowedOrigins = []string{"https://lan.example"} })
+	host := strings.TrimPrefix(ts.HTTP.URL, "http://")
 	for _, tc := range []struct {
 		origin string
 		ok     bool
@@ -644,7 +491,7 @@ func TestOrigins(t *testing.T) {
 		if tc.origin != "" {
 			hdr.Set("Origin", tc.origin)
 		}
-		ws, resp, err := websocket.DefaultDialer.Dial(ts.url, hdr)
+		ws, resp, err := websocket.DefaultDialer.Dial(ts.URL, hdr)
 		if tc.ok != (err == nil) {
 			t.Errorf("origin %q: ok=%v err=%v", tc.origin, tc.ok, err)
 		}
@@ -654,23 +501,23 @@ func TestOrigins(t *testing.T) {
 			t.Errorf("origin %q: want 403, got %v", tc.origin, resp)
 		}
 	}
-	if got := ts.metrics(t)[`peerlan_signal_rejections_total{reason="origin"}`]; got != 2 {
+	if got := metrics(t, ts)[`peerlan_signal_rejections_total{reason="origin"}`]; got != 2 {
 		t.Fatalf("origin rejections %v", got)
 	}
 }
 
 func TestShutdownClosesWithGoingAway(t *testing.T) {
-	ts := startServer(t, nil)
-	a, _ := joinRaw(t, ts, "lab", nil)
+	ts := signaltest.Start(t, nil)
+	a, _ := signaltest.Join(t, ts, "lab", nil)
 	done := make(chan struct{})
 	go func() { ts.Server.Close(); close(done) }()
-	a.expectClosed(websocket.CloseGoingAway)
+	a.ExpectClosed(websocket.CloseGoingAway)
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close did not return")
 	}
-	resp, err := http.Get(ts.http.URL + "/healthz")
+	resp, err := http.Get(ts.HTTP.URL + "/healthz")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -681,8 +528,8 @@ func TestShutdownClosesWithGoingAway(t *testing.T) {
 }
 
 func TestHTTPEndpoints(t *testing.T) {
-	ts := startServer(t, nil)
-	resp, err := http.Get(ts.http.URL + "/healthz")
+	ts := signaltest.Start(t, nil)
+	resp, err := http.Get(ts.HTTP.URL + "/healthz")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -690,7 +537,7 @@ func TestHTTPEndpoints(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("healthz: %s", resp.Status)
 	}
-	resp, err = http.Get(ts.http.URL + "/signal")
+	resp, err = http.Get(ts.HTTP.URL + "/signal")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -698,7 +545,7 @@ func TestHTTPEndpoints(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("plain GET of the WebSocket path: %s", resp.Status)
 	}
-	m := ts.metrics(t)
+	m := metrics(t, ts)
 	if _, ok := m[`peerlan_signal_relayed_bytes_total{type="signal"}`]; !ok {
 		t.Fatal("relayed bytes series missing before any traffic")
 	}

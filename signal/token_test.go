@@ -10,10 +10,11 @@ import (
 
 	"github.com/peerlan/peerlan/signal"
 	"github.com/peerlan/peerlan/signal/proto"
+	"github.com/peerlan/peerlan/signal/signaltest"
 )
 
 func TestTokens_Unit(t *testing.T) {
-	s, err := signal.NewSigner(testSecret)
+	s, err := signal.NewSigner(signaltest.Secret)
 	if err != nil {
 		t.Fatal(err)
 	}

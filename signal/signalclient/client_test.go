@@ -15,6 +15,7 @@ import (
 	"github.com/peerlan/peerlan/signal"
 	"github.com/peerlan/peerlan/signal/proto"
 	"github.com/peerlan/peerlan/signal/signalclient"
+	"github.com/peerlan/peerlan/signal/signaltest"
 )
 
 // runClient starts a Client and stops it at cleanup. stop cancels it and
@@ -22,7 +23,7 @@ import (
 func runClient(t *testing.T, url, room string, mod func(*signalclient.Config)) (c *signalclient.Client, stop func() error, done <-chan struct{}) {
 	t.Helper()
 	cfg := signalclient.Config{URL: url, Room: room, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
-		Logger: discardOrTest(t)}
+		Logger: signaltest.Logger(t)}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -60,10 +61,10 @@ func nextEvent[T any](t *testing.T, c *signalclient.Client) T {
 }
 
 func TestClientJoinSignalLeave(t *testing.T) {
-	ts := startServer(t, func(c *signal.Config) { c.ResumeGrace = time.Minute })
-	a, _, _ := runClient(t, ts.url, "lab", nil)
+	ts := signaltest.Start(t, func(c *signal.Config) { c.ResumeGrace = time.Minute })
+	a, _, _ := runClient(t, ts.URL, "lab", nil)
 	wa := nextEvent[*proto.Welcome](t, a)
-	b, stopB, _ := runClient(t, ts.url, "lab", nil)
+	b, stopB, _ := runClient(t, ts.URL, "lab", nil)
 	wb := nextEvent[*proto.Welcome](t, b)
 	if len(wb.Peers) != 1 || wb.Peers[0].ID != wa.ID || a.ID() != wa.ID {
 		t.Fatalf("welcome: %+v", wb)
@@ -97,7 +98,7 @@ func TestClientResumesAfterServerRestart(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	serve := func(ln net.Listener) (*signal.Server, *http.Server) {
-		s, err := signal.New(signal.Config{Secret: testSecret, Logger: discardOrTest(t)})
+		s, err := signal.New(signal.Config{Secret: signaltest.Secret, Logger: signaltest.Logger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -129,8 +130,8 @@ func TestClientResumesAfterServerRestart(t *testing.T) {
 }
 
 func TestClientStopsOnPermanentRefusal(t *testing.T) {
-	ts := startServer(t, func(c *signal.Config) { c.TokenRooms = []string{"*"} })
-	_, stop, done := runClient(t, ts.url, "lab", nil)
+	ts := signaltest.Start(t, func(c *signal.Config) { c.TokenRooms = []string{"*"} })
+	_, stop, done := runClient(t, ts.URL, "lab", nil)
 	select {
 	case <-done:
 		err := stop()
@@ -161,18 +162,18 @@ func TestClientConfigErrors(t *testing.T) {
 // once, replacing the dead run's connection that the server still holds;
 // without the token the role is taken.
 func TestClientResumeFromEarlierRun(t *testing.T) {
-	ts := startServer(t, nil)
+	ts := signaltest.Start(t, nil)
 	tok := ts.Signer().MintFor(signal.TokenGateway, "lab", time.Hour, time.Now())
 	gateway := func(j *proto.Join) { j.Role, j.Token = proto.RoleGateway, tok }
-	crashed, w1 := joinRaw(t, ts, "lab", gateway)
+	crashed, w1 := signaltest.Join(t, ts, "lab", gateway)
 
-	fresh := dialRaw(t, ts.url)
+	fresh := signaltest.Dial(t, ts.URL, nil)
 	j := &proto.Join{V: proto.ProtocolVersion, Room: "lab"}
 	gateway(j)
-	fresh.send(j)
-	expectError(fresh, proto.CodeGatewayTaken)
+	fresh.Send(j)
+	signaltest.ExpectError(fresh, proto.CodeGatewayTaken)
 
-	c, _, _ := runClient(t, ts.url, "lab", func(cfg *signalclient.Config) {
+	c, _, _ := runClient(t, ts.URL, "lab", func(cfg *signalclient.Config) {
 		cfg.Role, cfg.Token, cfg.Resume = proto.RoleGateway, tok, w1.Resume
 	})
 	if got := c.ResumeToken(); got != w1.Resume {
@@ -185,7 +186,7 @@ func TestClientResumeFromEarlierRun(t *testing.T) {
 	if c.ResumeToken() != w2.Resume {
 		t.Fatal("ResumeToken is not the latest welcome's")
 	}
-	crashed.expectClosed(websocket.ClosePolicyViolation)
+	crashed.ExpectClosed(websocket.ClosePolicyViolation)
 }
 
 // TestClientWrongEndpointFailsFast: a URL that answers plain HTTP before any
