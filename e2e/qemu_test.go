@@ -26,17 +26,7 @@ import (
 // the namespace pings the guest back.
 func TestQemuGuest(t *testing.T) {
 	RequireCommands(t, "qemu-system-i386", "ping", "udhcpc", "setpriv")
-	kernel := filepath.Join(RepoRoot, "web", "dist", "guest", "bzImage")
-	initrd := filepath.Join(RepoRoot, "web", "dist", "guest", "initrd.gz")
-	for _, f := range []string{kernel, initrd} {
-		if _, err := os.Stat(f); err != nil {
-			skipOrFail(t, "guest image %s not built: run `make build` first", f)
-		}
-	}
-	cmdline, err := os.ReadFile(filepath.Join(RepoRoot, "web", "dist", "guest", "cmdline.txt"))
-	if err != nil {
-		skipOrFail(t, "guest cmdline: %v", err)
-	}
+	kernel, initrd, cmdline := qemuGuestImage(t)
 	sig := StartSignal(t)
 	room := "qemu-" + randomSuffix(4)
 	ns := NewNamespace(t, "qemu")
@@ -69,10 +59,10 @@ func TestQemuGuest(t *testing.T) {
 					netdev = fmt.Sprintf("dgram,id=n0,local.type=unix,local.path=%s/qemu%d.sock,remote.type=unix,remote.path=%s", dir, boot, sock)
 				}
 				start := time.Now()
-				vm, con := bootQemu(t, dir, kernel, initrd, strings.TrimSpace(string(cmdline))+" hostname=qemu-"+mode, netdev)
+				vm, con := bootQemu(t, dir, kernel, initrd, cmdline+" hostname=qemu-"+mode, netdev)
 				con.Wait(t, regexp.MustCompile(`peerlan guest ready`), 45*time.Second)
 				booted := time.Since(start)
-				m := con.Wait(t, regexp.MustCompile(`peerlan: eth0 ([0-9.]+)/(\d+) router (\S+)[ \r\n]`), 45*time.Second)
+				m := con.Wait(t, qemuLeaseRE, 45*time.Second)
 				leased := time.Since(start)
 				st := qp.WaitLinks(t, 1, 10*time.Second)
 				if m[1] != st.IP.String() || m[3] != st.Gateway.String() {
@@ -91,7 +81,7 @@ func TestQemuGuest(t *testing.T) {
 					count = 3
 				}
 				con.Send(fmt.Sprintf("ping -c %d %s", count, lease.Addr.Addr()))
-				out := con.Wait(t, regexp.MustCompile(`(\d+) packets transmitted, (\d+) packets received(?s:.*?)round-trip min/avg/max = (\S+) ms`), 30*time.Second)
+				out := con.Wait(t, qemuPingRE, 30*time.Second)
 				if out[1] != fmt.Sprint(count) || out[2] != out[1] {
 					t.Fatalf("boot %d: guest ping %s: %s of %s answered", boot, lease.Addr.Addr(), out[2], out[1])
 				}
@@ -115,6 +105,72 @@ func TestQemuGuest(t *testing.T) {
 			}
 		})
 	}
+}
+
+// qemuLeaseRE matches the guest's lease line on its console
+// (guest/udhcpc.script): address, prefix length, router.
+var qemuLeaseRE = regexp.MustCompile(`peerlan: eth0 ([0-9.]+)/(\d+) router (\S+)[ \r\n]`)
+
+// qemuPingRE matches the summary of the guest's busybox ping.
+var qemuPingRE = regexp.MustCompile(`(\d+) packets transmitted, (\d+) packets received(?s:.*?)round-trip min/avg/max = (\S+) ms`)
+
+// qemuGuestImage returns the project's guest image (the v86 one; QEMU
+// boots it as it is) and its kernel command line, skipping (failing, when
+// strict) if it is not built.
+func qemuGuestImage(t *testing.T) (kernel, initrd, cmdline string) {
+	t.Helper()
+	kernel = filepath.Join(RepoRoot, "web", "dist", "guest", "bzImage")
+	initrd = filepath.Join(RepoRoot, "web", "dist", "guest", "initrd.gz")
+	for _, f := range []string{kernel, initrd} {
+		if _, err := os.Stat(f); err != nil {
+			skipOrFail(t, "guest image %s not built: run `make build` first", f)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(RepoRoot, "web", "dist", "guest", "cmdline.txt"))
+	if err != nil {
+		skipOrFail(t, "guest cmdline: %v", err)
+	}
+	return kernel, initrd, strings.TrimSpace(string(b))
+}
+
+// TestQemuBrowserGuest puts a QEMU guest (bin/peer -qemu, no TAP) and a v86
+// guest in a browser tab in one room: each pings the other over a direct
+// link, and no byte of it passes through the signaling server.
+func TestQemuBrowserGuest(t *testing.T) {
+	VerifyNoLeaks(t)
+	RequireChromium(t)
+	RequireGuestImage(t)
+	RequireCommands(t, "qemu-system-i386", "setpriv")
+	kernel, initrd, cmdline := qemuGuestImage(t)
+	sig := lanServer(t)
+	room := uniqueRoom("qemu-br")
+	dir := nobodyDir(t)
+	sock := filepath.Join(dir, "peer.sock")
+	qp := startQemuPeer(t, sig, room, "stream:unix:"+sock)
+	vm, con := bootQemu(t, dir, kernel, initrd, cmdline+" hostname=qemu-br", "stream,id=n0,server=off,addr.type=unix,addr.path="+sock)
+	defer vm.Kill()
+	m := con.Wait(t, qemuLeaseRE, 45*time.Second)
+
+	tab := StartBrowser(t).OpenTab(t, "guest", sig.Base+"/?room="+room, true)
+	g := lanWaitGuest(t, tab)
+	st := qp.WaitLinks(t, 1, lanJoinTimeout)
+	if m[1] != st.IP.String() {
+		t.Fatalf("QEMU guest leased %s, the room assigned its peer %v", m[1], st.IP)
+	}
+	lanWaitLink(t, tab, st.IP, lanJoinTimeout)
+
+	before := sig.RelayedBytes(t)
+	lanPing(t, g, st.IP, 3, "0.5")
+	con.Send("ping -c 3 " + g.IP.String())
+	out := con.Wait(t, qemuPingRE, 30*time.Second)
+	if out[1] != "3" || out[2] != "3" {
+		t.Fatalf("QEMU guest ping %s: %s of %s answered", g.IP, out[2], out[1])
+	}
+	t.Logf("QEMU guest -> browser guest: min/avg/max %s ms", out[3])
+	if after := sig.RelayedBytes(t); after != before {
+		t.Errorf("the signaling server relayed %v bytes during the pings", after-before)
+	}
+	lanCheckDirect(t, tab, st.IP)
 }
 
 // nobodyDir returns a directory owned by the unprivileged user nobody
