@@ -38,7 +38,8 @@ type options struct {
 	signal, room, token, relay string
 	tokenFile                  string
 	tap                        tap.Config
-	qemu                       string // -qemu: a QEMU socket backend instead of the TAP
+	qemu                       string          // -qemu: a QEMU socket backend instead of the TAP
+	qemuCfg                    qemuport.Config // -qemu parsed
 	mtu, maxBuffered           int
 	iceInterfaces, ice         cli.List
 	iceLoopback, offload       bool
@@ -121,7 +122,8 @@ Flags:
 			fmt.Fprintf(os.Stderr, "peer: -qemu replaces the TAP device: it cannot be used with %s\n", strings.Join(clash, ", "))
 			return 2
 		}
-		if _, err := qemuport.ParseAddr(o.qemu); err != nil {
+		var err error
+		if o.qemuCfg, err = qemuport.ParseAddr(o.qemu); err != nil {
 			fmt.Fprintln(os.Stderr, "peer: -qemu:", err)
 			return 2
 		}
@@ -166,7 +168,7 @@ func serve(o options, log *slog.Logger) error {
 	if len(o.ice) > 0 {
 		extra = []webrtc.ICEServer{{URLs: o.ice}}
 	}
-	dev, err := openLocal(o, log)
+	dev, tapName, err := openLocal(o, log)
 	if err != nil {
 		return err
 	}
@@ -201,37 +203,34 @@ func serve(o options, log *slog.Logger) error {
 	if resume != nil {
 		// A restarted QEMU port is the same socket: the guest kept its
 		// address and needs no new DHCP run.
-		go followWelcomes(ctx, mesh, resume, saved != "" && o.tap.Bridge == "" && o.qemu == "", o.tap.Name, o.tap.Netns, log)
+		go followWelcomes(ctx, mesh, resume, saved != "" && o.tap.Bridge == "" && o.qemu == "", tapName, o.tap.Netns, log)
 	}
 	err = mesh.Run(ctx)
 	log.Info("stopped")
 	return err
 }
 
-// openLocal opens the local port: the TAP device, or with -qemu the QEMU
-// guest's socket.
-func openLocal(o options, log *slog.Logger) (peer.Port, error) {
+// openLocal opens the local port: the TAP device (and returns the name the
+// kernel gave it), or with -qemu the QEMU guest's socket.
+func openLocal(o options, log *slog.Logger) (port peer.Port, tapName string, err error) {
 	if o.qemu != "" {
-		cfg, err := qemuport.ParseAddr(o.qemu)
-		if err != nil {
-			return nil, err
-		}
+		cfg := o.qemuCfg
 		cfg.Logger = log
 		p, err := qemuport.Listen(cfg)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		log.Info("QEMU port ready", "mode", cfg.Mode.String(), "socket", cfg.Path, "mtu", o.mtu)
-		return p, nil
+		return p, "", nil
 	}
 	o.tap.MTU = o.mtu
 	o.tap.Offload = o.offload
 	dev, err := tap.Open(o.tap)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	log.Info("TAP device ready", "tap", dev.Name(), "bridge", o.tap.Bridge, "netns", o.tap.Netns, "mtu", o.mtu, "offload", o.offload)
-	return dev, nil
+	return dev, dev.Name(), nil
 }
 
 // followWelcomes, until ctx ends, saves the mesh's resume token whenever a
