@@ -65,22 +65,16 @@ type tlsSetup struct {
 // setup checks the flags and returns the TLS configuration, or nil when TLS
 // is off. secretFile places the default ACME cache.
 func (t tlsFlags) setup(secretFile string, log *slog.Logger) (*tlsSetup, error) {
-	if !t.enabled() {
-		if t.acmeOnly() {
-			return nil, errors.New("-acme-cache, -acme-email and -acme-directory need -acme-domain")
-		}
-		return nil, nil
-	}
-	if (t.cert != "" || t.key != "") && len(t.acmeDomains) > 0 {
+	switch {
+	case (t.cert != "" || t.key != "") && len(t.acmeDomains) > 0:
 		return nil, errTLSBoth
-	}
-	if len(t.acmeDomains) > 0 {
-		return t.setupACME(secretFile)
-	}
-	if t.acmeOnly() {
+	case t.acmeOnly() && len(t.acmeDomains) == 0:
 		return nil, errors.New("-acme-cache, -acme-email and -acme-directory need -acme-domain")
-	}
-	if t.cert == "" || t.key == "" {
+	case !t.enabled():
+		return nil, nil
+	case len(t.acmeDomains) > 0:
+		return t.setupACME(secretFile)
+	case t.cert == "" || t.key == "":
 		return nil, errTLSPartial
 	}
 	kp, err := loadKeyPair(t.cert, t.key, log)
@@ -205,11 +199,9 @@ func (k *keyPair) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if err1 != nil || err2 != nil || (cst.ModTime().Equal(k.certMod) && kst.ModTime().Equal(k.keyMod)) {
 		return k.cert, nil // unchanged, or gone for a moment: keep serving the old one
 	}
-	old := k.cert
-	if err := k.load(); err != nil {
+	if err := k.load(); err != nil { // load changes nothing when it fails
 		k.log.Warn("keeping the old TLS certificate: the new files do not load", "err", err)
-		k.cert = old
-		return old, nil
+		return k.cert, nil
 	}
 	k.log.Info("TLS certificate reloaded", "file", k.certFile, "not_after", k.cert.Leaf.NotAfter)
 	return k.cert, nil
