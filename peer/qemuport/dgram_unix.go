@@ -35,7 +35,7 @@ type dgramPort struct {
 	// unnamedLogged and sendErrLogged keep a repeated condition to one line.
 	unnamedLogged, sendErrLogged atomic.Bool
 
-	rxFrames, txFrames, rxDropped, txDropped, connects atomic.Uint64
+	counters
 }
 
 func listenDgram(path string, log *slog.Logger) (Port, error) {
@@ -139,9 +139,4 @@ func (p *dgramPort) Close() error {
 		os.Remove(p.path)
 	})
 	return nil
-}
-
-func (p *dgramPort) Stats() Stats {
-	return Stats{RxFrames: p.rxFrames.Load(), TxFrames: p.txFrames.Load(), TxDropped: p.txDropped.Load(),
-		RxDropped: p.rxDropped.Load(), Connects: p.connects.Load()}
 }

@@ -30,6 +30,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/peerlan/peerlan/peer"
@@ -119,6 +120,17 @@ type Stats struct {
 	// Connects counts guest connections (stream) or new sender addresses
 	// (dgram) seen.
 	Connects uint64
+}
+
+// counters are a port's Stats as they are counted.
+type counters struct {
+	rxFrames, txFrames, rxDropped, txDropped, connects atomic.Uint64
+}
+
+// Stats returns a snapshot of the counters.
+func (c *counters) Stats() Stats {
+	return Stats{RxFrames: c.rxFrames.Load(), TxFrames: c.txFrames.Load(), TxDropped: c.txDropped.Load(),
+		RxDropped: c.rxDropped.Load(), Connects: c.connects.Load()}
 }
 
 // Listen creates the socket at cfg.Path and returns the port; with

@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/peerlan/peerlan/peer"
@@ -49,7 +48,7 @@ type streamPort struct {
 	queue chan []byte // frames with their header, for writeLoop
 	free  chan []byte // buffers for queue; Write drops when none is free
 
-	rxFrames, txFrames, rxDropped, txDropped, connects atomic.Uint64
+	counters
 }
 
 // streamConn is one QEMU connection; r and hdr are only used by Read.
@@ -357,9 +356,4 @@ func (p *streamPort) Close() error {
 		}
 	})
 	return nil
-}
-
-func (p *streamPort) Stats() Stats {
-	return Stats{RxFrames: p.rxFrames.Load(), TxFrames: p.txFrames.Load(), TxDropped: p.txDropped.Load(),
-		RxDropped: p.rxDropped.Load(), Connects: p.connects.Load()}
 }
