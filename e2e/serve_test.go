@@ -3,17 +3,11 @@
 package e2e
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -24,6 +18,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/peerlan/peerlan/internal/testpki"
 )
 
 // TestStaticFromSignal fetches the built page from a real bin/signal as a
@@ -86,20 +82,20 @@ func TestTLSPageConnects(t *testing.T) {
 	RequireChromium(t)
 	RequirePageAssets(t)
 	lanRequireWasm(t)
-	cert, key, pool := writeTestCert(t)
+	pki := testpki.New(t)
 	port := FreePort(t)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	bin := Binary(t, "signal")
-	p := StartProcess(t, "signal", bin, "-addr", addr, "-tls-cert", cert, "-tls-key", key)
+	p := StartProcess(t, "signal", bin, "-addr", addr, "-tls-cert", pki.CertFile, "-tls-key", pki.KeyFile)
 	p.WaitOutput(t, regexp.MustCompile(`page=https://127\.0\.0\.1:\d+/ signal=wss://127\.0\.0\.1:\d+/signal`), 20*time.Second)
 	base := "https://" + addr
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.Pool}}}
 	defer hc.CloseIdleConnections()
 	waitHTTPVia(t, p, hc, base+"/healthz", 20*time.Second)
 
 	// Chromium does not know the test CA; it is told to accept this
 	// certificate alone by its key's hash.
-	br := StartBrowser(t, chromedp.Flag("ignore-certificate-errors-spki-list", spkiHash(t, cert)))
+	br := StartBrowser(t, chromedp.Flag("ignore-certificate-errors-spki-list", spkiHash(pki.Cert.Leaf)))
 	tab := br.OpenTab(t, "tls", base+"/?room="+uniqueRoom("tls"), true)
 	waitNet(t, tab, "connected", lanJoinTimeout)
 	if proto := Eval[string](tab, `location.protocol`); proto != "https:" {
@@ -107,53 +103,9 @@ func TestTLSPageConnects(t *testing.T) {
 	}
 }
 
-// writeTestCert writes a self-signed certificate for 127.0.0.1 and
-// localhost and its key, and returns their files and a pool trusting it.
-func writeTestCert(t testing.TB) (certFile, keyFile string, pool *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "peerlan e2e"},
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA: true, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	pool = x509.NewCertPool()
-	pool.AddCert(c)
-	return certFile, keyFile, pool
-}
-
 // spkiHash is the base64 SHA-256 of the certificate's public key, as
 // Chromium's --ignore-certificate-errors-spki-list takes it.
-func spkiHash(t testing.TB, certFile string) string {
-	t.Helper()
-	b, err := os.ReadFile(certFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	blk, _ := pem.Decode(b)
-	c, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
+func spkiHash(c *x509.Certificate) string {
 	sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
 	return base64.StdEncoding.EncodeToString(sum[:])
 }

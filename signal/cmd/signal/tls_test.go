@@ -2,18 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -24,62 +18,21 @@ import (
 
 	"golang.org/x/crypto/acme/autocert"
 
+	"github.com/peerlan/peerlan/internal/testpki"
 	"github.com/peerlan/peerlan/signal/proto"
 	"github.com/peerlan/peerlan/signal/signalclient"
 )
 
-// testPKI is a CA and a leaf for localhost and 127.0.0.1 signed by it,
-// written as PEM files.
+// testPKI is testpki's CA and server certificate, and otherKey, a key
+// file that matches no certificate.
 type testPKI struct {
-	pool              *x509.CertPool
-	certFile, keyFile string
-	otherKey          string // a key that does not match certFile
-	caFile            string
+	*testpki.PKI
+	otherKey string
 }
 
 func newTestPKI(t *testing.T) *testPKI {
 	t.Helper()
-	dir := t.TempDir()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	ca := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "peerlan test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leaf := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	write := func(name, typ string, der []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
-	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	otherDER, _ := x509.MarshalPKCS8PrivateKey(other)
-	p := &testPKI{pool: x509.NewCertPool(),
-		certFile: write("cert.pem", "CERTIFICATE", leafDER),
-		keyFile:  write("key.pem", "PRIVATE KEY", keyDER),
-		otherKey: write("other.pem", "PRIVATE KEY", otherDER),
-		caFile:   write("ca.pem", "CERTIFICATE", caDER),
-	}
-	p.pool.AddCert(caCert)
-	return p
+	return &testPKI{PKI: testpki.New(t), otherKey: testpki.KeyFile(t, nil)}
 }
 
 func parseServeFlags(t *testing.T, args ...string) serveFlags {
@@ -140,12 +93,12 @@ func TestTLSServe(t *testing.T) {
 	pki := newTestPKI(t)
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "index.html"), []byte("<!doctype html>peerlan over TLS"), 0o644)
-	f := parseServeFlags(t, "-tls-cert", pki.certFile, "-tls-key", pki.keyFile)
+	f := parseServeFlags(t, "-tls-cert", pki.CertFile, "-tls-key", pki.KeyFile)
 	f.webDir = dir
 	addr := startServe(t, f)
 	base := "https://" + addr.String()
 
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.pool}, ForceAttemptHTTP2: true}}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.Pool}, ForceAttemptHTTP2: true}}
 	defer client.CloseIdleConnections()
 	resp, err := client.Get(base + "/")
 	if err != nil {
@@ -171,7 +124,7 @@ func TestTLSServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.SetTLSConfig(&tls.Config{RootCAs: pki.pool})
+	c.SetTLSConfig(&tls.Config{RootCAs: pki.Pool})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
@@ -219,13 +172,13 @@ func TestTLSFlagErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"-tls-cert", pki.certFile, "-tls-key", pki.keyFile, "-acme-domain", "peerlan.example.org"}, "choose one"},
-		{[]string{"-tls-cert", pki.certFile}, "give both"},
-		{[]string{"-tls-key", pki.keyFile}, "give both"},
-		{[]string{"-tls-cert", unreadable, "-tls-key", pki.keyFile}, "-tls-cert: stat " + unreadable},
-		{[]string{"-tls-cert", pki.certFile, "-tls-key", unreadable}, "-tls-key: stat " + unreadable},
-		{[]string{"-tls-cert", pki.certFile, "-tls-key", pki.otherKey}, "private key does not match public key"},
-		{[]string{"-tls-cert", garbage, "-tls-key", pki.keyFile}, "-tls-cert " + garbage + " and -tls-key"},
+		{[]string{"-tls-cert", pki.CertFile, "-tls-key", pki.KeyFile, "-acme-domain", "peerlan.example.org"}, "choose one"},
+		{[]string{"-tls-cert", pki.CertFile}, "give both"},
+		{[]string{"-tls-key", pki.KeyFile}, "give both"},
+		{[]string{"-tls-cert", unreadable, "-tls-key", pki.KeyFile}, "-tls-cert: stat " + unreadable},
+		{[]string{"-tls-cert", pki.CertFile, "-tls-key", unreadable}, "-tls-key: stat " + unreadable},
+		{[]string{"-tls-cert", pki.CertFile, "-tls-key", pki.otherKey}, "private key does not match public key"},
+		{[]string{"-tls-cert", garbage, "-tls-key", pki.KeyFile}, "-tls-cert " + garbage + " and -tls-key"},
 		{[]string{"-acme-domain", "https://peerlan.example.org"}, "without scheme or port"},
 		{[]string{"-acme-domain", "203.0.113.7"}, "without scheme or port"},
 		{[]string{"-acme-email", "ops@example.org"}, "need -acme-domain"},
@@ -261,7 +214,7 @@ func TestTLSFlagErrors(t *testing.T) {
 
 func TestPageURLs(t *testing.T) {
 	pki := newTestPKI(t)
-	kp, err := loadKeyPair(pki.certFile, pki.keyFile, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	kp, err := loadKeyPair(pki.CertFile, pki.KeyFile, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,14 +250,14 @@ func TestPageURLs(t *testing.T) {
 func TestTLSKeyPairReload(t *testing.T) {
 	pki := newTestPKI(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	kp, err := loadKeyPair(pki.certFile, pki.keyFile, log)
+	kp, err := loadKeyPair(pki.CertFile, pki.KeyFile, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	first, _ := kp.get(nil)
 	renewed := newTestPKI(t)
 	later := time.Now().Add(time.Hour)
-	for src, dst := range map[string]string{renewed.certFile: pki.certFile, renewed.keyFile: pki.keyFile} {
+	for src, dst := range map[string]string{renewed.CertFile: pki.CertFile, renewed.KeyFile: pki.KeyFile} {
 		b, _ := os.ReadFile(src)
 		os.WriteFile(dst, b, 0o600)
 		os.Chtimes(dst, later, later)
@@ -321,8 +274,8 @@ func TestTLSKeyPairReload(t *testing.T) {
 	second, _ := kp.get(nil)
 	// A half-written renewal: the key does not match.
 	b, _ := os.ReadFile(pki.otherKey)
-	os.WriteFile(pki.keyFile, b, 0o600)
-	os.Chtimes(pki.keyFile, later.Add(time.Hour), later.Add(time.Hour))
+	os.WriteFile(pki.KeyFile, b, 0o600)
+	os.Chtimes(pki.KeyFile, later.Add(time.Hour), later.Add(time.Hour))
 	kp.mu.Lock()
 	kp.checked = time.Now().Add(-keyPairRecheck)
 	kp.mu.Unlock()
