@@ -55,6 +55,12 @@ type conn struct {
 	id   proto.PeerID
 	// evicted is set when the Hub took the member away (Sink.Evict).
 	evicted atomic.Bool
+
+	// The Hub may deliver events while Join is still returning; they wait
+	// here until the welcome is queued, so the welcome always comes first.
+	welcomeMu sync.Mutex
+	welcomed  bool
+	early     []outMsg // at most SendQueue
 }
 
 type outMsg struct {
@@ -118,7 +124,34 @@ func (c *conn) sendEncoded(typ string, b []byte) {
 }
 
 // Deliver implements Sink.
-func (c *conn) Deliver(typ string, b []byte) { c.sendEncoded(typ, b) }
+func (c *conn) Deliver(typ string, b []byte) {
+	c.welcomeMu.Lock()
+	if !c.welcomed {
+		if len(c.early) < cap(c.send) {
+			c.early = append(c.early, outMsg{typ, b})
+			c.welcomeMu.Unlock()
+			return
+		}
+		c.welcomeMu.Unlock()
+		c.s.m.rejections.WithLabelValues(reasonSlowConsumer).Inc()
+		c.close(websocket.CloseTryAgainLater, "slow reader: send queue full")
+		return
+	}
+	c.welcomeMu.Unlock()
+	c.sendEncoded(typ, b)
+}
+
+// sendWelcome queues the welcome and then what the Hub delivered before it.
+func (c *conn) sendWelcome(w *proto.Welcome) {
+	c.welcomeMu.Lock()
+	defer c.welcomeMu.Unlock()
+	c.sendMsg(w)
+	for _, m := range c.early {
+		c.sendEncoded(m.typ, m.b)
+	}
+	c.early = nil
+	c.welcomed = true
+}
 
 // Evict implements Sink.
 func (c *conn) Evict(why error) {
@@ -416,7 +449,7 @@ func (c *conn) join(j *proto.Join) {
 	if cfg.ICEServers != nil {
 		w.ICEServers = cfg.ICEServers(j.Room, j2.ID)
 	}
-	c.sendMsg(w)
+	c.sendWelcome(w)
 	if cfg.ICEServers != nil && cfg.ICERefresh > 0 {
 		c.startICERefresh(j.Room, j2.ID)
 	}
