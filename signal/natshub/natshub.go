@@ -86,6 +86,10 @@ type Config struct {
 	Relay []string
 	// Timeout bounds each NATS request; default 5 s.
 	Timeout time.Duration
+	// StartTimeout bounds how long Open keeps trying to create the bucket
+	// (a JetStream cluster that is still electing its leader refuses it for
+	// a while); default 30 s.
+	StartTimeout time.Duration
 	// Logger receives logs; default slog.Default().
 	Logger *slog.Logger
 }
@@ -230,6 +234,9 @@ func New(cfg Config) (*Hub, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 5 * time.Second
 	}
+	if cfg.StartTimeout == 0 {
+		cfg.StartTimeout = 30 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -259,14 +266,12 @@ func (h *Hub) Open(hc signal.HubConfig) (signal.Hub, error) {
 	h.mu.Unlock()
 	h.hc = hc
 	h.maxIdx = signal.MaxGuestIndex(hc.Subnet, hc.MaxPeersPerRoom)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*h.cfg.Timeout)
-	defer cancel()
 	js, err := jetstream.New(h.cfg.Conn)
 	if err != nil {
 		return nil, fmt.Errorf("natshub: jetstream: %w", err)
 	}
 	h.js = js
-	h.kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	bucket := jetstream.KeyValueConfig{
 		Bucket:       h.cfg.Cluster,
 		Description:  "peerlan signaling: rooms shared by several servers",
 		MaxValueSize: maxValue,
@@ -277,10 +282,23 @@ func (h *Hub) Open(hc signal.HubConfig) (signal.Hub, error) {
 		// Markers make an expired presence key visible to watchers; it
 		// also enables per-key TTLs (NATS server 2.11 or newer).
 		LimitMarkerTTL: h.cfg.PresenceTTL,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("natshub: directory bucket %q (needs NATS server 2.11 or newer with JetStream): %w", h.cfg.Cluster, err)
 	}
+	deadline := time.Now().Add(h.cfg.StartTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
+		h.kv, err = js.CreateOrUpdateKeyValue(ctx, bucket)
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) || errors.Is(err, jetstream.ErrLimitMarkerTTLNotSupported) {
+			return nil, fmt.Errorf("natshub: directory bucket %q (needs NATS server 2.11 or newer with JetStream): %w", h.cfg.Cluster, err)
+		}
+		h.log.Info("directory bucket not ready; retrying", "err", err)
+		time.Sleep(500 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*h.cfg.Timeout)
+	defer cancel()
 	if err := h.checkClusterConfig(ctx); err != nil {
 		return nil, err
 	}
