@@ -5,6 +5,9 @@
 package natshubtest
 
 import (
+	"io"
+	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -73,10 +76,16 @@ func Start(t testing.TB, url, name string, hmod func(*natshub.Config), mod func(
 // Cluster starts n instances on one new NATS server.
 func Cluster(t testing.TB, n int, mod func(*signal.Config)) []*Instance {
 	t.Helper()
+	return ClusterWith(t, n, nil, mod)
+}
+
+// ClusterWith is Cluster with hmod changing each Hub's configuration.
+func ClusterWith(t testing.TB, n int, hmod func(*natshub.Config), mod func(*signal.Config)) []*Instance {
+	t.Helper()
 	node := StartNode(t)
 	out := make([]*Instance, n)
 	for i := range out {
-		out[i] = Start(t, node.ClientURL(), string(rune('a'+i)), nil, mod)
+		out[i] = Start(t, node.ClientURL(), string(rune('a'+i)), hmod, mod)
 	}
 	return out
 }
@@ -88,3 +97,68 @@ func (in *Instance) Kill() {
 	in.Conn.Close()
 	in.Stop()
 }
+
+// Front is a TCP forwarder standing in for a load balancer in front of the
+// instances: clients dial its one address and land on its current target.
+type Front struct {
+	ln     net.Listener
+	mu     sync.Mutex
+	target string
+	conns  map[net.Conn]struct{}
+}
+
+// StartFront listens on loopback and forwards to target (host:port).
+func StartFront(t testing.TB, target string) *Front {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &Front{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	go f.serve()
+	t.Cleanup(func() {
+		ln.Close()
+		f.Switch("")
+	})
+	return f
+}
+
+// URL is the signaling URL through the front.
+func (f *Front) URL() string { return "ws://" + f.ln.Addr().String() + "/signal" }
+
+// Switch sends new connections to target and cuts the current ones, as a
+// balancer does when a backend dies.
+func (f *Front) Switch(target string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.target = target
+	for c := range f.conns {
+		c.Close()
+	}
+	clear(f.conns)
+}
+
+func (f *Front) serve() {
+	for {
+		c, err := f.ln.Accept()
+		if err != nil {
+			return
+		}
+		f.mu.Lock()
+		target := f.target
+		f.mu.Unlock()
+		b, err := net.DialTimeout("tcp", target, 5*time.Second)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		f.mu.Lock()
+		f.conns[c], f.conns[b] = struct{}{}, struct{}{}
+		f.mu.Unlock()
+		go func() { _, _ = io.Copy(b, c); b.Close() }()
+		go func() { _, _ = io.Copy(c, b); c.Close() }()
+	}
+}
+
+// Addr is the instance's HTTP address (host:port), a Front's target.
+func (in *Instance) Addr() string { return in.HTTP.Listener.Addr().String() }
