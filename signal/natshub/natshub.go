@@ -326,6 +326,43 @@ func (h *Hub) Open(hc signal.HubConfig) (signal.Hub, error) {
 	return h, nil
 }
 
+// getLatest reads key's value from the stream's leader. The bucket's own Get
+// may be answered by a replica that lags behind (direct get), which would
+// let a reader miss a write it has already seen acknowledged.
+func (h *Hub) getLatest(ctx context.Context, key string) (val []byte, rev uint64, found bool, err error) {
+	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + h.cfg.Cluster + "." + key})
+	msg, err := h.cfg.Conn.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+h.cfg.Cluster, req)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	var resp struct {
+		Error *struct {
+			Code        int    `json:"code"`
+			Description string `json:"description"`
+		} `json:"error"`
+		Message *struct {
+			Seq  uint64 `json:"seq"`
+			Hdrs []byte `json:"hdrs"`
+			Data []byte `json:"data"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return nil, 0, false, err
+	}
+	switch {
+	case resp.Error != nil && resp.Error.Code == 404:
+		return nil, 0, false, nil
+	case resp.Error != nil:
+		return nil, 0, false, fmt.Errorf("natshub: get %s: %s", key, resp.Error.Description)
+	case resp.Message == nil:
+		return nil, 0, false, fmt.Errorf("natshub: get %s: empty answer", key)
+	}
+	if h := string(resp.Message.Hdrs); strings.Contains(h, "KV-Operation:") || strings.Contains(h, "Nats-Marker-Reason:") {
+		return nil, resp.Message.Seq, false, nil // deleted, purged or expired
+	}
+	return resp.Message.Data, resp.Message.Seq, true, nil
+}
+
 func (h *Hub) checkClusterConfig(ctx context.Context) error {
 	want := clusterCfg{Subnet: h.hc.Subnet, MaxPeers: h.hc.MaxPeersPerRoom}
 	b, _ := json.Marshal(want)
@@ -335,12 +372,12 @@ func (h *Hub) checkClusterConfig(ctx context.Context) error {
 		}
 		return nil
 	}
-	e, err := h.kv.Get(ctx, "cfg")
-	if err != nil {
-		return fmt.Errorf("natshub: cluster settings: %w", err)
+	v, _, found, err := h.getLatest(ctx, "cfg")
+	if err != nil || !found {
+		return fmt.Errorf("natshub: cluster settings: not readable (%v)", err)
 	}
 	var have clusterCfg
-	if err := json.Unmarshal(e.Value(), &have); err != nil {
+	if err := json.Unmarshal(v, &have); err != nil {
 		return fmt.Errorf("natshub: cluster settings: %w", err)
 	}
 	if have != want {
@@ -649,18 +686,15 @@ func (h *Hub) reattach(ctx context.Context, rm *room, req signal.JoinRequest, si
 		}
 	}
 	key := claimKey(rm.key, idx)
-	ke, err := h.kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return signal.Joined{}, false, nil
-	}
+	val, rev, found, err := h.getLatest(ctx, key)
 	if err != nil {
 		return signal.Joined{}, false, fmt.Errorf("%w: %v", signal.ErrHubUnavailable, err)
 	}
 	var c claim
-	if json.Unmarshal(ke.Value(), &c) != nil || c.ID != id || c.Role != req.Role {
+	if !found || json.Unmarshal(val, &c) != nil || c.ID != id || c.Role != req.Role {
 		return signal.Joined{}, false, nil
 	}
-	old := entry{key: key, rev: ke.Revision(), c: c}
+	old := entry{key: key, rev: rev, c: c}
 
 	// Held here already: swap the sink.
 	h.mu.Lock()
@@ -690,7 +724,7 @@ func (h *Hub) reattach(ctx context.Context, rm *room, req signal.JoinRequest, si
 	}
 	nc := claim{ID: id, Role: c.Role, Kind: req.Kind, Inst: h.inst, Seq: old.seq()}
 	b, _ := json.Marshal(nc)
-	rev, err := h.kv.Update(ctx, key, b, old.rev)
+	rev, err = h.kv.Update(ctx, key, b, old.rev)
 	if err != nil {
 		h.unregister(m)
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
@@ -1110,15 +1144,18 @@ func (h *Hub) reap(e entry) bool {
 
 // reapStale reaps the claim at key when its instance is dead.
 func (h *Hub) reapStale(ctx context.Context, key string) bool {
-	ke, err := h.kv.Get(ctx, key)
+	val, rev, found, err := h.getLatest(ctx, key)
 	if err != nil {
-		return errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted)
-	}
-	var c claim
-	if json.Unmarshal(ke.Value(), &c) != nil || h.isLive(c.Inst) {
 		return false
 	}
-	return h.reap(entry{key: key, rev: ke.Revision(), c: c})
+	if !found {
+		return true
+	}
+	var c claim
+	if json.Unmarshal(val, &c) != nil || h.isLive(c.Inst) {
+		return false
+	}
+	return h.reap(entry{key: key, rev: rev, c: c})
 }
 
 // reapInstance reaps every claim of a dead instance.
