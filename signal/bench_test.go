@@ -555,7 +555,8 @@ func benchHoldOn(b *testing.B, child heldTarget, sh heldShape) heldResult {
 				if k >= heldPeers || firstBad.Load() != nil {
 					return
 				}
-				ws, w, err := benchJoin(urls[k%len(urls)], fmt.Sprintf("held-%03d", k%heldRooms))
+				// A room's members come through every instance in turn.
+				ws, w, err := benchJoin(urls[(k/heldRooms)%len(urls)], fmt.Sprintf("held-%03d", k%heldRooms))
 				if err != nil {
 					joinErrs <- fmt.Errorf("peer %d: %w", k, err)
 					return

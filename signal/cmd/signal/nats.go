@@ -103,7 +103,9 @@ func (n natsFlags) setup(log *slog.Logger, relay []string) (*natsSetup, error) {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("NATS disconnected; reconnecting", "err", err)
+			if err != nil { // nil: our own Drain at shutdown
+				log.Warn("NATS disconnected; reconnecting", "err", err)
+			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS reconnected", "server", c.ConnectedUrl()) }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
