@@ -12,7 +12,8 @@ package signal_test
 //     peers on two instances vs two peers on one.
 //   - BenchmarkClusterHeldPeers: 30,000 peers (300 rooms of 100, each room
 //     spread over the instances) held by three instances in one process
-//     with an embedded NATS, against the goal of 1 GiB RSS in all.
+//     with an embedded NATS, against the goal of 1 GiB RSS in all (fewer,
+//     and projected, where the open-file limit is lower).
 
 import (
 	"bufio"
@@ -20,8 +21,10 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -147,19 +150,37 @@ const (
 // peers joined round-robin to three instances that run, with an embedded
 // NATS server, in one child process (this test binary, re-run as
 // TestClusterChild), whose RSS is the figure.
+//
+// Both this process (the clients) and the child (the servers) hold one
+// socket per peer. Where the open-file limit cannot be raised to 30,000
+// (containers without CAP_SYS_RESOURCE), as many peers as it allows are
+// held, in 300 rooms still, and the 30,000-peer RSS is projected from the
+// measured per-peer cost ("projected-RSS-MiB-30k").
 func BenchmarkClusterHeldPeers(b *testing.B) {
-	benchRaiseNofile(b, clusterHeldPeers+1024)
+	peers := clusterHeldPeers
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Max < clusterHeldPeers+1024 {
+		peers = int(lim.Max-1024) / clusterHeldRooms * clusterHeldRooms
+		b.Logf("RLIMIT_NOFILE allows %d open files: holding %d peers and projecting to %d", lim.Max, peers, clusterHeldPeers)
+	}
+	if peers < 10*clusterHeldRooms {
+		b.Skipf("RLIMIT_NOFILE %d is too low for a meaningful measurement", lim.Max)
+	}
+	benchRaiseNofile(b, uint64(peers+1024))
 	for range b.N {
-		child := benchStartClusterChild(b)
-		r := benchHoldOn(b, child, heldShape{peers: clusterHeldPeers, rooms: clusterHeldRooms,
+		child := benchStartClusterChild(b, peers)
+		r := benchHoldOn(b, child, heldShape{peers: peers, rooms: clusterHeldRooms,
 			roomGauge: clusterHeldRooms * clusterInstances, deadline: 10 * time.Minute})
+		projected := float64(r.idle) + float64(r.rss-r.idle)/float64(r.peers)*clusterHeldPeers
+		b.ReportMetric(projected/(1<<20), "projected-RSS-MiB-30k")
+		b.ReportMetric(projected/heldGoalRSS, "x-1GiB-goal-30k")
 		b.ReportMetric(0, "ns/op")
 		b.ReportMetric(float64(r.peers), "peers")
 		b.ReportMetric(float64(r.rss)/(1<<20), "RSS-MiB")
 		b.ReportMetric(float64(r.hwm)/(1<<20), "peak-RSS-MiB")
 		b.ReportMetric(float64(r.idle)/(1<<20), "idle-RSS-MiB")
 		b.ReportMetric(float64(r.rss)/1024/float64(r.peers), "KiB/peer")
-		b.ReportMetric(float64(r.rss)/heldGoalRSS*clusterHeldPeers/float64(r.peers), "x-1GiB-goal")
+		b.ReportMetric(float64(r.rss-r.idle)/1024/float64(r.peers), "added-KiB/peer")
 		b.ReportMetric(float64(r.peers)/r.ramp.Seconds(), "ramp-joins/s")
 		b.ReportMetric(float64(r.cpu.Microseconds())/float64(r.peers), "server-cpu-us/join")
 		b.ReportMetric(r.shutdown.Seconds(), "shutdown-s")
@@ -175,10 +196,10 @@ type clusterChild struct {
 	tail         strings.Builder
 }
 
-func benchStartClusterChild(b *testing.B) *clusterChild {
+func benchStartClusterChild(b *testing.B, peers int) *clusterChild {
 	b.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run", "^TestClusterChild$", "-test.bench", "^$", "-test.count", "1")
-	cmd.Env = append(os.Environ(), clusterChildEnv+"=1")
+	cmd.Env = append(os.Environ(), clusterChildEnv+"="+strconv.Itoa(peers))
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		b.Fatal(err)
@@ -248,14 +269,15 @@ func (c *clusterChild) stop(d time.Duration) error {
 // instances with default settings (limits raised) sharing rooms through an
 // embedded NATS server. It prints their URLs and runs until stdin closes.
 func TestClusterChild(t *testing.T) {
-	if os.Getenv(clusterChildEnv) == "" {
+	peers, _ := strconv.Atoi(os.Getenv(clusterChildEnv))
+	if peers <= 0 {
 		t.Skip("the server process of BenchmarkClusterHeldPeers")
 	}
 	in := natshubtest.Cluster(t, clusterInstances, func(c *signal.Config) {
 		c.Logger = benchQuiet
-		c.MaxConnections = clusterHeldPeers
+		c.MaxConnections = peers
 		c.MaxRooms = clusterHeldRooms + 100
-		c.MaxPeersPerRoom = clusterHeldPeers/clusterHeldRooms + 1 // + the gateway's slot
+		c.MaxPeersPerRoom = peers/clusterHeldRooms + 1 // + the gateway's slot
 	})
 	line := "CLUSTER"
 	for _, i := range in {
