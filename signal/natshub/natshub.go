@@ -1113,12 +1113,15 @@ func (h *Hub) goRemove(m *member, why string) {
 	}()
 }
 
-// release deletes a claim at the revision we know; with announce, the
+// release removes a claim at the revision we know; with announce, the
 // member is announced left when the delete succeeded.
 func (h *Hub) release(e entry, announce bool) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
 	defer cancel()
-	if err := h.kv.Delete(ctx, e.key, jetstream.LastRevision(e.rev)); err != nil {
+	// A purge, not a delete: the bucket keeps no tombstone of it once its
+	// marker expires, so rooms that come and go do not fill the bucket
+	// (which refuses writes when full).
+	if err := h.kv.Purge(ctx, e.key, jetstream.LastRevision(e.rev), jetstream.PurgeTTL(h.cfg.PresenceTTL)); err != nil {
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			h.log.Warn("claim not released", "key", e.key, "err", err)
 		}

@@ -1,13 +1,17 @@
 package natshub_test
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/peerlan/peerlan/signal"
 	"github.com/peerlan/peerlan/signal/natshub"
@@ -293,5 +297,36 @@ func TestConfigErrors(t *testing.T) {
 		} else {
 			t.Log(err)
 		}
+	}
+}
+
+// TestReleasedClaimsLeaveNothing: rooms that come and go leave no
+// tombstones in the bucket once the purge markers expire, so the bucket
+// (which refuses writes when full) does not grow with the rooms ever used.
+func TestReleasedClaimsLeaveNothing(t *testing.T) {
+	node := natshubtest.StartNode(t)
+	in := natshubtest.Start(t, node.ClientURL(), "a", nil, nil)
+	for i := range 20 {
+		p, _ := signaltest.Join(t, in.Server, fmt.Sprintf("room-%d", i), nil)
+		p.Send(&proto.Leave{})
+		p.ExpectClosed(websocket.CloseNormalClosure)
+	}
+	js, err := jetstream.New(in.Conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := func() uint64 {
+		st, err := js.Stream(context.Background(), "KV_peerlan")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.CachedInfo().State.Msgs
+	}
+	deadline := time.Now().Add(4 * natshubtest.PresenceTTL)
+	for msgs() > 2 { // the cluster settings and our presence
+		if time.Now().After(deadline) {
+			t.Fatalf("the bucket still holds %d messages", msgs())
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
