@@ -434,12 +434,14 @@ func (h *Hub) heartbeat() {
 			h.mu.Unlock()
 		case errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant):
 			h.log.Error("presence lost (cut off from the cluster for longer than the presence TTL); evicting local peers so they resume")
-			h.evictAll(fmt.Errorf("natshub: presence lost"))
+			// Present again first, so that the claims of the peers resuming
+			// here are not taken for a dead instance's.
 			ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
 			if err := h.announcePresence(ctx); err != nil {
 				h.log.Error("presence not restored; retrying", "err", err)
 			}
 			cancel()
+			h.evictAll(fmt.Errorf("natshub: presence lost"))
 		default:
 			h.log.Warn("presence heartbeat failed; retrying", "err", err)
 		}

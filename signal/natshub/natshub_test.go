@@ -330,3 +330,36 @@ func TestReleasedClaimsLeaveNothing(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestPresenceLost: an instance whose presence key vanished (as after being
+// cut off from NATS for longer than the TTL) is presumed dead by the others,
+// which announce its peers as left; it notices at its next heartbeat,
+// evicts its peers with "going away", and they resume as themselves.
+func TestPresenceLost(t *testing.T) {
+	in := natshubtest.Cluster(t, 2, nil)
+	a, wa := signaltest.Join(t, in[0].Server, "lab", nil)
+	b, _ := signaltest.Join(t, in[1].Server, "lab", nil)
+	signaltest.Expect[*proto.PeerJoined](a)
+	js, err := jetstream.New(in[1].Conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(context.Background(), "peerlan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Purge(context.Background(), "i."+in[0].Hub.Instance()); err != nil {
+		t.Fatal(err)
+	}
+	if pl := signaltest.Expect[*proto.PeerLeft](b); pl.ID != wa.ID {
+		t.Fatalf("b: %+v", pl)
+	}
+	a.ExpectClosed(websocket.CloseGoingAway)
+	_, wa2 := signaltest.Join(t, in[0].Server, "lab", func(j *proto.Join) { j.Resume = wa.Resume })
+	if wa2.ID != wa.ID || wa2.IP != wa.IP {
+		t.Fatalf("resumed as %v/%v, was %v/%v", wa2.ID, wa2.IP, wa.ID, wa.IP)
+	}
+	if pj := signaltest.Expect[*proto.PeerJoined](b); pj.Peer.ID != wa.ID {
+		t.Fatalf("b: %+v", pj)
+	}
+}
