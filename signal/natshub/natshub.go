@@ -136,6 +136,10 @@ type room struct {
 	sub       *nats.Subscription
 	members   map[proto.PeerID]*member
 	joining   int // joins in progress, which keep the room
+	// offsets is a hint of the room's members' address offsets (from the
+	// last listing and the events since), so that a join here need not
+	// list the room before it claims; the claim itself stays atomic.
+	offsets map[proto.PeerID]int
 }
 
 // member is a peer held by this instance. Guarded by Hub.mu.
@@ -519,6 +523,17 @@ func (h *Hub) isLive(inst string) bool {
 	return ok
 }
 
+// isDead reports whether inst has no presence: not in our view of the
+// directory and, asked again of the stream leader, not there either (our
+// view may lag behind an instance that has just started).
+func (h *Hub) isDead(ctx context.Context, inst string) bool {
+	if h.isLive(inst) {
+		return false
+	}
+	_, _, found, err := h.getLatest(ctx, "i."+inst)
+	return err == nil && !found
+}
+
 // OtherRelay returns the TURN URLs of one other live instance (the same
 // one while it lives, so a peer's welcomes agree), or nil.
 func (h *Hub) OtherRelay() []string {
@@ -851,35 +866,51 @@ func (h *Hub) claim(ctx context.Context, rm *room, c claim, want netip.Addr) (en
 		}
 		return entry{}, signal.ErrGatewayTaken
 	}
-	held, err := h.list(ctx, "r."+rm.key+".a.*", h.maxIdx+2)
-	if err != nil {
-		return entry{}, fmt.Errorf("%w: %v", signal.ErrHubUnavailable, err)
-	}
-	used := make(map[int]bool, len(held))
-	for _, e := range held {
-		if !h.isLive(e.c.Inst) && h.reap(e) {
-			continue
-		}
-		used[claimIndex(e.key)] = true
-	}
-	order := make([]int, 0, h.maxIdx)
+	order := make([]int, 0, h.maxIdx+1)
 	if i := signal.AddrIndex(h.hc.Subnet, want); i >= 2 && i <= h.maxIdx {
 		order = append(order, i)
 	}
 	for i := 2; i <= h.maxIdx; i++ {
 		order = append(order, i)
 	}
-	for _, i := range order {
-		if used[i] {
-			continue
+	// First by the hint, when there is one; then, if that found nothing,
+	// by a listing of the room.
+	h.mu.Lock()
+	var used map[int]bool
+	if rm.offsets != nil {
+		used = make(map[int]bool, len(rm.offsets))
+		for _, i := range rm.offsets {
+			used[i] = true
 		}
-		used[i] = true
-		e, err := create(i)
-		if err == nil {
-			return e, nil
+	}
+	h.mu.Unlock()
+	for pass := 0; pass < 2; pass++ {
+		if used == nil || pass == 1 {
+			held, err := h.list(ctx, "r."+rm.key+".a.*", h.maxIdx+2)
+			if err != nil {
+				return entry{}, fmt.Errorf("%w: %v", signal.ErrHubUnavailable, err)
+			}
+			used = make(map[int]bool, len(held))
+			for _, e := range held {
+				if h.isDead(ctx, e.c.Inst) && h.reap(e) {
+					continue
+				}
+				used[claimIndex(e.key)] = true
+			}
+			pass = 1
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) {
-			return entry{}, fmt.Errorf("%w: %v", signal.ErrHubUnavailable, err)
+		for _, i := range order {
+			if used[i] {
+				continue
+			}
+			used[i] = true
+			e, err := create(i)
+			if err == nil {
+				return e, nil
+			}
+			if !errors.Is(err, jetstream.ErrKeyExists) {
+				return entry{}, fmt.Errorf("%w: %v", signal.ErrHubUnavailable, err)
+			}
 		}
 	}
 	return entry{}, signal.ErrRoomFull
@@ -893,15 +924,20 @@ func (h *Hub) peers(ctx context.Context, rm *room, seq uint64, self proto.PeerID
 		return nil, fmt.Errorf("%w: %v", signal.ErrHubUnavailable, err)
 	}
 	out := make([]proto.PeerInfo, 0, len(held))
+	offsets := make(map[proto.PeerID]int, len(held))
 	for _, e := range held {
-		if e.c.ID == self || e.seq() >= seq {
+		if e.c.ID != self && h.isDead(ctx, e.c.Inst) && h.reap(e) {
 			continue
 		}
-		if !h.isLive(e.c.Inst) && h.reap(e) {
+		offsets[e.c.ID] = claimIndex(e.key)
+		if e.c.ID == self || e.seq() >= seq {
 			continue
 		}
 		out = append(out, h.info(e))
 	}
+	h.mu.Lock()
+	rm.offsets = offsets
+	h.mu.Unlock()
 	return out, nil
 }
 
@@ -975,10 +1011,25 @@ func (h *Hub) announce(rm *room, ev event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if lr := h.rooms[rm.key]; lr != nil {
+		h.noteOffsetLocked(lr, ev)
 		for _, m := range lr.members {
 			h.deliverLocked(m, ev)
 		}
 	}
+}
+
+// noteOffsetLocked keeps a room's offset hint up to date with an event.
+func (h *Hub) noteOffsetLocked(rm *room, ev event) {
+	if rm.offsets == nil {
+		return
+	}
+	if ev.ev == "joined" {
+		if i := signal.AddrIndex(h.hc.Subnet, ev.peer.IP); i > 0 {
+			rm.offsets[ev.peer.ID] = i
+		}
+		return
+	}
+	delete(rm.offsets, ev.peer.ID)
 }
 
 // Signal implements signal.Hub.
@@ -1070,6 +1121,7 @@ func (h *Hub) handle(nm *nats.Msg) {
 		if rm == nil {
 			return
 		}
+		h.noteOffsetLocked(rm, e)
 		for _, m := range rm.members {
 			h.deliverLocked(m, e)
 		}
@@ -1157,7 +1209,7 @@ func (h *Hub) reapStale(ctx context.Context, key string) bool {
 		return true
 	}
 	var c claim
-	if json.Unmarshal(val, &c) != nil || h.isLive(c.Inst) {
+	if json.Unmarshal(val, &c) != nil || !h.isDead(ctx, c.Inst) {
 		return false
 	}
 	return h.reap(entry{key: key, rev: rev, c: c})
