@@ -684,10 +684,9 @@ func (h *Hub) Join(ctx context.Context, req signal.JoinRequest, sink signal.Sink
 		h.release(e, false)
 		return signal.Joined{}, err
 	}
-	m.info = h.info(e)
-	h.finish(m, e, peers)
-	h.announce(rm, event{ev: "joined", peer: m.info, seq: e.rev})
-	return signal.Joined{ID: id, IP: m.info.IP, How: how, Peers: peers}, nil
+	info := h.finish(m, e, peers)
+	h.announce(rm, event{ev: "joined", peer: info, seq: e.rev})
+	return signal.Joined{ID: id, IP: info.IP, How: how, Peers: peers}, nil
 }
 
 // reattach takes over a member still held somewhere (here or on another
@@ -763,10 +762,9 @@ func (h *Hub) reattach(ctx context.Context, rm *room, req signal.JoinRequest, si
 		h.unregister(m)
 		return signal.Joined{}, true, err
 	}
-	m.info = h.info(e)
-	h.finish(m, e, peers)
+	info := h.finish(m, e, peers)
 	h.log.Info("peer taken over from another instance", "room", rm.name, "peer", id, "from", c.Inst)
-	return signal.Joined{ID: id, IP: m.info.IP, How: "reattach", Peers: peers}, true, nil
+	return signal.Joined{ID: id, IP: info.IP, How: "reattach", Peers: peers}, true, nil
 }
 
 // register makes a joining member, subscribed to its peer subject before
@@ -943,9 +941,10 @@ func (h *Hub) peers(ctx context.Context, rm *room, seq uint64, self proto.PeerID
 
 // finish completes a join: the member now takes events, first those that
 // came while it joined, by the newcomer rule.
-func (h *Hub) finish(m *member, e entry, peers []proto.PeerInfo) {
+func (h *Hub) finish(m *member, e entry, peers []proto.PeerInfo) proto.PeerInfo {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	m.info = h.info(e)
 	m.key, m.rev, m.seq = e.key, e.rev, e.seq()
 	m.joining = false
 	listed := make(map[proto.PeerID]bool, len(peers))
@@ -960,6 +959,7 @@ func (h *Hub) finish(m *member, e entry, peers []proto.PeerInfo) {
 		}
 		h.deliverLocked(m, ev)
 	}
+	return m.info
 }
 
 // deliverLocked passes a room event to one member by the newcomer rule:
