@@ -55,16 +55,22 @@ func fwdCurl(t *testing.T, l *gwLab, url string) []byte {
 }
 
 // fwdCheckMetrics checks that the gateway counted the forward's
-// connections and at least want bytes from the guest.
+// connections and at least want bytes from the guest. It polls: the last
+// bytes are counted just after they were written to the client.
 func fwdCheckMetrics(t *testing.T, l *gwLab, forward string, want int) {
 	t.Helper()
-	m := l.metrics()
 	label := `forward="` + forward + `"`
-	if got := m[`peerlan_gateway_forward_accepted_total{`+label+`}`]; got < 1 {
-		t.Errorf("peerlan_gateway_forward_accepted_total{%s} = %v, want >= 1", label, got)
-	}
-	if got := m[`peerlan_gateway_forward_bytes_total{direction="from_guest",`+label+`}`]; got < float64(want) {
-		t.Errorf("peerlan_gateway_forward_bytes_total{from_guest,%s} = %v, want >= %d", label, got, want)
+	accepted := `peerlan_gateway_forward_accepted_total{` + label + `}`
+	fromGuest := `peerlan_gateway_forward_bytes_total{direction="from_guest",` + label + `}`
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		m := l.metrics()
+		if m[accepted] >= 1 && m[fromGuest] >= float64(want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s = %v, want >= 1; %s = %v, want >= %d", accepted, m[accepted], fromGuest, m[fromGuest], want)
+			return
+		}
 	}
 }
 

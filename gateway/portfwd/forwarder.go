@@ -39,6 +39,8 @@ const (
 // without it the first EOF closes both directions. A UDP conn is
 // "connected": Write sends one datagram to the guest and Read returns one
 // datagram from it, and SetReadDeadline must work (idle sessions end by it).
+// UDP dials happen on the listener's read loop, so they should not wait on
+// the network (a kernel or gVisor UDP dial only binds a socket).
 type DialFunc func(ctx context.Context, network, address string) (net.Conn, error)
 
 // Config tunes a Forwarder; the zero value takes the defaults.

@@ -369,9 +369,7 @@ func TestUDPIdleExpiryAndLimit(t *testing.T) {
 	if got, err := udpAsk(b, "b1", 300*time.Millisecond); err == nil {
 		t.Fatalf("second client over the limit got %q", got)
 	}
-	if s := f.Stats()[0]; s.Refused < 1 {
-		t.Errorf("stats %+v, want the second client refused", s)
-	}
+	waitFor(t, "the second client counted as refused", func() bool { return f.Stats()[0].Refused >= 1 })
 	waitFor(t, "idle session expired", func() bool { return f.Stats()[0].Active == 0 })
 	// Expired, the slot is b's now.
 	if _, err := udpAsk(b, "b2", waitTimeout); err != nil {
@@ -434,8 +432,13 @@ func TestCloseEndsEverything(t *testing.T) {
 	if err := f.Start(); !errors.Is(err, ErrClosed) {
 		t.Errorf("Start after Close: %v, want ErrClosed", err)
 	}
-	// Close waits for its goroutines: none is left the moment it returns.
-	if stacks := forwarderGoroutines(); stacks != "" {
+	// Close waited for its goroutines' last deferred call; one may still be
+	// returning from its function, so the stacks are polled, not read once.
+	stacks := forwarderGoroutines()
+	for deadline := time.Now().Add(waitTimeout); stacks != "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		stacks = forwarderGoroutines()
+	}
+	if stacks != "" {
 		t.Errorf("goroutines of the forwarder outlived Close:\n%s", stacks)
 	}
 }
@@ -525,5 +528,24 @@ func TestNewAndStartErrors(t *testing.T) {
 	}
 	if _, err := New([]Spec{good}, dial, Config{Registerer: reg}); err == nil {
 		t.Error("a second forwarder of the same forwards registered on one registry")
+	}
+}
+
+func TestLimitedLog(t *testing.T) {
+	var buf strings.Builder
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	var l limitedLog
+	for range 100 {
+		l.log(log, "refused")
+	}
+	if n := strings.Count(buf.String(), "msg=refused"); n != 1 {
+		t.Fatalf("100 refusals in a burst wrote %d lines, want 1:\n%s", n, buf.String())
+	}
+	l.mu.Lock()
+	l.last = l.last.Add(-refusalLogEvery) // the period has passed
+	l.mu.Unlock()
+	l.log(log, "refused")
+	if n := strings.Count(buf.String(), "msg=refused"); n != 2 || !strings.Contains(buf.String(), "more_since_last_line=99") {
+		t.Errorf("after the period: %d lines, want 2, the second counting the 99 held back:\n%s", n, buf.String())
 	}
 }

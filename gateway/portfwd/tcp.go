@@ -40,8 +40,8 @@ func (fw *forward) serveTCP() {
 		// the refused one is closed at once.
 		if fw.active.Add(1) > int64(fw.f.cfg.MaxConns) {
 			fw.active.Add(-1)
+			fw.refuse(c.RemoteAddr().String(), fw.f.cfg.MaxConns) // counted before the client can see the close
 			c.Close()
-			fw.refuse(c.RemoteAddr().String(), fw.f.cfg.MaxConns)
 			continue
 		}
 		if !fw.track(c) {
