@@ -8,8 +8,9 @@
 // Start-up order: check privileges and nft, create the TAP, join the room as
 // its gateway (the signaling server's welcome carries the room subnet), then
 // set up the host for that subnet (address .1/prefix on the TAP, forwarding,
-// nftables), then serve DNS and /metrics. Shutdown runs in reverse: DNS
-// forwarder, host, then the mesh (which leaves the room and removes the TAP).
+// nftables), then serve DNS, the -forward proxies and /metrics. Shutdown
+// runs in reverse: port forwards, DNS forwarder, host, then the mesh (which
+// leaves the room and removes the TAP).
 package main
 
 import (
