@@ -8,8 +8,9 @@
 // Start-up order: check privileges and nft, create the TAP, join the room as
 // its gateway (the signaling server's welcome carries the room subnet), then
 // set up the host for that subnet (address .1/prefix on the TAP, forwarding,
-// nftables), then serve DNS and /metrics. Shutdown runs in reverse: DNS
-// forwarder, host, then the mesh (which leaves the room and removes the TAP).
+// nftables), then serve DNS, the -forward proxies and /metrics. Shutdown
+// runs in reverse: port forwards, DNS forwarder, host, then the mesh (which
+// leaves the room and removes the TAP).
 package main
 
 import (
@@ -37,6 +38,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/peerlan/peerlan/gateway"
+	"github.com/peerlan/peerlan/gateway/portfwd"
 	"github.com/peerlan/peerlan/internal/cli"
 	"github.com/peerlan/peerlan/internal/resumefile"
 	"github.com/peerlan/peerlan/peer"
@@ -54,7 +56,7 @@ type options struct {
 	signal, room, token, tokenFile, relay string
 	tap, uplink, stateDir, rate           string
 	mtu                                   int
-	dns, allow                            cli.List
+	dns, allow, forward                   cli.List
 	ice, iceInterfaces                    cli.List
 	iceLoopback, offload                  bool
 	udpPorts, metricsAddr                 string
@@ -71,6 +73,7 @@ type config struct {
 	extraICE  []webrtc.ICEServer
 	host      gateway.HostConfig
 	upstreams []netip.AddrPort
+	forwards  []portfwd.Spec
 }
 
 func run(args []string) int {
@@ -87,6 +90,7 @@ CGNAT, link-local, multicast or cloud-metadata destinations (nor this host,
 except DNS and ping on .1) unless -allow opens them, and DNS on .1 is
 forwarded to the upstream resolvers. Everything is undone on SIGINT/SIGTERM,
 and after a crash on the next start. Needs root (CAP_NET_ADMIN) and nft.
+With -forward, tools on this host reach guests' ports through proxies.
 
 The gateway token comes from -token-file, -token or the environment
 variable %s; mint one with
@@ -107,6 +111,9 @@ Flags:
 	fs.Var(&o.dns, "dns", "upstream DNS `resolvers` (comma-separated ADDR or ADDR:PORT; default: the nameservers of /etc/resolv.conf)")
 	fs.Var(&o.allow, "allow", "comma-separated IPv4 `prefixes` guests may reach although the egress policy blocks them by default")
 	fs.StringVar(&o.rate, "rate", "", "per-guest bandwidth `limit` in each direction, e.g. 20mbit, 5MB, 1MiB, 250000 (bytes/s); empty: no limit")
+	fs.Var(&o.forward, "forward", "port `forwards` from this host to guests, as tcp:HOSTADDR=GUESTIP:PORT or udp:...; repeat the flag or\n"+
+		"separate with commas. HOSTADDR is IP:PORT, or :PORT for every address of the host (reachable from its networks).\n"+
+		"Guests see the connections come from .1. E.g. -forward tcp:127.0.0.1:8080=10.86.0.2:80,udp:127.0.0.1:5353=10.86.0.2:53")
 	fs.StringVar(&o.stateDir, "state-dir", gateway.DefaultStateDir, "`dir` for the lock, the crash-recovery files and the room's resume token (a restarted gateway takes .1 back at once)")
 	fs.StringVar(&o.metricsAddr, "metrics", "", "serve /metrics (Prometheus), /status (JSON) and /healthz on this `host:port` (loopback recommended)")
 	fs.DurationVar(&o.statusEvery, "status-every", 30*time.Second, "period of the status lines in the logs (0 disables)")
@@ -208,6 +215,16 @@ func parse(o options, log *slog.Logger) (*config, error) {
 	}
 	if o.mtu < 576 || o.mtu > 1500 {
 		return nil, fmt.Errorf("-mtu %d: want 576 to 1500", o.mtu)
+	}
+	for _, s := range o.forward {
+		sp, err := portfwd.ParseSpec(s)
+		if err != nil {
+			return nil, fmt.Errorf("-forward: %w", err)
+		}
+		c.forwards = append(c.forwards, sp)
+	}
+	if len(c.forwards) > portfwd.MaxSpecs {
+		return nil, fmt.Errorf("-forward: %d forwards, at most %d", len(c.forwards), portfwd.MaxSpecs)
 	}
 	return c, nil
 }
@@ -330,6 +347,9 @@ func serve(c *config, log *slog.Logger) error {
 	if err != nil || ctx.Err() != nil {
 		return errors.Join(err, stopMeshWait())
 	}
+	if err := checkForwards(c.forwards, subnet); err != nil {
+		return errors.Join(err, stopMeshWait())
+	}
 
 	hc := c.host
 	hc.Subnet = subnet
@@ -343,8 +363,12 @@ func serve(c *config, log *slog.Logger) error {
 	if err != nil {
 		return errors.Join(err, host.Close(), stopMeshWait())
 	}
+	var forwards *portfwd.Forwarder // started once the metrics registry exists
 	teardown := func() error {
 		var errs []error
+		if forwards != nil {
+			forwards.Close() // first: no new connection reaches a guest while the rest goes
+		}
 		if err := fwd.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("closing the DNS forwarder: %w", err))
 		}
@@ -362,6 +386,9 @@ func serve(c *config, log *slog.Logger) error {
 	if err == nil {
 		err = registerMeshMetrics(reg, mesh)
 	}
+	if err == nil {
+		forwards, err = startForwards(c.forwards, reg, log)
+	}
 	if err != nil {
 		return errors.Join(err, teardown())
 	}
@@ -377,12 +404,48 @@ func serve(c *config, log *slog.Logger) error {
 	if errors.Is(runErr, errMeshStopped) {
 		runErr = nil // teardown returns the mesh's own error
 	}
-	log.Info("stopping: closing the DNS forwarder, restoring the host, leaving the room")
+	log.Info("stopping: closing the port forwards and the DNS forwarder, restoring the host, leaving the room")
 	err = errors.Join(runErr, teardown())
 	if err == nil {
 		log.Info("stopped; host restored")
 	}
 	return err
+}
+
+// checkForwards checks each -forward's guest against the room subnet, which
+// is known only once the gateway has joined.
+func checkForwards(specs []portfwd.Spec, subnet netip.Prefix) error {
+	for _, sp := range specs {
+		if err := sp.CheckSubnet(subnet); err != nil {
+			return fmt.Errorf("-forward: %w", err)
+		}
+	}
+	return nil
+}
+
+// startForwards starts the -forward proxies (nil without any). Guests are
+// dialed through the host's own stack, which routes the room subnet through
+// the TAP holding .1.
+func startForwards(specs []portfwd.Spec, reg prometheus.Registerer, log *slog.Logger) (*portfwd.Forwarder, error) {
+	if len(specs) == 0 {
+		return nil, nil
+	}
+	for _, sp := range specs {
+		if sp.AllAddresses() {
+			log.Warn("forward listens on every address of the host: whoever reaches this host reaches the guest",
+				"forward", sp.String())
+		}
+	}
+	var d net.Dialer
+	f, err := portfwd.New(specs, d.DialContext, portfwd.Config{Logger: log, Registerer: reg})
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("-forward: %w", err)
+	}
+	return f, nil
 }
 
 // waitJoined waits for the signaling server's welcome and returns the room
