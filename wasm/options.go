@@ -132,7 +132,7 @@ func signalOption(raw map[string]json.RawMessage) ([]string, error) {
 	}
 	urls, err := signalclient.ParseURLs(list)
 	if err != nil {
-		return nil, fmt.Errorf("option signal: %s (the signaling server's WebSocket URL, or an array of them)", strings.TrimPrefix(err.Error(), "signal: "))
+		return nil, fmt.Errorf("option signal: %s; want the signaling server's WebSocket URL, or an array of them", strings.TrimPrefix(err.Error(), "signal: "))
 	}
 	return urls, nil
 }
