@@ -299,7 +299,7 @@ function readParams() {
 function signalParam(value, problems) {
   if (value === null || value.trim() === "") return null;
   const meta = document.querySelector('meta[name="peerlan-signal-hosts"]');
-  const hosts = new Set([location.hostname, ...(meta ? meta.content.split(/\s+/).filter(Boolean) : [])]);
+  const hosts = new Set([location.hostname, ...(meta ? meta.content.toLowerCase().split(/\s+/).filter(Boolean) : [])]);
   const urls = [];
   for (const item of value.split(",").map((v) => v.trim()).filter(Boolean)) {
     let u;

@@ -38,8 +38,10 @@ type Config struct {
 	// server does not honour (expired, other room or role) means a fresh join.
 	Resume string
 
-	MinBackoff time.Duration // first reconnect delay; default 250 ms
-	MaxBackoff time.Duration // reconnect delay cap; default 10 s
+	// MinBackoff is the wait after a welcomed session ends and after the
+	// first round of failed attempts (see Run); default 250 ms.
+	MinBackoff time.Duration
+	MaxBackoff time.Duration // cap of the doubling wait between failed rounds; default 10 s
 	// ReadTimeout is the silence (no message, no ping) after which the server
 	// is presumed gone and the client reconnects, until a welcome announces
 	// the server's ping period; from then on it is two periods and a second
@@ -56,8 +58,9 @@ type Config struct {
 // reported) or *Disconnected.
 type Event any
 
-// Disconnected reports that the connection to the server was lost; the
-// client is reconnecting. Existing peer-to-peer links are unaffected.
+// Disconnected reports that the connection to the server was lost, or that
+// a round of attempts (one per URL) failed; the client is reconnecting.
+// Existing peer-to-peer links are unaffected.
 type Disconnected struct {
 	Err error
 }
@@ -176,7 +179,8 @@ func (c *Client) Send(to proto.PeerID, data json.RawMessage) error {
 // attempt moves on at once; only when every URL has failed once since the
 // last welcome or wait (a full round) does Run wait its backoff, jittered and
 // doubling from MinBackoff to MaxBackoff, so a dead instance costs one failed
-// dial, not a backoff. After a welcomed session ends, Run waits MinBackoff
+// dial (refused at once, or the 10 s handshake timeout of a host that does
+// not answer), not a backoff. After a welcomed session ends, Run waits MinBackoff
 // (jittered) and starts its backoff anew, so that a server which welcomes
 // and drops the client at once cannot make it spin. It emits Disconnected
 // when a welcomed session ends and when a round fails, not for each URL of a
