@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall/js"
 	"time"
 
 	"github.com/peerlan/peerlan/peer"
+	"github.com/peerlan/peerlan/signal/signalclient"
 )
 
 func main() {
@@ -64,8 +66,9 @@ type lan struct {
 	port   *guestPort
 	obj    js.Value // the JavaScript lan object
 	cancel context.CancelFunc
-	done   chan struct{} // closed when the mesh's Run returned
-	runErr error         // Run's result, valid after done
+	done   chan struct{}          // closed when the mesh's Run returned
+	runErr error                  // Run's result, valid after done
+	server atomic.Pointer[string] // URL of the signaling server that last welcomed us
 
 	// The lan object's JavaScript half (lanJS) and what Go shares with it.
 	half    js.Value // {lan, deliver, close, stage, lens, rx, error}
@@ -176,7 +179,7 @@ func startLAN(opts joinOptions) (*lan, error) {
 	l.port = newGuestPort(l.deliverFrame)
 	l.obj = l.newObject()
 	mesh, err := peer.NewMesh(peer.MeshConfig{
-		Signal:      opts.Signal,
+		Signal:      strings.Join(opts.Signal, ","),
 		Room:        opts.Room,
 		Token:       opts.Token,
 		Relay:       opts.Relay,
@@ -192,6 +195,9 @@ func startLAN(opts joinOptions) (*lan, error) {
 	l.mesh = mesh
 	ctx, cancel := context.WithCancel(context.Background())
 	l.cancel = cancel
+	// The mesh makes its own client; the trace tells the page which server
+	// of the list welcomed it.
+	ctx = signalclient.WithTrace(ctx, &signalclient.Trace{Joined: func(url string) { l.server.Store(&url) }})
 	go func() {
 		defer close(l.done)
 		l.runErr = mesh.Run(ctx)
@@ -221,16 +227,17 @@ func (l *lan) waitJoined() error {
 			}
 			return errors.New("the mesh stopped before it joined")
 		case <-deadline.C:
-			return fmt.Errorf("the signaling server at %s did not welcome us within %v", l.opts.Signal, l.opts.Timeout)
+			return fmt.Errorf("the signaling server at %s did not welcome us within %v", l.opts.servers(), l.opts.Timeout)
 		case <-tick.C:
 			st := l.mesh.Status()
 			if st.ID != "" {
 				return nil
 			}
 			if st.Signal == "reconnecting" {
-				// The first connection failed before any welcome: the browser
-				// tells scripts nothing more about a failed WebSocket.
-				return fmt.Errorf("cannot reach the signaling server at %s (is it running, and does it accept this page's origin?)", l.opts.Signal)
+				// The first round of connections (one to each URL) failed
+				// before any welcome: the browser tells scripts nothing more
+				// about a failed WebSocket.
+				return fmt.Errorf("cannot reach the signaling server at %s (is it running, and does it accept this page's origin?)", l.opts.servers())
 			}
 		}
 	}
@@ -308,14 +315,22 @@ func (l *lan) deliverFrame(frame []byte) error {
 	return err
 }
 
-// status is lan.status(): peer.MeshStatus plus the guest port's counters.
+// status is lan.status(): peer.MeshStatus plus the signaling server in use
+// and the guest port's counters.
 type status struct {
 	peer.MeshStatus
-	Guest guestPortStats `json:"guest"`
+	// SignalURL is the signaling server that last welcomed this peer, one
+	// of option signal's URLs.
+	SignalURL string         `json:"signal_url,omitempty"`
+	Guest     guestPortStats `json:"guest"`
 }
 
 func (l *lan) jsStatus(js.Value, []js.Value) any {
-	b, err := json.Marshal(status{MeshStatus: l.mesh.Status(), Guest: l.port.stats()})
+	st := status{MeshStatus: l.mesh.Status(), Guest: l.port.stats()}
+	if u := l.server.Load(); u != nil {
+		st.SignalURL = *u
+	}
+	b, err := json.Marshal(st)
 	if err != nil { // cannot happen: every field marshals
 		return jsError("peerlan: status: " + err.Error())
 	}

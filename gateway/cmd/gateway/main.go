@@ -100,7 +100,7 @@ Flags:
 `, tokenEnv)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&o.signal, "signal", "ws://127.0.0.1:8080/signal", "signaling server `URL` (ws:// or wss://)")
+	fs.StringVar(&o.signal, "signal", "ws://127.0.0.1:8080/signal", "signaling server `URL` (ws:// or wss://), or several comma-separated (instances of one cluster):\nthe session stays on one and fails over to the next when it goes away")
 	fs.StringVar(&o.room, "room", "", "room `name` to serve (required)")
 	fs.StringVar(&o.tokenFile, "token-file", "", "`file` holding the room's gateway token (recommended: not visible in ps)")
 	fs.StringVar(&o.token, "token", "", "the room's gateway `token` (visible in ps; prefer -token-file or $"+tokenEnv+")")
