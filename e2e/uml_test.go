@@ -139,8 +139,7 @@ exec "$@"`, "uml", "env", "TMPDIR=" + dir, name}
 	vm := StartProcess(t, "uml", "ip", append(wrap, args...)...)
 	con := &guestConsole{c: ptyConn{master}, notify: make(chan struct{})}
 	log := &safeLog{t: t}
-	t.Cleanup(func() { master.Close() })
-	t.Cleanup(log.stop)
+	t.Cleanup(log.stop) // before openPty's close: the copier logs no more
 	go con.copy(log)
 	return vm, con
 }
