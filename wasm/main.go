@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/peerlan/peerlan/peer"
-	"github.com/peerlan/peerlan/signal/signalclient"
 )
 
 func main() {
@@ -66,9 +65,8 @@ type lan struct {
 	port   *guestPort
 	obj    js.Value // the JavaScript lan object
 	cancel context.CancelFunc
-	done   chan struct{}          // closed when the mesh's Run returned
-	runErr error                  // Run's result, valid after done
-	server atomic.Pointer[string] // URL of the signaling server that last welcomed us
+	done   chan struct{} // closed when the mesh's Run returned
+	runErr error         // Run's result, valid after done
 
 	// The lan object's JavaScript half (lanJS) and what Go shares with it.
 	half    js.Value // {lan, deliver, close, stage, lens, rx, error}
@@ -195,9 +193,6 @@ func startLAN(opts joinOptions) (*lan, error) {
 	l.mesh = mesh
 	ctx, cancel := context.WithCancel(context.Background())
 	l.cancel = cancel
-	// The mesh makes its own client; the trace tells the page which server
-	// of the list welcomed it.
-	ctx = signalclient.WithTrace(ctx, &signalclient.Trace{Joined: func(url string) { l.server.Store(&url) }})
 	go func() {
 		defer close(l.done)
 		l.runErr = mesh.Run(ctx)
@@ -315,21 +310,14 @@ func (l *lan) deliverFrame(frame []byte) error {
 	return err
 }
 
-// status is lan.status(): peer.MeshStatus plus the signaling server in use
-// and the guest port's counters.
+// status is lan.status(): peer.MeshStatus plus the guest port's counters.
 type status struct {
 	peer.MeshStatus
-	// SignalURL is the signaling server that last welcomed this peer, one
-	// of option signal's URLs.
-	SignalURL string         `json:"signal_url,omitempty"`
-	Guest     guestPortStats `json:"guest"`
+	Guest guestPortStats `json:"guest"`
 }
 
 func (l *lan) jsStatus(js.Value, []js.Value) any {
 	st := status{MeshStatus: l.mesh.Status(), Guest: l.port.stats()}
-	if u := l.server.Load(); u != nil {
-		st.SignalURL = *u
-	}
 	b, err := json.Marshal(st)
 	if err != nil { // cannot happen: every field marshals
 		return jsError("peerlan: status: " + err.Error())

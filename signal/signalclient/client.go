@@ -194,7 +194,6 @@ func (c *Client) Send(to proto.PeerID, data json.RawMessage) error {
 // every URL is dropped, Run returns the *HandshakeError (with several URLs,
 // all of them, joined).
 func (c *Client) Run(ctx context.Context) error {
-	tr := traceFrom(ctx)
 	n := len(c.urls)
 	welcomed := make([]bool, n) // the URL has led to a welcome during this Run
 	wrong := make([]error, n)   // why the URL was dropped, or nil
@@ -204,7 +203,7 @@ func (c *Client) Run(ctx context.Context) error {
 	i := 0
 	for {
 		url := c.urls[i]
-		joined, err := c.session(ctx, url, tr)
+		joined, err := c.session(ctx, url)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -276,7 +275,7 @@ func (c *Client) nextLive(i int, wrong []error) int {
 
 // session runs one connection: join, then events until it breaks. joined
 // reports whether the server welcomed us.
-func (c *Client) session(ctx context.Context, url string, tr *Trace) (joined bool, err error) {
+func (c *Client) session(ctx context.Context, url string) (joined bool, err error) {
 	conn, err := dial(ctx, url, c.cfg.ReadTimeout, c.native)
 	if err != nil {
 		return false, err
@@ -321,9 +320,6 @@ func (c *Client) session(ctx context.Context, url string, tr *Trace) (joined boo
 			c.mu.Lock()
 			c.conn, c.server, c.resume, c.id = conn, url, m.Resume, m.ID
 			c.mu.Unlock()
-			if tr != nil && tr.Joined != nil {
-				tr.Joined(url)
-			}
 			if ka := time.Duration(m.Limits.KeepaliveMillis) * time.Millisecond; ka > 0 {
 				// Two missed pings and a second: a dead path is noticed in
 				// seconds, whatever period the server runs with.

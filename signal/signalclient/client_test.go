@@ -23,12 +23,6 @@ import (
 // returns what Run returned; done is closed when Run has returned.
 func runClient(t *testing.T, url, room string, mod func(*signalclient.Config)) (c *signalclient.Client, stop func() error, done <-chan struct{}) {
 	t.Helper()
-	return runClientCtx(t, context.Background(), url, room, mod)
-}
-
-// runClientCtx is runClient with Run's context derived from ctx.
-func runClientCtx(t *testing.T, ctx context.Context, url, room string, mod func(*signalclient.Config)) (c *signalclient.Client, stop func() error, done <-chan struct{}) {
-	t.Helper()
 	cfg := signalclient.Config{URL: url, Room: room, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
 		Logger: signaltest.Logger(t)}
 	if mod != nil {
@@ -38,7 +32,7 @@ func runClientCtx(t *testing.T, ctx context.Context, url, room string, mod func(
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(context.Background())
 	var runErr error
 	finished := make(chan struct{})
 	go func() { runErr = c.Run(ctx); close(finished) }()

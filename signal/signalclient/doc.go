@@ -7,8 +7,7 @@
 // (Config.URL, comma-separated, or Config.URLs): it stays on the one that
 // welcomed it and, when that session ends or a dial fails, moves on to the
 // next and resumes there (Run documents the order and the backoff). URL
-// names the server in use; Trace reports each join to code that does not
-// hold the Client.
+// names the server in use (peer.MeshStatus passes it on).
 //
 // It links nothing of the server (package signal): natively it dials with
 // gorilla/websocket, and in the browser (GOOS=js, dial_js.go) it uses the
