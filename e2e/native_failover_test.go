@@ -81,7 +81,7 @@ func TestNativeSignalFailover(t *testing.T) {
 	joined := strings.Index(out, `msg="joined room" server=`+b.WS+" ")
 	if skipped < 0 || joined < 0 || skipped > joined {
 		t.Errorf("%s's log should show %s refused, then the join through %s:\n%s", d.Name, a.WS, b.WS, out)
-	} else if wait := strings.Index(out[:joined], "reconnecting"); wait >= 0 {
+	} else if strings.Contains(out[:joined], "reconnecting") {
 		t.Errorf("%s waited a backoff before trying %s:\n%s", d.Name, b.WS, out[:joined])
 	}
 	peers = append(peers, d)
