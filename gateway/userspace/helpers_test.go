@@ -131,7 +131,7 @@ func newGuestLab(t *testing.T, cfg Config) *guestLab {
 	l.ip(t, "link", "set", "lo", "up")
 	l.ip(t, "link", "set", "guest0", "address", guestMAC.String(), "up")
 	l.ip(t, "addr", "add", testGuest.String()+"/24", "dev", "guest0")
-	l.ip(t, "route", "add", "default", "via", l.g.Addr().String())
+	l.ip(t, "route", "add", "default", "via", l.g.GatewayAddr().String())
 	done := make(chan struct{}, 2)
 	go func() { // guest → gateway
 		defer func() { done <- struct{}{} }()

@@ -300,8 +300,32 @@ func (g *Gateway) startDNS(ctx context.Context, cfg gateway.DNSConfig) error {
 	return nil
 }
 
-// Addr is the gateway's address (.1).
-func (g *Gateway) Addr() netip.Addr { return g.addr }
+// GatewayAddr is the gateway's address (.1).
+func (g *Gateway) GatewayAddr() netip.Addr { return g.addr }
+
+// Announce queues a gratuitous ARP for .1, so that guests that knew another
+// gateway (a restarted one, another MAC) switch to this one at once.
+func (g *Gateway) Announce() error {
+	f := g.frames.Get().(*frame)
+	n, err := ether.BuildGratuitousARP(f.b[:], g.mac, g.addr)
+	if err != nil {
+		g.frames.Put(f)
+		return fmt.Errorf("userspace gateway: announce: %w", err)
+	}
+	f.n = n
+	select {
+	case <-g.closed:
+		g.frames.Put(f)
+		return net.ErrClosed
+	case g.out <- f:
+		g.outTraffic.add(n)
+		return nil
+	default:
+		g.frames.Put(f)
+		g.drop(DropQueue)
+		return fmt.Errorf("userspace gateway: announce: %w", peer.ErrDropped)
+	}
+}
 
 // Subnet is the room's subnet.
 func (g *Gateway) Subnet() netip.Prefix { return g.subnet }

@@ -74,7 +74,7 @@ func TestDHCPSilence(t *testing.T) {
 	}
 	// A unicast request to .1:67 (a client renewing with the wrong server)
 	// does not reach a DHCP server either.
-	unicast := udpFrame(g.MAC(), guestMAC, netip.AddrPortFrom(testGuest, 68), netip.AddrPortFrom(g.Addr(), 67), make([]byte, 244))
+	unicast := udpFrame(g.MAC(), guestMAC, netip.AddrPortFrom(testGuest, 68), netip.AddrPortFrom(g.GatewayAddr(), 67), make([]byte, 244))
 	g.Write(unicast)
 	for _, f := range readFrames(t, g, 2*time.Second) {
 		if e, _ := ether.ParseEthernet(f); e.Type() == ether.TypeIPv4 {
@@ -231,10 +231,10 @@ func TestRateLimitUDP(t *testing.T) {
 
 func TestPingAndARP(t *testing.T) {
 	l := newGuestLab(t, Config{})
-	if out, err := l.run(20*time.Second, "ping", "-c", "3", "-i", "0.2", "-W", "5", l.g.Addr().String()); err != nil {
+	if out, err := l.run(20*time.Second, "ping", "-c", "3", "-i", "0.2", "-W", "5", l.g.GatewayAddr().String()); err != nil {
 		t.Fatalf("ping .1: %v\n%s", err, out)
 	}
-	out, _ := l.run(5*time.Second, "ip", "neigh", "show", l.g.Addr().String())
+	out, _ := l.run(5*time.Second, "ip", "neigh", "show", l.g.GatewayAddr().String())
 	if !strings.Contains(out, l.g.MAC().String()) {
 		t.Errorf("ARP for .1 = %q, want the gateway's MAC %v", out, l.g.MAC())
 	}
@@ -253,7 +253,7 @@ func TestDNS(t *testing.T) {
 	}
 	l := newGuestLab(t, Config{})
 	for _, proto := range []string{"+notcp", "+tcp"} {
-		out, err := l.run(20*time.Second, "dig", "+short", "+tries=3", "+time=3", proto, "@"+l.g.Addr().String(), "example.test")
+		out, err := l.run(20*time.Second, "dig", "+short", "+tries=3", "+time=3", proto, "@"+l.g.GatewayAddr().String(), "example.test")
 		if err != nil || strings.TrimSpace(out) != "192.0.2.7" {
 			t.Errorf("dig %s: %v: %q, want 192.0.2.7", proto, err, out)
 		}
@@ -406,5 +406,21 @@ func TestCloseUnblocksRead(t *testing.T) {
 	}
 	if err := g.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
+	}
+}
+
+func TestAnnounce(t *testing.T) {
+	g := newGateway(t, Config{})
+	if err := g.Announce(); err != nil {
+		t.Fatal(err)
+	}
+	frames := readFrames(t, g, 500*time.Millisecond)
+	if len(frames) != 1 {
+		t.Fatalf("%d frames, want the gratuitous ARP", len(frames))
+	}
+	e, _ := ether.ParseEthernet(frames[0])
+	a, err := ether.ParseARP(e.Payload())
+	if err != nil || !e.Dst().IsBroadcast() || a.SenderIP() != g.GatewayAddr() || a.SenderMAC() != g.MAC() {
+		t.Errorf("announce frame % x (%v)", frames[0], err)
 	}
 }
