@@ -150,7 +150,7 @@ func serveUserspace(c *config, log *slog.Logger) error {
 		defer hs.Close()
 	}
 	dns := g.DNS()
-	log.Info("gateway ready (userspace)", "room", c.o.room, "subnet", g.Subnet(), "address", g.GatewayAddr(),
+	log.Info("gateway ready", "room", c.o.room, "subnet", g.Subnet(), "address", g.GatewayAddr(), "mode", "userspace",
 		"mac", g.MAC(), "dns", dns.Addr(), "upstreams", dns.Upstreams(), "allow", c.host.Allow,
 		"rate_bytes_per_s", c.host.GuestRateLimit)
 
