@@ -400,6 +400,7 @@ func (t toSwitch) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *stack
 		n += copy(f.b[n:], s)
 	}
 	f.n = n
+	g.fixARPSender(f.b[:n])
 	if dst, ok := guestDst(f.b[:n]); ok && g.rate != nil && !g.rate.allow(dirIn, dst, n, time.Now()) {
 		g.frames.Put(f)
 		g.drop(gateway.DropRateLimit)
@@ -413,6 +414,31 @@ func (t toSwitch) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *stack
 		g.drop(DropQueue)
 	}
 }
+
+// arpSenderIP is where an ARP packet in an Ethernet frame keeps its sender
+// protocol address.
+const arpSenderIP = ether.HeaderLen + 14
+
+// fixARPSender makes .1 the sender of the stack's ARP requests. The stack
+// asks for a guest's MAC from the address of the flow that needs it, which
+// for a guest's connection to the internet is the internet address the
+// stack answers for; peers' switches drop ARP claiming an address the
+// gateway does not hold (arp-spoof), and the answer does not depend on it.
+func (g *Gateway) fixARPSender(b []byte) {
+	e, err := ether.ParseEthernet(b)
+	if err != nil || e.Type() != ether.TypeARP {
+		return
+	}
+	a, err := ether.ParseARP(e.Payload())
+	if err != nil || a.Op() != arpRequest || a.SenderIP() == g.addr {
+		return
+	}
+	gw := g.addr.As4()
+	copy(b[arpSenderIP:arpSenderIP+4], gw[:])
+}
+
+// arpRequest is ARP's request opcode.
+const arpRequest = 1
 
 // guestDst is the IPv4 destination of a frame the stack sends.
 func guestDst(b []byte) (netip.Addr, bool) {

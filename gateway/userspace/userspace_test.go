@@ -3,6 +3,7 @@ package userspace
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -423,4 +424,49 @@ func TestAnnounce(t *testing.T) {
 	if err != nil || !e.Dst().IsBroadcast() || a.SenderIP() != g.GatewayAddr() || a.SenderMAC() != g.MAC() {
 		t.Errorf("announce frame % x (%v)", frames[0], err)
 	}
+}
+
+// TestARPRequestsFromGateway: the stack resolves a guest it has not heard an
+// ARP from (a guest that kept .1's MAC across a gateway restart) when that
+// guest's SYN to the internet arrives. Its ARP request must claim .1, not
+// the internet address it answers for, or peers' switches drop it as
+// spoofed.
+func TestARPRequestsFromGateway(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	g := newGateway(t, Config{translate: toLoopback})
+	syn := udpFrame(g.MAC(), guestMAC, netip.AddrPortFrom(testGuest, 40000),
+		netip.AddrPortFrom(internetHost, uint16(ln.Addr().(*net.TCPAddr).Port)), make([]byte, 12))
+	ip := syn[ether.HeaderLen:]
+	ip[9] = protoTCP
+	binary.BigEndian.PutUint16(ip[10:], 0)
+	binary.BigEndian.PutUint16(ip[10:], ^ether.Checksum(ip[:20], 0))
+	tcp := ip[20:] // ports as written; seq 0, ack 0
+	clear(tcp[4:])
+	tcp[12] = 5 << 4 // data offset
+	tcp[13] = 0x02   // SYN
+	binary.BigEndian.PutUint16(tcp[14:], 65535)
+	syn = syn[:ether.HeaderLen+20+20]
+	binary.BigEndian.PutUint16(ip[2:], 40)
+	binary.BigEndian.PutUint16(ip[10:], 0)
+	binary.BigEndian.PutUint16(ip[10:], ^ether.Checksum(ip[:20], 0))
+	g.Write(syn)
+	for _, f := range readFrames(t, g, 3*time.Second) {
+		e, _ := ether.ParseEthernet(f)
+		if e.Type() != ether.TypeARP {
+			continue
+		}
+		a, err := ether.ParseARP(e.Payload())
+		if err != nil || a.Op() != arpRequest || a.TargetIP() != testGuest {
+			continue
+		}
+		if a.SenderIP() != g.GatewayAddr() || a.SenderMAC() != g.MAC() {
+			t.Fatalf("ARP request for the guest claims %v at %v, want .1 at the gateway's MAC", a.SenderIP(), a.SenderMAC())
+		}
+		return
+	}
+	t.Fatal("the stack sent no ARP request for the guest")
 }
