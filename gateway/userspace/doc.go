@@ -20,7 +20,12 @@
 //     own private networks or loopback unless Allow opens them;
 //   - a token bucket per guest address and direction (Config.RateLimit),
 //     over-limit frames dropped and counted;
-//   - DialGuest: connections from the stack to a guest (port forwarding).
+//   - DialGuest: connections from the stack to a guest (port forwarding);
+//   - bounds: Config.MaxFlows relayed flows, a bounded queue toward the
+//     switch, and the forwarder's own limit of 10 TCP handshakes in flight
+//     (each waits for the host's connect, so a guest dialling unanswering
+//     addresses slows others' new connections for the kernel's connect
+//     timeout).
 //
 // What it does not do:
 //   - DHCP: the stack runs no DHCP server, and broadcast IPv4 from guests is
@@ -30,7 +35,9 @@
 //     a guest, and a stack that answered them itself would lie, so guest
 //     pings to other addresses are dropped (DropICMP);
 //   - IPv6, IP fragments toward the internet, other IP protocols;
-//   - offloads: one frame per Read and Write (the stack's MTU is Config.MTU).
+//   - offloads: one frame per Read and Write (the stack's MTU is Config.MTU);
+//   - a prompt end of idle UDP relays on Close: their host sockets close at
+//     the library's 90 s idle timeout.
 //
 // Speed: every guest flow is a userspace TCP/IP stack plus a host socket, so
 // it costs more CPU per byte than the kernel's NAT; docs/architecture.md has

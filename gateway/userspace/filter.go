@@ -22,6 +22,7 @@ const (
 	DropMalformed = "malformed" // too short to parse
 	DropQueue     = "queue"     // the switch did not read the stack's frames fast enough
 	DropTooBig    = "toobig"    // a frame larger than the reader's buffer
+	DropFlows     = "flows"     // a new flow beyond Config.MaxFlows
 )
 
 // DropReasons lists every reason the gateway counts, in the order of Stats.
@@ -29,7 +30,7 @@ var DropReasons = []string{
 	gateway.DropIPv6, gateway.DropBroadcast, gateway.DropMulticast, gateway.DropSpoofed, gateway.DropZeroNet,
 	gateway.DropLoopback, gateway.DropPrivate, gateway.DropCGNAT, gateway.DropMetadata, gateway.DropLinkLocal,
 	gateway.DropReserved, gateway.DropHost, gateway.DropRoute, gateway.DropRateLimit,
-	DropICMP, DropProtocol, DropMalformed, DropQueue, DropTooBig,
+	DropICMP, DropProtocol, DropMalformed, DropQueue, DropTooBig, DropFlows,
 }
 
 var reasonIndex = func() map[string]int {

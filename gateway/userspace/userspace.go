@@ -35,6 +35,9 @@ const (
 	// that the switch has not read yet; beyond it frames are dropped
 	// (DropQueue), as a congested port does.
 	DefaultQueueLen = 1024
+	// DefaultMaxFlows bounds the TCP connections and UDP flows relayed at
+	// once, all guests together (each holds a socket of the host).
+	DefaultMaxFlows = 4096
 	// maxAllow bounds Config.Allow, as gateway.HostConfig does.
 	maxAllow = 256
 	// nic is the stack's one network interface.
@@ -73,6 +76,10 @@ type Config struct {
 	DNS gateway.DNSConfig
 	// QueueLen bounds frames waiting toward the switch; default DefaultQueueLen.
 	QueueLen int
+	// MaxFlows bounds the flows relayed at once: a new TCP connection is
+	// dropped (DropFlows) while MaxFlows are connected, a new UDP flow while
+	// the stack holds MaxFlows flows of either kind. Default DefaultMaxFlows.
+	MaxFlows int
 	// Logger default slog.Default().
 	Logger *slog.Logger
 
@@ -95,6 +102,9 @@ type Gateway struct {
 	ep     *tap.LinkEndpoint
 	dns    *gateway.DNSForwarder
 	rate   *limiter // nil: no limit
+
+	maxFlows int
+	ownFlows int // the stack's own endpoints (DNS), not counted against maxFlows
 
 	out      chan *frame // stack → switch, bounded
 	frames   sync.Pool   // *frame
@@ -142,8 +152,11 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if cfg.RateLimit != 0 && cfg.RateLimit < gateway.MinGuestRateLimit {
 		return nil, fmt.Errorf("%w: RateLimit %d bytes/s, at least %d", errConfig, cfg.RateLimit, gateway.MinGuestRateLimit)
 	}
-	if cfg.QueueLen < 0 {
-		return nil, fmt.Errorf("%w: negative QueueLen", errConfig)
+	if cfg.QueueLen < 0 || cfg.MaxFlows < 0 {
+		return nil, fmt.Errorf("%w: negative QueueLen or MaxFlows", errConfig)
+	}
+	if cfg.MaxFlows == 0 {
+		cfg.MaxFlows = DefaultMaxFlows
 	}
 	if cfg.QueueLen == 0 {
 		cfg.QueueLen = DefaultQueueLen
@@ -169,6 +182,8 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		out:    make(chan *frame, cfg.QueueLen),
 		closed: make(chan struct{}),
 		drops:  make([]atomic.Uint64, len(DropReasons)),
+
+		maxFlows: cfg.MaxFlows,
 	}
 	g.frames.New = func() any { return new(frame) }
 	if cfg.RateLimit > 0 {
@@ -181,6 +196,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		g.stack.Close()
 		return nil, err
 	}
+	g.ownFlows = len(g.stack.RegisteredEndpoints())
 	g.log.Info("userspace stack ready", "subnet", subnet, "address", g.addr, "mac", g.mac, "mtu", cfg.MTU,
 		"allow", g.allow, "rate_bytes_per_s", cfg.RateLimit)
 	return g, nil
@@ -249,9 +265,9 @@ func (g *Gateway) buildStack(mtu int, translate map[netip.Addr]netip.Addr) error
 		nat[tcpip.AddrFrom4(from.As4())] = tcpip.AddrFrom4(to.As4())
 	}
 	tcpFwd := forwarder.TCP(s, nat, &natMu, false)
-	s.SetTransportProtocolHandler(tcp.ProtocolNumber, g.toHost(tcpFwd.HandlePacket))
+	s.SetTransportProtocolHandler(tcp.ProtocolNumber, g.toHost(tcpFwd.HandlePacket, g.tcpFlowsFull))
 	udpFwd := forwarder.UDP(s, nat, &natMu, false)
-	s.SetTransportProtocolHandler(udp.ProtocolNumber, g.toHost(udpFwd.HandlePacket))
+	s.SetTransportProtocolHandler(udp.ProtocolNumber, g.toHost(udpFwd.HandlePacket, g.udpFlowsFull))
 	return nil
 }
 
@@ -261,16 +277,33 @@ func (g *Gateway) buildStack(mtu int, translate map[netip.Addr]netip.Addr) error
 // are not for DNS or a DialGuest connection; dialling .1 would reach
 // whatever the host has there, so they are dropped (DropHost), as kernel
 // mode refuses guests everything on .1 but DNS and ping. The frame filter
-// cannot tell these apart from a DialGuest connection's replies.
-func (g *Gateway) toHost(fwd func(stack.TransportEndpointID, *stack.PacketBuffer) bool) func(stack.TransportEndpointID, *stack.PacketBuffer) bool {
+// cannot tell these apart from a DialGuest connection's replies. New flows
+// beyond MaxFlows (full reports it) are dropped too (DropFlows).
+func (g *Gateway) toHost(fwd func(stack.TransportEndpointID, *stack.PacketBuffer) bool, full func() bool) func(stack.TransportEndpointID, *stack.PacketBuffer) bool {
 	gw := tcpip.AddrFrom4(g.addr.As4())
 	return func(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
-		if id.LocalAddress == gw {
+		switch {
+		case id.LocalAddress == gw:
 			g.drop(gateway.DropHost)
 			return true // handled: dropped without a reset, as nftables does
+		case full():
+			g.drop(DropFlows)
+			return true
 		}
 		return fwd(id, pkt)
 	}
+}
+
+// tcpFlowsFull: the stack counts its connected TCP endpoints; connections
+// still in their handshake are bounded by the forwarder itself (10).
+func (g *Gateway) tcpFlowsFull() bool {
+	return g.stack.Stats().TCP.CurrentConnected.Value() >= uint64(g.maxFlows)
+}
+
+// udpFlowsFull counts the stack's endpoints, each UDP flow being one. It
+// walks them, but only for a datagram that starts a flow.
+func (g *Gateway) udpFlowsFull() bool {
+	return len(g.stack.RegisteredEndpoints())-g.ownFlows >= g.maxFlows
 }
 
 // startDNS serves gateway.DNSForwarder on the stack's .1:53.

@@ -470,3 +470,27 @@ func TestARPRequestsFromGateway(t *testing.T) {
 	}
 	t.Fatal("the stack sent no ARP request for the guest")
 }
+
+func TestMaxFlows(t *testing.T) {
+	g := newGateway(t, Config{MaxFlows: 2, translate: toLoopback})
+	sink, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	dst := netip.AddrPortFrom(internetHost, uint16(sink.LocalAddr().(*net.UDPAddr).Port))
+	for port := range uint16(3) { // three flows: source ports 40000..40002
+		g.Write(udpFrame(g.MAC(), guestMAC, netip.AddrPortFrom(testGuest, 40000+port), dst, []byte("x")))
+	}
+	got := 0
+	for {
+		sink.SetReadDeadline(time.Now().Add(time.Second))
+		if _, _, err := sink.ReadFrom(make([]byte, 16)); err != nil {
+			break
+		}
+		got++
+	}
+	if got != 2 || drops(g, DropFlows) != 1 {
+		t.Errorf("%d datagrams relayed, %d flow drops; want 2 and 1", got, drops(g, DropFlows))
+	}
+}
