@@ -482,6 +482,19 @@ func TestGatewayUserspace(t *testing.T) {
 			t.Errorf("guest still reaches the internet with the gateway gone: %s", out)
 		}
 	})
+
+	t.Run("restart", func(t *testing.T) {
+		// A new stack, a new MAC: the guest learns it from the gratuitous
+		// ARP and sends no ARP of its own, so the stack must ask for the
+		// guest's MAC in a way the guest's switch accepts.
+		gw = l.startUserspaceGateway()
+		defer gw.Stop(20 * time.Second)
+		l.waitGatewayLink("", 60*time.Second)
+		out, err := l.guestCurl("http://"+gwInetAddr+"/", 5*time.Second)
+		if err != nil || !strings.Contains(out, gwPageTitle) {
+			t.Fatalf("guest cannot fetch the page through the restarted gateway: %v %s", err, out)
+		}
+	})
 }
 
 // gwCheckRoom is what a guest of the room gets from a running gateway, in

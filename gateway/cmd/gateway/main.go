@@ -119,7 +119,7 @@ Flags:
 	fs.Var(&o.forward, "forward", "port `forwards` from this host to guests, as tcp:HOSTADDR=GUESTIP:PORT or udp:...; repeat the flag or\n"+
 		"separate with commas. HOSTADDR is IP:PORT, or :PORT for every address of the host (reachable from its networks).\n"+
 		"Guests see the connections come from .1. E.g. -forward tcp:127.0.0.1:8080=10.86.0.2:80,udp:127.0.0.1:5353=10.86.0.2:53")
-	fs.StringVar(&o.stateDir, "state-dir", gateway.DefaultStateDir, "`dir` for the lock, the crash-recovery files and the room's resume token (a restarted gateway takes .1 back at once)")
+	fs.StringVar(&o.stateDir, "state-dir", gateway.DefaultStateDir, "`dir` for the lock, the crash-recovery files and the room's resume token (a restarted gateway takes .1 back at once);\nwith -userspace only the resume token, default $XDG_RUNTIME_DIR/peerlan")
 	fs.StringVar(&o.metricsAddr, "metrics", "", "serve /metrics (Prometheus), /status (JSON) and /healthz on this `host:port` (loopback recommended)")
 	fs.DurationVar(&o.statusEvery, "status-every", 30*time.Second, "period of the status lines in the logs (0 disables)")
 	fs.Var(&o.ice, "ice", "extra STUN/TURN `URLs` (comma-separated) besides the signaling server's")
