@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/peerlan/peerlan/gateway"
 	"github.com/peerlan/peerlan/peer"
 	"github.com/peerlan/peerlan/peer/ether"
@@ -493,4 +495,15 @@ func TestMaxFlows(t *testing.T) {
 	if got != 2 || drops(g, DropFlows) != 1 {
 		t.Errorf("%d datagrams relayed, %d flow drops; want 2 and 1", got, drops(g, DropFlows))
 	}
+}
+
+func TestCloseLeavesNoGoroutines(t *testing.T) {
+	resolver := startResolver(t)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	g, err := New(context.Background(), Config{Subnet: testSubnet, DNS: gateway.DNSConfig{Upstreams: []netip.AddrPort{resolver}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Write(discoverFrame())
+	g.Close()
 }
