@@ -106,11 +106,11 @@ type Gateway struct {
 	maxFlows int
 	ownFlows int // the stack's own endpoints (DNS), not counted against maxFlows
 
-	out      chan *frame // stack → switch, bounded
-	frames   sync.Pool   // *frame
-	closed   chan struct{}
-	closeMu  sync.Once
-	closeErr error
+	out       chan *frame // stack → switch, bounded
+	frames    sync.Pool   // *frame
+	closed    chan struct{}
+	closeOnce sync.Once
+	closeErr  error
 
 	hostAddrs hostAddrs
 
@@ -525,7 +525,7 @@ func (g *Gateway) DialGuest(ctx context.Context, network, address string) (net.C
 // Close stops the DNS forwarder and the stack (every relayed flow ends) and
 // unblocks Read. It may be called more than once.
 func (g *Gateway) Close() error {
-	g.closeMu.Do(func() {
+	g.closeOnce.Do(func() {
 		close(g.closed)
 		if g.dns != nil {
 			g.closeErr = g.dns.Close()
