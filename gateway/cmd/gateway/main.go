@@ -403,7 +403,8 @@ func serve(c *config, log *slog.Logger) error {
 		err = registerMeshMetrics(reg, mesh)
 	}
 	if err == nil {
-		forwards, err = startForwards(c.forwards, reg, log)
+		var d net.Dialer
+		forwards, err = startForwards(c.forwards, d.DialContext, reg, log)
 	}
 	if err != nil {
 		return errors.Join(err, teardown())
@@ -440,9 +441,10 @@ func checkForwards(specs []portfwd.Spec, subnet netip.Prefix) error {
 }
 
 // startForwards starts the -forward proxies (nil without any). Guests are
-// dialed through the host's own stack, which routes the room subnet through
-// the TAP holding .1.
-func startForwards(specs []portfwd.Spec, reg prometheus.Registerer, log *slog.Logger) (*portfwd.Forwarder, error) {
+// dialed with dial: in kernel mode through the host's own stack, which
+// routes the room subnet through the TAP holding .1; with -userspace
+// through the userspace stack.
+func startForwards(specs []portfwd.Spec, dial portfwd.DialFunc, reg prometheus.Registerer, log *slog.Logger) (*portfwd.Forwarder, error) {
 	if len(specs) == 0 {
 		return nil, nil
 	}
@@ -452,8 +454,7 @@ func startForwards(specs []portfwd.Spec, reg prometheus.Registerer, log *slog.Lo
 				"forward", sp.String())
 		}
 	}
-	var d net.Dialer
-	f, err := portfwd.New(specs, d.DialContext, portfwd.Config{Logger: log, Registerer: reg})
+	f, err := portfwd.New(specs, dial, portfwd.Config{Logger: log, Registerer: reg})
 	if err != nil {
 		return nil, err
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/peerlan/peerlan/gateway"
+	"github.com/peerlan/peerlan/gateway/portfwd"
 	"github.com/peerlan/peerlan/gateway/userspace"
 	"github.com/peerlan/peerlan/internal/resumefile"
 	"github.com/peerlan/peerlan/peer"
@@ -77,8 +78,9 @@ func userStateDir() string {
 
 // serveUserspace is serve for -userspace: join with a port that drops
 // frames until the room's subnet is known (it comes in the welcome), then
-// build the stack for that subnet behind it. Shutdown: the stack (DNS and
-// every relayed flow), then the mesh.
+// build the stack for that subnet behind it; -forward dials guests through
+// the stack. Shutdown: port forwards, the stack (DNS and every relayed
+// flow), then the mesh.
 func serveUserspace(c *config, log *slog.Logger) error {
 	ctx, stop := ossignal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -118,6 +120,9 @@ func serveUserspace(c *config, log *slog.Logger) error {
 	if err != nil || ctx.Err() != nil {
 		return errors.Join(err, stopMeshWait())
 	}
+	if err := checkForwards(c.forwards, subnet); err != nil {
+		return errors.Join(err, stopMeshWait())
+	}
 	g, err := userspace.New(ctx, userspace.Config{
 		Subnet: subnet, MTU: c.o.mtu, Allow: c.host.Allow, RateLimit: c.host.GuestRateLimit,
 		DNS: gateway.DNSConfig{Upstreams: c.upstreams, Logger: log}, Logger: log,
@@ -126,8 +131,12 @@ func serveUserspace(c *config, log *slog.Logger) error {
 		return errors.Join(err, stopMeshWait())
 	}
 	port.attach(g)
+	var forwards *portfwd.Forwarder // started once the metrics registry exists
 	teardown := func() error {
 		var errs []error
+		if forwards != nil {
+			forwards.Close() // first: no new connection reaches a guest while the rest goes
+		}
 		if err := g.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("closing the userspace stack: %w", err))
 		}
@@ -141,6 +150,9 @@ func serveUserspace(c *config, log *slog.Logger) error {
 	_, err = userspace.NewCollector(reg, g)
 	if err == nil {
 		err = registerMeshMetrics(reg, mesh)
+	}
+	if err == nil {
+		forwards, err = startForwards(c.forwards, g.DialGuest, reg, log)
 	}
 	if err != nil {
 		return errors.Join(err, teardown())
@@ -158,7 +170,7 @@ func serveUserspace(c *config, log *slog.Logger) error {
 	if errors.Is(runErr, errMeshStopped) {
 		runErr = nil // teardown returns the mesh's own error
 	}
-	log.Info("stopping: closing the userspace stack, leaving the room")
+	log.Info("stopping: closing the port forwards and the userspace stack, leaving the room")
 	err = errors.Join(runErr, teardown())
 	if err == nil {
 		log.Info("stopped")
