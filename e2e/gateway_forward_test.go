@@ -107,6 +107,28 @@ func TestGatewayForward(t *testing.T) {
 	})
 
 	gw := l.startGateway("-forward", tcpForward, "-forward", udpForward)
+	fwdCheck(t, l, gw, tcpForward, udpForward)
+
+	t.Run("sigterm", func(t *testing.T) {
+		if err := gw.Stop(20 * time.Second); err != nil {
+			t.Fatalf("bin/gateway did not exit cleanly on SIGTERM: %v", err)
+		}
+		if !regexp.MustCompile(`msg="forward stopped" forward="` + regexp.QuoteMeta(tcpForward) + `" accepted=[1-9]`).MatchString(gw.Output()) {
+			t.Errorf("no final line for the TCP forward")
+		}
+		l.checkRestored(t)
+		if _, err := l.gw.Run("curl", "-sS", "--max-time", "5", "http://127.0.0.1:"+fwdTCPPort+"/"); err == nil {
+			t.Errorf("the forward still answers with the gateway gone")
+		}
+	})
+}
+
+// fwdCheck is TestGatewayForward's checks against a running gateway gw
+// (either mode) with the forwards tcpForward and udpForward: their log
+// lines, then, with a guest started, a file fetched over TCP and datagrams
+// echoed over UDP, both counted.
+func fwdCheck(t *testing.T, l *gwLab, gw *Process, tcpForward, udpForward string) {
+	t.Helper()
 	for _, f := range []string{"tcp 127.0.0.1:" + fwdTCPPort + " -> " + fwdGuest + ":80", "udp 127.0.0.1:" + fwdUDPPort + " -> " + fwdGuest + ":" + fwdUDPEcho} {
 		if !strings.Contains(gw.Output(), `msg="forwarding `+f+`"`) {
 			t.Errorf("no log line for the forward %s", f)
@@ -160,19 +182,24 @@ func TestGatewayForward(t *testing.T) {
 		}
 		fwdCheckMetrics(t, l, udpForward, 3*len("10.86.0.1:1 datagram 0"))
 	})
+}
 
-	t.Run("sigterm", func(t *testing.T) {
-		if err := gw.Stop(20 * time.Second); err != nil {
-			t.Fatalf("bin/gateway did not exit cleanly on SIGTERM: %v", err)
-		}
-		if !regexp.MustCompile(`msg="forward stopped" forward="` + regexp.QuoteMeta(tcpForward) + `" accepted=[1-9]`).MatchString(gw.Output()) {
-			t.Errorf("no final line for the TCP forward")
-		}
-		l.checkRestored(t)
-		if _, err := l.gw.Run("curl", "-sS", "--max-time", "5", "http://127.0.0.1:"+fwdTCPPort+"/"); err == nil {
-			t.Errorf("the forward still answers with the gateway gone")
-		}
-	})
+// TestGatewayForwardUserspace: TestGatewayForward's TCP and UDP forwards
+// with bin/gateway -userspace as nobody, dialing guests through the
+// userspace stack (DialGuest).
+func TestGatewayForwardUserspace(t *testing.T) {
+	RequireCommands(t, "busybox")
+	l := gwNewLab(t)
+	tcpForward := "tcp:127.0.0.1:" + fwdTCPPort + "=" + fwdGuest + ":80"
+	udpForward := "udp:127.0.0.1:" + fwdUDPPort + "=" + fwdGuest + ":" + fwdUDPEcho
+	gw := l.startUserspaceGateway("-forward", tcpForward, "-forward", udpForward)
+	fwdCheck(t, l, gw, tcpForward, udpForward)
+	if err := gw.Stop(20 * time.Second); err != nil {
+		t.Fatalf("bin/gateway did not exit cleanly on SIGTERM: %v", err)
+	}
+	if _, err := l.gw.Run("curl", "-sS", "--max-time", "5", "http://127.0.0.1:"+fwdTCPPort+"/"); err == nil {
+		t.Errorf("the forward still answers with the gateway gone")
+	}
 }
 
 // fwdUDPEchoServer answers each datagram to addr (in ns guest) with

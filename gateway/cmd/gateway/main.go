@@ -58,7 +58,7 @@ type options struct {
 	mtu                                   int
 	dns, allow, forward                   cli.List
 	ice, iceInterfaces                    cli.List
-	iceLoopback, offload                  bool
+	iceLoopback, offload, userspace       bool
 	udpPorts, metricsAddr                 string
 	statusEvery                           time.Duration
 	logLevel, logFormat                   string
@@ -92,6 +92,11 @@ forwarded to the upstream resolvers. Everything is undone on SIGINT/SIGTERM,
 and after a crash on the next start. Needs root (CAP_NET_ADMIN) and nft.
 With -forward, tools on this host reach guests' ports through proxies.
 
+With -userspace it needs none of that: a userspace TCP/IP stack takes .1 in
+the room and relays each guest flow through an ordinary socket of this
+process, under the same egress policy, rate limit and DNS forwarding; it is
+slower than the kernel's NAT (see -userspace).
+
 The gateway token comes from -token-file, -token or the environment
 variable %s; mint one with
   signal token -room NAME -gateway -secret-file FILE
@@ -106,7 +111,7 @@ Flags:
 	fs.StringVar(&o.token, "token", "", "the room's gateway `token` (visible in ps; prefer -token-file or $"+tokenEnv+")")
 	fs.StringVar(&o.relay, "relay", "all", "relay `policy`: all (direct first, TURN as fallback), relay (always TURN), direct (never TURN)")
 	fs.StringVar(&o.tap, "tap", "peerlan-gw0", "TAP device `name` (gets the room's .1 address)")
-	fs.IntVar(&o.mtu, "mtu", peer.DefaultGuestMTU, "MTU of the TAP device; match the guests' (bin/peer -mtu)")
+	fs.IntVar(&o.mtu, "mtu", peer.DefaultGuestMTU, "MTU of the TAP device (with -userspace: of the stack); match the guests' (bin/peer -mtu)")
 	fs.StringVar(&o.uplink, "uplink", "", "uplink `interface` to masquerade out of (default: the interface of the IPv4 default route)")
 	fs.Var(&o.dns, "dns", "upstream DNS `resolvers` (comma-separated ADDR or ADDR:PORT; default: the nameservers of /etc/resolv.conf)")
 	fs.Var(&o.allow, "allow", "comma-separated IPv4 `prefixes` guests may reach although the egress policy blocks them by default")
@@ -114,13 +119,14 @@ Flags:
 	fs.Var(&o.forward, "forward", "port `forwards` from this host to guests, as tcp:HOSTADDR=GUESTIP:PORT or udp:...; repeat the flag or\n"+
 		"separate with commas. HOSTADDR is IP:PORT, or :PORT for every address of the host (reachable from its networks).\n"+
 		"Guests see the connections come from .1. E.g. -forward tcp:127.0.0.1:8080=10.86.0.2:80,udp:127.0.0.1:5353=10.86.0.2:53")
-	fs.StringVar(&o.stateDir, "state-dir", gateway.DefaultStateDir, "`dir` for the lock, the crash-recovery files and the room's resume token (a restarted gateway takes .1 back at once)")
+	fs.StringVar(&o.stateDir, "state-dir", gateway.DefaultStateDir, "`dir` for the lock, the crash-recovery files and the room's resume token (a restarted gateway takes .1 back at once);\nwith -userspace only the resume token, default $XDG_RUNTIME_DIR/peerlan")
 	fs.StringVar(&o.metricsAddr, "metrics", "", "serve /metrics (Prometheus), /status (JSON) and /healthz on this `host:port` (loopback recommended)")
 	fs.DurationVar(&o.statusEvery, "status-every", 30*time.Second, "period of the status lines in the logs (0 disables)")
 	fs.Var(&o.ice, "ice", "extra STUN/TURN `URLs` (comma-separated) besides the signaling server's")
 	fs.Var(&o.iceInterfaces, "ice-interfaces", "only gather host candidates on these `interfaces` (comma-separated; the TAP is always left out)")
 	fs.BoolVar(&o.iceLoopback, "ice-loopback", false, "also gather loopback candidates (peers on one host)")
 	fs.BoolVar(&o.offload, "offload", true, "TCP segmentation and checksum offload on the TAP: 64 KiB super-frames to and from the host's\nstack, carried as they are to native peers that take them (browsers get segments); -offload=false for plain frames")
+	fs.BoolVar(&o.userspace, "userspace", false, "no root, TAP or nftables: guests' TCP/UDP ends in a userspace stack (gVisor) and leaves through\nthis process's sockets; -tap, -uplink and -offload do not apply; slower than kernel NAT\n(iperf3 through it: "+userspaceSpeed+"); no ping beyond .1, IPv4 TCP/UDP only")
 	fs.StringVar(&o.udpPorts, "udp-ports", "", "local UDP port `range` for WebRTC, as MIN-MAX (default: any)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
@@ -140,12 +146,22 @@ Flags:
 		return 2
 	}
 	cli.TuneGC()
+	if o.userspace {
+		if err := userspaceFlags(fs, &o); err != nil {
+			fmt.Fprintln(os.Stderr, "gateway:", err, "(see -h)")
+			return 2
+		}
+	}
 	cfg, err := parse(o, log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gateway:", err, "(see -h)")
 		return 2
 	}
-	if err := serve(cfg, log); err != nil {
+	run := serve
+	if o.userspace {
+		run = serveUserspace
+	}
+	if err := run(cfg, log); err != nil {
 		log.Error("gateway: " + err.Error())
 		return 1
 	}
@@ -387,7 +403,8 @@ func serve(c *config, log *slog.Logger) error {
 		err = registerMeshMetrics(reg, mesh)
 	}
 	if err == nil {
-		forwards, err = startForwards(c.forwards, reg, log)
+		var d net.Dialer
+		forwards, err = startForwards(c.forwards, d.DialContext, reg, log)
 	}
 	if err != nil {
 		return errors.Join(err, teardown())
@@ -424,9 +441,10 @@ func checkForwards(specs []portfwd.Spec, subnet netip.Prefix) error {
 }
 
 // startForwards starts the -forward proxies (nil without any). Guests are
-// dialed through the host's own stack, which routes the room subnet through
-// the TAP holding .1.
-func startForwards(specs []portfwd.Spec, reg prometheus.Registerer, log *slog.Logger) (*portfwd.Forwarder, error) {
+// dialed with dial: in kernel mode through the host's own stack, which
+// routes the room subnet through the TAP holding .1; with -userspace
+// through the userspace stack.
+func startForwards(specs []portfwd.Spec, dial portfwd.DialFunc, reg prometheus.Registerer, log *slog.Logger) (*portfwd.Forwarder, error) {
 	if len(specs) == 0 {
 		return nil, nil
 	}
@@ -436,8 +454,7 @@ func startForwards(specs []portfwd.Spec, reg prometheus.Registerer, log *slog.Lo
 				"forward", sp.String())
 		}
 	}
-	var d net.Dialer
-	f, err := portfwd.New(specs, d.DialContext, portfwd.Config{Logger: log, Registerer: reg})
+	f, err := portfwd.New(specs, dial, portfwd.Config{Logger: log, Registerer: reg})
 	if err != nil {
 		return nil, err
 	}
@@ -497,7 +514,7 @@ var errMeshStopped = errors.New("mesh stopped")
 // restarted with another -subnet; the host is set up for the old one). It
 // logs the status line, announces .1 to newly linked peers and keeps the
 // saved resume token current.
-func watch(ctx context.Context, mesh *peer.Mesh, meshDone chan error, host *gateway.Host, m *gateway.Metrics,
+func watch(ctx context.Context, mesh *peer.Mesh, meshDone chan error, host lanGateway, m statusLiner,
 	resume *resumefile.File, every time.Duration, log *slog.Logger) error {
 	check := time.NewTicker(announcePoll)
 	defer check.Stop()
@@ -535,6 +552,23 @@ func watch(ctx context.Context, mesh *peer.Mesh, meshDone chan error, host *gate
 	}
 }
 
+// announcer is the gateway's .1: a gateway.Host or a userspace.Gateway.
+type announcer interface {
+	Announce() error
+	GatewayAddr() netip.Addr
+}
+
+// lanGateway is what watch needs of the gateway's side of the room.
+type lanGateway interface {
+	announcer
+	Subnet() netip.Prefix
+}
+
+// statusLiner renders the traffic part of the status line (gateway.Metrics).
+type statusLiner interface {
+	Status(ctx context.Context) string
+}
+
 // announcePoll is how often watch looks at the mesh: for newly opened links
 // and a changed subnet.
 const announcePoll = 250 * time.Millisecond
@@ -543,7 +577,7 @@ const announcePoll = 250 * time.Millisecond
 // since the last call, so that a guest that knew a previous gateway (another
 // TAP, another MAC address) switches to ours at once. announced holds the
 // peers with an open link that were covered; it is updated.
-func announceToNewLinks(st peer.MeshStatus, announced map[proto.PeerID]bool, host *gateway.Host, log *slog.Logger) {
+func announceToNewLinks(st peer.MeshStatus, announced map[proto.PeerID]bool, host announcer, log *slog.Logger) {
 	fresh := false
 	open := make(map[proto.PeerID]bool, len(st.Peers))
 	for _, p := range st.Peers {

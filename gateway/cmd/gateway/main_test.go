@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -122,5 +123,48 @@ func TestParseForwards(t *testing.T) {
 	outside, _ := portfwd.ParseSpec("tcp:127.0.0.1:8080=10.87.0.2:80")
 	if err := checkForwards(append(c.forwards, outside), subnet); err == nil || !strings.Contains(err.Error(), "outside the room subnet") {
 		t.Errorf("guest outside the subnet: %v", err)
+	}
+}
+
+func TestUserspaceRefusesKernelFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"-userspace", "-tap", "gw0"}, {"-userspace", "-uplink", "eth0"}, {"-userspace", "-offload=false"},
+	} {
+		if code := run(append(args, "-room", "r", "-token", "x", "-log-level", "error")); code != 2 {
+			t.Errorf("run(%q) = %d, want 2", args, code)
+		}
+	}
+}
+
+func TestUserspaceStateDir(t *testing.T) {
+	t.Setenv("XDG_RUNTIME_DIR", "/run/user/65534")
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	o := options{stateDir: "/run/peerlan", offload: true}
+	fs.StringVar(&o.stateDir, "state-dir", o.stateDir, "")
+	if err := userspaceFlags(fs, &o); err != nil {
+		t.Fatal(err)
+	}
+	if o.stateDir != "/run/user/65534/peerlan" || o.offload {
+		t.Errorf("state dir %q, offload %v; want the user's runtime dir and no offload", o.stateDir, o.offload)
+	}
+	fs.Parse([]string{"-state-dir", "/var/lib/gw"})
+	if err := userspaceFlags(fs, &o); err != nil || o.stateDir != "/var/lib/gw" {
+		t.Errorf("explicit -state-dir became %q (%v)", o.stateDir, err)
+	}
+}
+
+func TestLatePort(t *testing.T) {
+	p := newLatePort()
+	if n, err := p.Write(make([]byte, 60)); n != 60 || err != nil {
+		t.Errorf("Write before attach = %d, %v; want the frame dropped quietly", n, err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := p.Read(make([]byte, 1514)); done <- err }()
+	p.Close()
+	if err := <-done; err == nil {
+		t.Error("Read returned no error after Close")
+	}
+	if _, err := p.Write(make([]byte, 60)); err == nil {
+		t.Error("Write after Close returned no error")
 	}
 }
