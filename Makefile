@@ -21,7 +21,7 @@ deps:
 include web/web.mk
 include guest/guest.mk
 
-build: deps web-assets guest-image web-precompress
+build: deps web-assets guest-image uml-guest web-precompress
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ ./signal/cmd/signal ./peer/cmd/peer $(wildcard ./gateway/cmd/gateway) ./e2e/wsrelay/cmd/wsrelay
 
 STATE := .state

@@ -62,6 +62,7 @@ const (
 	gwPrivAddr     = "192.168.77.1"
 	gwMetadataAddr = "169.254.169.254"
 	gwSignalPort   = "8080"
+	gwHostPort     = "81"             // a web server of the gateway host on its uplink address
 	gwMetricsAddr  = "127.0.0.1:9100" // in ns gw
 	gwTestName     = "www.gateway.test."
 	gwPageTitle    = "peerlan gateway test page"
@@ -112,6 +113,7 @@ func gwNewLab(t testing.TB, sigExtra ...string) *gwLab {
 
 	gwServeHTTP(t, l.inet, "0.0.0.0:80")
 	gwServeHTTP(t, l.gw, gwPrivAddr+":80")
+	gwServeHTTP(t, l.gw, gwUplinkAddr+":"+gwHostPort)
 	gwServeDNS(t, l.inet, gwInetAddr+":53")
 	l.uplinkForwarding0 = l.sysctl(gwUplink)
 
@@ -337,89 +339,7 @@ func TestGateway(t *testing.T) {
 	firstRules := l.ruleCount()
 	l.startGuest()
 
-	var lease Lease
-	t.Run("dhcp lease", func(t *testing.T) {
-		lease = LeaseDHCP(t, l.guest, l.guestTAP)
-		if lease.Router != netip.MustParseAddr("10.86.0.1") || !netip.MustParsePrefix("10.86.0.0/24").Contains(lease.Addr.Addr()) {
-			t.Fatalf("lease %+v: want an address in 10.86.0.0/24 with router 10.86.0.1", lease)
-		}
-	})
-	if t.Failed() {
-		t.FailNow()
-	}
-
-	var resolved string
-	t.Run("dns through .1", func(t *testing.T) {
-		out := l.guest.MustRun("dig", "+short", "+time=3", "+tries=2", "@10.86.0.1", gwTestName, "A")
-		if resolved = strings.TrimSpace(out); resolved != gwInetAddr {
-			t.Fatalf("%s = %q, want %s", gwTestName, out, gwInetAddr)
-		}
-		out = l.guest.MustRun("dig", "+time=3", "+tries=2", "@10.86.0.1", "missing.gateway.test.", "A")
-		if !strings.Contains(out, "status: NXDOMAIN") {
-			t.Errorf("missing.gateway.test is not NXDOMAIN:\n%s", out)
-		}
-		out = l.guest.MustRun("dig", "+tcp", "+short", "+time=3", "+tries=2", "@10.86.0.1", gwTestName, "A")
-		if strings.TrimSpace(out) != gwInetAddr {
-			t.Errorf("over TCP: %s = %q, want %s", gwTestName, out, gwInetAddr)
-		}
-	})
-
-	t.Run("http through the gateway", func(t *testing.T) {
-		if resolved == "" {
-			t.Skip("no address resolved")
-		}
-		out, err := l.guestCurl("http://"+resolved+"/", 5*time.Second)
-		if err != nil {
-			t.Fatalf("curl: %v", err)
-		}
-		if !strings.Contains(out, gwPageTitle) || !strings.Contains(out, "remote="+gwUplinkAddr+":") {
-			t.Errorf("page %q: want the test page, fetched from the gateway's masqueraded address %s", out, gwUplinkAddr)
-		}
-		Ping(t, l.guest, netip.MustParseAddr(gwInetAddr), 3)
-	})
-
-	t.Run("egress policy", func(t *testing.T) {
-		for _, c := range []struct{ name, addr, reason string }{
-			{"gateway host's private network", gwPrivAddr, "private"},
-			{"cloud metadata", gwMetadataAddr, "metadata"},
-		} {
-			t.Run(c.name, func(t *testing.T) {
-				// The address serves the test page to the gateway host itself,
-				// so only the policy can keep the guest out.
-				if out, err := gwGet(l.gwHTTP, "http://"+c.addr+"/"); err != nil || !strings.Contains(out, gwPageTitle) {
-					t.Fatalf("control: %s unreachable from the gateway host itself: %v", c.addr, err)
-				}
-				series := `peerlan_gateway_policy_drops_total{reason="` + c.reason + `"}`
-				before := l.metrics()[series]
-				if out, err := l.guestCurl("http://"+c.addr+"/", 2*time.Second); err == nil {
-					t.Errorf("guest fetched http://%s/: %s", c.addr, out)
-				}
-				if out, err := l.guest.Run("ping", "-c", "2", "-i", "0.2", "-W", "1", c.addr); err == nil {
-					t.Errorf("guest pinged %s:\n%s", c.addr, out)
-				}
-				if after := l.metrics()[series]; after <= before {
-					t.Errorf("%s = %v -> %v: the drops were not counted", series, before, after)
-				}
-			})
-		}
-	})
-
-	t.Run("metrics and status line", func(t *testing.T) {
-		m := l.metrics()
-		for _, name := range []string{
-			`peerlan_gateway_forwarded_bytes_total{direction="guest_to_internet"}`,
-			`peerlan_gateway_forwarded_bytes_total{direction="internet_to_guest"}`,
-			`peerlan_gateway_flows_total{direction="guest_to_internet"}`,
-			`peerlan_gateway_dns_queries_total{transport="udp"}`,
-			`peerlan_gateway_dns_queries_total{transport="tcp"}`,
-			`peerlan_gateway_peers`,
-		} {
-			if m[name] < 1 {
-				t.Errorf("%s = %v, want >= 1", name, m[name])
-			}
-		}
-		gw.WaitOutput(t, regexp.MustCompile(`msg="gateway status" peers=1 open=1 traffic=".*out [1-9]`), 10*time.Second)
-	})
+	gwCheckRoom(t, l, gw, false)
 
 	t.Run("kill -9 and restart", func(t *testing.T) {
 		old := l.waitGatewayLink("", 10*time.Second).ID
@@ -479,6 +399,213 @@ func TestGateway(t *testing.T) {
 		if out, err := l.guestCurl("http://"+gwInetAddr+"/", 2*time.Second); err == nil {
 			t.Errorf("guest still reaches the internet with the gateway gone: %s", out)
 		}
+	})
+}
+
+// startUserspaceGateway runs bin/gateway -userspace in ns gw as nobody
+// (uid 65534, no capabilities), with the token in the environment (the
+// token file is root's) and a state directory of nobody's, and waits until
+// it serves.
+func (l *gwLab) startUserspaceGateway(extra ...string) *Process {
+	l.t.Helper()
+	RequireCommands(l.t, "setpriv")
+	token, err := os.ReadFile(l.tokenFile)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	state := filepath.Join(l.t.TempDir(), "state")
+	if err := os.Mkdir(state, 0o700); err != nil {
+		l.t.Fatal(err)
+	}
+	if err := os.Chown(state, 65534, 65534); err != nil {
+		l.t.Fatal(err)
+	}
+	// nobody must reach the binary: t.TempDir's parents are 0700 root's in
+	// some setups, so it runs from a copy the test makes readable.
+	bin := filepath.Join(state, "gateway")
+	if out, err := l.gw.Run("cp", Binary(l.t, "gateway"), bin); err != nil {
+		l.t.Fatalf("copying bin/gateway: %v %s", err, out)
+	}
+	for dir := state; dir != "/"; dir = filepath.Dir(dir) {
+		if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o001 == 0 {
+			os.Chmod(dir, fi.Mode().Perm()|0o011)
+		}
+	}
+	args := gwWithout(gwWithout(gwWithout(l.gatewayArgs(), "-token-file"), "-tap"), "-state-dir")
+	args = append([]string{"PEERLAN_GATEWAY_TOKEN=" + strings.TrimSpace(string(token)), "HOME=/nonexistent",
+		"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", bin,
+		"-userspace", "-state-dir", state}, append(args, extra...)...)
+	p := l.gw.Start("env", args...)
+	m := p.WaitOutput(l.t, gwReadyRE, 60*time.Second)
+	if m[2] != "10.86.0.1" {
+		l.t.Fatalf("gateway took %s in %s, want the default room subnet's .1", m[2], m[1])
+	}
+	return p
+}
+
+// TestGatewayUserspace is TestGateway's guest checks with bin/gateway
+// -userspace running unprivileged: the same lease, DNS, page and refusals,
+// with no TAP, nftables table or forwarding switched on in ns gw.
+func TestGatewayUserspace(t *testing.T) {
+	l := gwNewLab(t)
+	gw := l.startUserspaceGateway()
+
+	t.Run("unprivileged and no host changes", func(t *testing.T) {
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", gw.cmd.Process.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !regexp.MustCompile(`(?m)^Uid:\s+65534\s`).Match(status) || !regexp.MustCompile(`(?m)^CapEff:\s+0+$`).Match(status) {
+			t.Errorf("bin/gateway does not run as nobody without capabilities:\n%s", status)
+		}
+		if tables := l.peerlanTables(); len(tables) != 0 {
+			t.Errorf("nftables tables: %q", tables)
+		}
+		if l.tapExists() {
+			t.Errorf("TAP %s exists", l.tap)
+		}
+		if got := l.sysctl(gwUplink); got != l.uplinkForwarding0 {
+			t.Errorf("%s forwarding = %s, was %s", gwUplink, got, l.uplinkForwarding0)
+		}
+	})
+	l.startGuest()
+	gwCheckRoom(t, l, gw, true)
+
+	t.Run("sigterm", func(t *testing.T) {
+		if err := gw.Stop(20 * time.Second); err != nil {
+			t.Fatalf("bin/gateway did not exit cleanly on SIGTERM: %v", err)
+		}
+		if !strings.Contains(gw.Output(), `msg=stopped`) {
+			t.Errorf("no final log line:\n%s", gw.Output())
+		}
+		if out, err := l.guestCurl("http://"+gwInetAddr+"/", 2*time.Second); err == nil {
+			t.Errorf("guest still reaches the internet with the gateway gone: %s", out)
+		}
+	})
+
+	t.Run("restart", func(t *testing.T) {
+		// A new stack, a new MAC: the guest learns it from the gratuitous
+		// ARP and sends no ARP of its own, so the stack must ask for the
+		// guest's MAC in a way the guest's switch accepts.
+		gw = l.startUserspaceGateway()
+		defer gw.Stop(20 * time.Second)
+		l.waitGatewayLink("", 60*time.Second)
+		out, err := l.guestCurl("http://"+gwInetAddr+"/", 5*time.Second)
+		if err != nil || !strings.Contains(out, gwPageTitle) {
+			t.Fatalf("guest cannot fetch the page through the restarted gateway: %v %s", err, out)
+		}
+	})
+}
+
+// gwCheckRoom is what a guest of the room gets from a running gateway, in
+// either mode: a lease (from its own peer), DNS through .1 over UDP and TCP,
+// the internet host's page fetched through the gateway (from its uplink
+// address), the egress policy's refusals counted, and the metrics and
+// status line.
+func gwCheckRoom(t *testing.T, l *gwLab, gw *Process, userspace bool) {
+	var lease Lease
+	ok := t.Run("dhcp lease", func(t *testing.T) {
+		lease = LeaseDHCP(t, l.guest, l.guestTAP)
+		if lease.Router != netip.MustParseAddr("10.86.0.1") || !netip.MustParsePrefix("10.86.0.0/24").Contains(lease.Addr.Addr()) {
+			t.Fatalf("lease %+v: want an address in 10.86.0.0/24 with router 10.86.0.1", lease)
+		}
+	})
+	if !ok {
+		t.FailNow()
+	}
+
+	var resolved string
+	t.Run("dns through .1", func(t *testing.T) {
+		out := l.guest.MustRun("dig", "+short", "+time=3", "+tries=2", "@10.86.0.1", gwTestName, "A")
+		if resolved = strings.TrimSpace(out); resolved != gwInetAddr {
+			t.Fatalf("%s = %q, want %s", gwTestName, out, gwInetAddr)
+		}
+		out = l.guest.MustRun("dig", "+time=3", "+tries=2", "@10.86.0.1", "missing.gateway.test.", "A")
+		if !strings.Contains(out, "status: NXDOMAIN") {
+			t.Errorf("missing.gateway.test is not NXDOMAIN:\n%s", out)
+		}
+		out = l.guest.MustRun("dig", "+tcp", "+short", "+time=3", "+tries=2", "@10.86.0.1", gwTestName, "A")
+		if strings.TrimSpace(out) != gwInetAddr {
+			t.Errorf("over TCP: %s = %q, want %s", gwTestName, out, gwInetAddr)
+		}
+	})
+
+	t.Run("http through the gateway", func(t *testing.T) {
+		if resolved == "" {
+			t.Skip("no address resolved")
+		}
+		out, err := l.guestCurl("http://"+resolved+"/", 5*time.Second)
+		if err != nil {
+			t.Fatalf("curl: %v", err)
+		}
+		if !strings.Contains(out, gwPageTitle) || !strings.Contains(out, "remote="+gwUplinkAddr+":") {
+			t.Errorf("page %q: want the test page, fetched from the gateway's masqueraded address %s", out, gwUplinkAddr)
+		}
+		if !userspace {
+			Ping(t, l.guest, netip.MustParseAddr(gwInetAddr), 3)
+			return
+		}
+		// A userspace stack cannot send echo requests for a guest and does
+		// not answer them in the internet host's name either.
+		before := l.metrics()[`peerlan_gateway_policy_drops_total{reason="icmp"}`]
+		if out, err := l.guest.Run("ping", "-c", "2", "-i", "0.2", "-W", "1", gwInetAddr); err == nil {
+			t.Errorf("guest pinged %s through the userspace gateway:\n%s", gwInetAddr, out)
+		}
+		if after := l.metrics()[`peerlan_gateway_policy_drops_total{reason="icmp"}`]; after <= before {
+			t.Errorf("icmp drops %v -> %v: not counted", before, after)
+		}
+	})
+
+	t.Run("egress policy", func(t *testing.T) {
+		for _, c := range []struct{ name, addr, reason string }{
+			{"gateway host's private network", gwPrivAddr, "private"},
+			{"cloud metadata", gwMetadataAddr, "metadata"},
+			{"gateway host's own uplink address", gwUplinkAddr + ":" + gwHostPort, "host"},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				// The address serves the test page to the gateway host itself,
+				// so only the policy can keep the guest out.
+				if out, err := gwGet(l.gwHTTP, "http://"+c.addr+"/"); err != nil || !strings.Contains(out, gwPageTitle) {
+					t.Fatalf("control: %s unreachable from the gateway host itself: %v", c.addr, err)
+				}
+				series := `peerlan_gateway_policy_drops_total{reason="` + c.reason + `"}`
+				before := l.metrics()[series]
+				if out, err := l.guestCurl("http://"+c.addr+"/", 2*time.Second); err == nil {
+					t.Errorf("guest fetched http://%s/: %s", c.addr, out)
+				}
+				if !strings.Contains(c.addr, ":") { // ping on the host's addresses is answered by design
+					if out, err := l.guest.Run("ping", "-c", "2", "-i", "0.2", "-W", "1", c.addr); err == nil {
+						t.Errorf("guest pinged %s:\n%s", c.addr, out)
+					}
+				}
+				if after := l.metrics()[series]; after <= before {
+					t.Errorf("%s = %v -> %v: the drops were not counted", series, before, after)
+				}
+			})
+		}
+	})
+
+	t.Run("metrics and status line", func(t *testing.T) {
+		m := l.metrics()
+		names := []string{
+			`peerlan_gateway_forwarded_bytes_total{direction="guest_to_internet"}`,
+			`peerlan_gateway_forwarded_bytes_total{direction="internet_to_guest"}`,
+			`peerlan_gateway_dns_queries_total{transport="udp"}`,
+			`peerlan_gateway_dns_queries_total{transport="tcp"}`,
+			`peerlan_gateway_peers`,
+		}
+		status := regexp.MustCompile(`msg="gateway status" peers=1 open=1 traffic=".*out [1-9]`)
+		if userspace {
+			status = regexp.MustCompile(`msg="gateway status" peers=1 open=1 traffic="from guests [1-9].*to guests [1-9]`)
+		} else {
+			names = append(names, `peerlan_gateway_flows_total{direction="guest_to_internet"}`)
+		}
+		for _, name := range names {
+			if m[name] < 1 {
+				t.Errorf("%s = %v, want >= 1", name, m[name])
+			}
+		}
+		gw.WaitOutput(t, status, 10*time.Second)
 	})
 }
 

@@ -370,13 +370,15 @@ func StartSignal(t testing.TB, extra ...string) *SignalServer {
 
 // SecretFile returns the path of the server's secret (for `signal token`).
 func (s *SignalServer) SecretFile() string {
-	args := s.cmd.Args
+	// The flag package keeps the last value given, so a -secret-file
+	// passed to StartSignal overrides its default one.
+	args, file := s.cmd.Args, ""
 	for i, a := range args {
 		if a == "-secret-file" && i+1 < len(args) {
-			return args[i+1]
+			file = args[i+1]
 		}
 	}
-	return ""
+	return file
 }
 
 // Token runs `signal token` against this server's secret.

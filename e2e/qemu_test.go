@@ -4,9 +4,11 @@ package e2e
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -16,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/peerlan/peerlan/peer/qemuport"
 )
 
 // TestQemuGuest is issue 16's QEMU proof: qemu-system-i386 (TCG, no root
@@ -91,6 +95,9 @@ func TestQemuGuest(t *testing.T) {
 					rtt = m[1]
 				}
 				t.Logf("boot %d: guest -> namespace ping min/avg/max %s ms; namespace -> guest min/avg/max/mdev %s ms", boot, out[3], rtt)
+				if qs := qemuStats(t, qp); qs.RxFrames < uint64(count) || qs.TxFrames < uint64(count) || qs.Connects != uint64(boot) {
+					t.Errorf("boot %d: the peer's /status counts %+v for the QEMU port, want at least %d frames each way and %d connections", boot, qs, count, boot)
+				}
 				vm.Kill()
 			}
 			replaced := map[string]string{"stream": `msg="QEMU connected".* connection=2`, "connect": `msg="QEMU connected".* connection=2`, "dgram": `QEMU now sends from a new address`}[mode]
@@ -105,6 +112,23 @@ func TestQemuGuest(t *testing.T) {
 			}
 		})
 	}
+}
+
+// qemuStats reads the QEMU port's counters from the peer's /status.
+func qemuStats(t *testing.T, p *NativePeer) qemuport.Stats {
+	t.Helper()
+	resp, err := http.Get(p.StatusURL)
+	if err != nil {
+		t.Fatalf("GET %s: %v", p.StatusURL, err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		QEMU *qemuport.Stats `json:"qemu"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || st.QEMU == nil {
+		t.Fatalf("GET %s: no qemu counters (%v)", p.StatusURL, err)
+	}
+	return *st.QEMU
 }
 
 // qemuLeaseRE matches the guest's lease line on its console

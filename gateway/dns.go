@@ -82,6 +82,12 @@ type DNSConfig struct {
 	MaxTCPConns int
 	// Logger default slog.Default().
 	Logger *slog.Logger
+	// PacketConn and Listener, when both are set, are served instead of
+	// sockets bound on Listen (which then only names the address served):
+	// a userspace network stack's own UDP socket and TCP listener on .1:53.
+	// Interface must then be empty. The forwarder closes them on Close.
+	PacketConn net.PacketConn
+	Listener   net.Listener
 }
 
 // DNSStats counts the forwarder's work since it started.
@@ -139,6 +145,12 @@ func NewDNSForwarder(ctx context.Context, cfg DNSConfig) (*DNSForwarder, error) 
 			return nil, fmt.Errorf("%w: Interface: %w", errDNSConfig, err)
 		}
 	}
+	if (cfg.PacketConn == nil) != (cfg.Listener == nil) {
+		return nil, fmt.Errorf("%w: PacketConn and Listener go together", errDNSConfig)
+	}
+	if cfg.PacketConn != nil && cfg.Interface != "" {
+		return nil, fmt.Errorf("%w: Interface binds sockets of our own; not with PacketConn", errDNSConfig)
+	}
 	if len(cfg.Upstreams) > maxUpstreams {
 		return nil, fmt.Errorf("%w: %d upstreams, at most %d", errDNSConfig, len(cfg.Upstreams), maxUpstreams)
 	}
@@ -180,9 +192,16 @@ func NewDNSForwarder(ctx context.Context, cfg DNSConfig) (*DNSForwarder, error) 
 		}
 	}
 
-	pc, ln, err := listenDNS(ctx, cfg.Listen, cfg.Interface)
-	if err != nil {
-		return nil, err
+	pc, ln := cfg.PacketConn, cfg.Listener
+	if pc == nil {
+		var err error
+		if pc, ln, err = listenDNS(ctx, cfg.Listen, cfg.Interface); err != nil {
+			return nil, err
+		}
+	}
+	port := cfg.Listen.Port() // port 0 was resolved by the bind
+	if a, ok := ln.Addr().(*net.TCPAddr); ok {
+		port = uint16(a.Port)
 	}
 	d := &DNSForwarder{
 		log:       log,
@@ -191,7 +210,7 @@ func NewDNSForwarder(ctx context.Context, cfg DNSConfig) (*DNSForwarder, error) 
 		perClient: make(map[netip.Addr]int),
 		maxTotal:  cfg.MaxInFlight,
 		maxClient: cfg.MaxInFlightPerClient,
-		addr:      netip.AddrPortFrom(cfg.Listen.Addr(), uint16(ln.Addr().(*net.TCPAddr).Port)),
+		addr:      netip.AddrPortFrom(cfg.Listen.Addr(), port),
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	handler := dns.HandlerFunc(d.serveDNS)

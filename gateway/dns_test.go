@@ -351,6 +351,9 @@ func TestDNSConfigErrors(t *testing.T) {
 		"too many upstreams":    {Listen: ok, Upstreams: make([]netip.AddrPort, maxUpstreams+1)},
 		"bad interface":         {Listen: ok, Upstreams: []netip.AddrPort{up}, Interface: "a b"},
 		"negative timeout":      {Listen: ok, Upstreams: []netip.AddrPort{up}, Timeout: -1},
+		"conn without listener": {Listen: ok, Upstreams: []netip.AddrPort{up}, PacketConn: (*net.UDPConn)(nil)},
+		"conn and interface": {Listen: ok, Upstreams: []netip.AddrPort{up}, Interface: "lo",
+			PacketConn: (*net.UDPConn)(nil), Listener: (*net.TCPListener)(nil)},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg.Logger = testLog

@@ -58,7 +58,7 @@ func NewMetrics(reg prometheus.Registerer, host *Host, dns *DNSForwarder) (*Metr
 		packets: prometheus.NewDesc("peerlan_gateway_forwarded_packets_total",
 			"Packets forwarded between the room and the uplink.", []string{"direction"}, nil),
 		flows: prometheus.NewDesc("peerlan_gateway_flows_total",
-			"New connections by direction; internet_to_guest ones are all refused (no port forwarding).", []string{"direction"}, nil),
+			"New connections by direction; internet_to_guest ones are all refused (-forward proxies on the host; nothing is routed in).", []string{"direction"}, nil),
 		drops: prometheus.NewDesc("peerlan_gateway_policy_drops_total",
 			"Packets from or to the room dropped by the gateway's policy, by reason.", []string{"reason"}, nil),
 		readErrs: prometheus.NewDesc("peerlan_gateway_counter_read_errors_total",

@@ -59,6 +59,40 @@ var blockedDestinations = []struct {
 	{DropReserved, prefixes("240.0.0.0/4")},
 }
 
+// GuestDropReason is the kernel ruleset's guest_in chain as a function, for
+// gateways that enforce the egress policy outside nftables (a userspace
+// stack): the drop reason for an IPv4 packet a guest of subnet sends from
+// src to dst, or "" when the policy lets it through. allow opens prefixes as
+// HostConfig.Allow does. Packets to the gateway's own address (.1) pass
+// here; what a gateway accepts on .1 is its own (DNS and ping).
+func GuestDropReason(subnet netip.Prefix, allow []netip.Prefix, src, dst netip.Addr) string {
+	switch {
+	case !dst.Is4() || !src.Is4():
+		return DropIPv6
+	case dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}) || dst == broadcastAddr(subnet):
+		return DropBroadcast
+	case dst.IsMulticast():
+		return DropMulticast
+	case !subnet.Contains(src):
+		return DropSpoofed
+	case dst == gatewayAddr(subnet):
+		return ""
+	}
+	for _, p := range allow {
+		if p.Contains(dst) {
+			return ""
+		}
+	}
+	for _, d := range blockedDestinations {
+		for _, p := range d.prefixes {
+			if p.Contains(dst) {
+				return d.reason
+			}
+		}
+	}
+	return ""
+}
+
 func prefixes(ss ...string) []netip.Prefix {
 	out := make([]netip.Prefix, len(ss))
 	for i, s := range ss {

@@ -90,3 +90,34 @@ func TestRulesetContent(t *testing.T) {
 		t.Errorf("%d chains, expectedChains is %d", got, expectedChains)
 	}
 }
+
+func TestGuestDropReason(t *testing.T) {
+	subnet := DefaultSubnet
+	allow := []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")}
+	guest := netip.MustParseAddr("10.86.0.10")
+	for dst, want := range map[string]string{
+		"203.0.113.5":     "",
+		"10.86.0.1":       "",
+		"192.168.1.7":     "", // allowed
+		"192.168.2.7":     DropPrivate,
+		"10.9.9.9":        DropPrivate,
+		"172.31.0.1":      DropPrivate,
+		"127.0.0.1":       DropLoopback,
+		"0.0.0.1":         DropZeroNet,
+		"100.100.0.1":     DropCGNAT,
+		"169.254.169.254": DropMetadata,
+		"169.254.3.4":     DropLinkLocal,
+		"240.1.1.1":       DropReserved,
+		"224.0.0.251":     DropMulticast,
+		"255.255.255.255": DropBroadcast,
+		"10.86.0.255":     DropBroadcast,
+		"2001:db8::1":     DropIPv6,
+	} {
+		if got := GuestDropReason(subnet, allow, guest, netip.MustParseAddr(dst)); got != want {
+			t.Errorf("to %s: %q, want %q", dst, got, want)
+		}
+	}
+	if got := GuestDropReason(subnet, allow, netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("203.0.113.5")); got != DropSpoofed {
+		t.Errorf("from outside the room: %q, want %q", got, DropSpoofed)
+	}
+}

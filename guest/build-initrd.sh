@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds the guest's initramfs: a gzip'd newc cpio holding static busybox with
 # its applets as symlinks, guest/init as /init, guest/udhcpc.script as
-# busybox's default DHCP script and the files under guest/rootfs.
+# busybox's default DHCP script and the files under guest/rootfs. The same
+# script builds the v86 guest's (i386 busybox) and the UML guest's (amd64).
 #
 # usage: guest/build-initrd.sh GEN_INIT_CPIO BUSYBOX_DIR OUT
 #   GEN_INIT_CPIO  the kernel's usr/gen_init_cpio, built for the host: it
 #                  writes owners and device nodes from a list, so no root and
 #                  no fakeroot are needed
-#   BUSYBOX_DIR    the unpacked busybox-static:i386 package
+#   BUSYBOX_DIR    the unpacked busybox-static package (guest/fetch-busybox.sh)
 #   OUT            the initrd.gz to write
 #
 # The archive is reproducible: fixed owners (root), fixed timestamps
@@ -36,14 +37,14 @@ while read -r f; do
 done <"$stage/rootfs.list"
 find "$stage" -exec touch -h -d "@$epoch" {} +
 
-# Applet paths: ask busybox itself (an i386 binary the x86-64 host can run
-# when its kernel has IA32 emulation). Without that, /init installs the links
-# at boot with `busybox --install -s`.
+# Applet paths: ask busybox itself (an i386 binary runs on an x86-64 host
+# whose kernel has IA32 emulation). Without that, /init installs the links at
+# boot with `busybox --install -s`.
 applets=()
 if list="$("$busybox" --list-full 2>/dev/null)" && [ -n "$list" ]; then
 	mapfile -t applets < <(printf '%s\n' "$list" | LC_ALL=C sort -u)
 else
-	echo "guest: cannot run the i386 busybox here; the guest will install applet links at boot" >&2
+	echo "guest: cannot run $busybox here; the guest will install applet links at boot" >&2
 fi
 
 {

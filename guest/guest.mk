@@ -1,6 +1,6 @@
 # Guest image: a small i386 Linux for v86, built from Debian packages only
 # (linux-source-6.1, busybox-static:i386, seabios). Included by the top-level
-# Makefile, whose `build` depends on `guest-image`. Everything heavy lives in
+# Makefile, whose `build` depends on `guest-image` and `uml-guest`. Everything heavy lives in
 # $(GUEST_CACHE); only the files below are written to web/dist:
 #   web/dist/guest/{bzImage,initrd.gz,cmdline.txt}, web/dist/bios/{seabios,vgabios}.bin
 # The first build extracts Linux (~1.5 GB) and compiles it (~5 min on 2
@@ -23,7 +23,7 @@ GUEST_BIOS_DIST := web/dist/bios
 GUEST_OUTPUTS := $(GUEST_DIST)/bzImage $(GUEST_DIST)/initrd.gz $(GUEST_DIST)/cmdline.txt \
 	$(GUEST_BIOS_DIST)/seabios.bin $(GUEST_BIOS_DIST)/vgabios.bin
 
-.PHONY: guest-image guest-boottest guest-clean
+.PHONY: guest-image uml-guest guest-boottest guest-clean
 
 guest-image: $(GUEST_OUTPUTS)
 	@echo "guest: image ready: $(GUEST_DIST) (bzImage $$(stat -c %s $(GUEST_DIST)/bzImage) B, initrd.gz $$(stat -c %s $(GUEST_DIST)/initrd.gz) B), BIOS in $(GUEST_BIOS_DIST)"
@@ -40,7 +40,7 @@ $(GUEST_GEN_CPIO): $(GUEST_SRC_STAMP)
 	@$(or $(HOSTCC),cc) -O2 -o $@ $(GUEST_SRC)/usr/gen_init_cpio.c
 
 $(GUEST_BUSYBOX): guest/fetch-busybox.sh
-	@guest/fetch-busybox.sh $(GUEST_CACHE)
+	@guest/fetch-busybox.sh $(GUEST_CACHE) i386
 
 $(GUEST_DIST)/initrd.gz: $(GUEST_GEN_CPIO) $(GUEST_BUSYBOX) guest/build-initrd.sh guest/init guest/udhcpc.script $(GUEST_ROOTFS)
 	@echo "guest: building the initramfs"
@@ -57,6 +57,24 @@ $(GUEST_BIOS_DIST)/seabios.bin: $(GUEST_SEABIOS)/bios.bin
 $(GUEST_BIOS_DIST)/vgabios.bin: $(GUEST_SEABIOS)/vgabios-stdvga.bin
 	@mkdir -p $(@D)
 	@cp $< $@
+
+# The UML guest: an initramfs for Debian's user-mode-linux (an x86-64 kernel,
+# so busybox-static:amd64) with the same /init, DHCP script and rootfs. It
+# stays in the cache (e2e/uml_test.go boots it; README "UML guests"); the
+# page never serves it. Seconds to build once gen_init_cpio exists.
+UML_CACHE := $(GUEST_CACHE)/uml
+UML_BUSYBOX := $(UML_CACHE)/busybox/VERSION
+UML_INITRD := $(UML_CACHE)/initrd.gz
+
+uml-guest: $(UML_INITRD)
+	@echo "guest: UML initramfs ready: $(UML_INITRD) ($$(stat -c %s $(UML_INITRD)) B)"
+
+$(UML_BUSYBOX): guest/fetch-busybox.sh
+	@guest/fetch-busybox.sh $(UML_CACHE) amd64
+
+$(UML_INITRD): $(GUEST_GEN_CPIO) $(UML_BUSYBOX) guest/build-initrd.sh guest/init guest/udhcpc.script $(GUEST_ROOTFS)
+	@echo "guest: building the UML initramfs"
+	@guest/build-initrd.sh $(GUEST_GEN_CPIO) $(UML_CACHE)/busybox $@
 
 # Boots the image in v86 under Node with each NIC model and checks DHCP,
 # ping and Ctrl-C (needs the v86 npm package, installed by web-assets).

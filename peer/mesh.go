@@ -58,7 +58,9 @@ const (
 
 // MeshConfig configures a Mesh. Zero fields take the documented defaults.
 type MeshConfig struct {
-	// Signal is the ws:// or wss:// URL of the signaling endpoint. Required.
+	// Signal is the ws:// or wss:// URL of the signaling endpoint, or
+	// several instances' URLs separated by commas (signalclient.Config.URL:
+	// the client fails over between them). Required.
 	Signal string
 	// Room to join. Required.
 	Room string
@@ -360,6 +362,7 @@ func (m *Mesh) onWelcome(w *proto.Welcome) {
 	m.mu.Lock()
 	oldID := m.status.ID
 	m.status.ID, m.status.IP, m.status.Prefix, m.status.Gateway, m.status.Error = w.ID, w.IP, w.Prefix, w.Gateway, ""
+	m.status.SignalURL = m.client.URL()
 	m.mu.Unlock()
 	if oldID != "" && oldID != w.ID {
 		// Our identity was not resumed (the server lost its secret): the

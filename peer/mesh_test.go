@@ -206,8 +206,8 @@ func TestMeshThreePeers(t *testing.T) {
 
 	for _, p := range []*meshPeer{a, b, c} {
 		st := p.Status()
-		if !st.Prefix.Contains(st.IP) || st.Signal != "connected" {
-			t.Fatalf("status %+v", st)
+		if !st.Prefix.Contains(st.IP) || st.Signal != "connected" || st.SignalURL != srv.url() {
+			t.Fatalf("status %+v (want connected via %s)", st, srv.url())
 		}
 		for _, l := range st.Peers {
 			if l.Path == "relay" || l.RTTMillis < 0 {

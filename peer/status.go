@@ -25,6 +25,9 @@ type MeshStatus struct {
 	GuestMACs []string `json:"guest_macs"`
 	// Signal is "connecting", "connected", "reconnecting" or "closed".
 	Signal string `json:"signal"`
+	// SignalURL is the signaling server that last welcomed this peer, one
+	// of MeshConfig.Signal's URLs.
+	SignalURL string `json:"signal_url,omitempty"`
 	// Error is why the mesh stopped, when it did.
 	Error string       `json:"error,omitempty"`
 	Peers []LinkStatus `json:"peers"`

@@ -14,6 +14,8 @@ packages=(
 	iproute2 iputils-ping iperf3 udhcpc busybox nftables coturn curl dnsutils chromium
 	# tests: a real QEMU guest on bin/peer -qemu (e2e/qemu_test.go)
 	qemu-system-x86
+	# tests: a User-Mode-Linux guest on a bridge with bin/peer -bridge (e2e/uml_test.go)
+	user-mode-linux
 )
 
 missing=()

@@ -22,12 +22,17 @@
 //     the signaling server has welcomed this peer into the room (it has an
 //     id and an address), and rejects with an Error whose message says what
 //     is wrong: an invalid option, a join the server refused (bad token, full
-//     room, bad room name), an unreachable server, or no welcome within the
-//     timeout.
+//     room, bad room name), an unreachable server (every URL tried once), or
+//     no welcome within the timeout.
 //
 // Options (an object; unknown keys are an error, to catch typos):
 //
-//	signal      string, required: the WebSocket URL, ws://host[:port]/path or wss://…
+//	signal      string, required: the WebSocket URL, ws://host[:port]/path or
+//	            wss://…; or an array of up to 16 such URLs (or one string of
+//	            them, comma-separated), instances of one cluster: the peer
+//	            joins through the first that answers, stays on it, and when
+//	            it goes away fails over to the next, resuming its id and
+//	            address there (go doc ./signal/signalclient Client.Run)
 //	room        string, required: 1-64 letters, digits, '.', '_' or '-'
 //	token       string: the room's join token, if it needs one
 //	relay       "all" (default: direct first, TURN relay as fallback),
@@ -58,7 +63,9 @@
 //     "10.86.0.0/24"), gateway, gateway_peer (set only while a gateway is
 //     in the room), signal state, and per peer its role, kind ("browser",
 //     "native", absent when unknown), connection state, path
-//     "host"/"srflx"/"prflx"/"relay", RTT, bytes and drops), plus "guest",
+//     "host"/"srflx"/"prflx"/"relay", RTT, bytes and drops), plus
+//     "signal_url", the signaling server that last welcomed the peer (one
+//     of option signal's URLs), and "guest",
 //     the counters of the guest's port
 //     (from_guest, to_guest, dropped_queue_full, dropped_bad_size,
 //     dropped_undelivered).

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall/js"
@@ -176,7 +177,7 @@ func startLAN(opts joinOptions) (*lan, error) {
 	l.port = newGuestPort(l.deliverFrame)
 	l.obj = l.newObject()
 	mesh, err := peer.NewMesh(peer.MeshConfig{
-		Signal:      opts.Signal,
+		Signal:      strings.Join(opts.Signal, ","),
 		Room:        opts.Room,
 		Token:       opts.Token,
 		Relay:       opts.Relay,
@@ -221,16 +222,17 @@ func (l *lan) waitJoined() error {
 			}
 			return errors.New("the mesh stopped before it joined")
 		case <-deadline.C:
-			return fmt.Errorf("the signaling server at %s did not welcome us within %v", l.opts.Signal, l.opts.Timeout)
+			return fmt.Errorf("the signaling server at %s did not welcome us within %v", l.opts.servers(), l.opts.Timeout)
 		case <-tick.C:
 			st := l.mesh.Status()
 			if st.ID != "" {
 				return nil
 			}
 			if st.Signal == "reconnecting" {
-				// The first connection failed before any welcome: the browser
-				// tells scripts nothing more about a failed WebSocket.
-				return fmt.Errorf("cannot reach the signaling server at %s (is it running, and does it accept this page's origin?)", l.opts.Signal)
+				// The first round of connections (one to each URL) failed
+				// before any welcome: the browser tells scripts nothing more
+				// about a failed WebSocket.
+				return fmt.Errorf("cannot reach the signaling server at %s (is it running, and does it accept this page's origin?)", l.opts.servers())
 			}
 		}
 	}
@@ -315,7 +317,8 @@ type status struct {
 }
 
 func (l *lan) jsStatus(js.Value, []js.Value) any {
-	b, err := json.Marshal(status{MeshStatus: l.mesh.Status(), Guest: l.port.stats()})
+	st := status{MeshStatus: l.mesh.Status(), Guest: l.port.stats()}
+	b, err := json.Marshal(st)
 	if err != nil { // cannot happen: every field marshals
 		return jsError("peerlan: status: " + err.Error())
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"slices"
 	"sort"
 	"strings"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/peerlan/peerlan/peer"
 	"github.com/peerlan/peerlan/signal/proto"
+	"github.com/peerlan/peerlan/signal/signalclient"
 )
 
 // Join defaults and bounds.
@@ -26,7 +26,7 @@ const (
 
 // joinOptions are peerlan.join's options, validated.
 type joinOptions struct {
-	Signal     string
+	Signal     []string // one URL, or several instances of one cluster
 	Room       string
 	Token      string
 	Relay      peer.RelayPolicy
@@ -59,12 +59,8 @@ func parseOptions(data []byte) (joinOptions, error) {
 	}
 
 	var err error
-	if o.Signal, err = stringOption(raw, "signal", true); err != nil {
+	if o.Signal, err = signalOption(raw); err != nil {
 		return o, err
-	}
-	u, perr := url.Parse(o.Signal)
-	if perr != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-		return o, fmt.Errorf("option signal %q: want the signaling server's WebSocket URL, ws://host[:port]/path or wss://host/path", o.Signal)
 	}
 	if o.Room, err = stringOption(raw, "room", true); err != nil {
 		return o, err
@@ -104,6 +100,41 @@ func parseOptions(data []byte) (joinOptions, error) {
 		}
 	}
 	return o, nil
+}
+
+// signalOption reads option signal: the signaling server's WebSocket URL,
+// or the URLs of several instances of one cluster as an array (or one
+// comma-separated string), at most signalclient.MaxURLs.
+func signalOption(raw map[string]json.RawMessage) ([]string, error) {
+	v, ok := present(raw, "signal")
+	if !ok {
+		return nil, errors.New("option signal is required")
+	}
+	var list string
+	var urls []string
+	if err := json.Unmarshal(v, &list); err != nil {
+		if err := json.Unmarshal(v, &urls); err != nil {
+			return nil, fmt.Errorf("option signal: want a string or an array of strings, got %s", v)
+		}
+		if len(urls) == 0 {
+			return nil, errors.New("option signal is required: the array is empty")
+		}
+		// The mesh takes the list as one comma-separated string.
+		for i, u := range urls {
+			if strings.Contains(u, ",") {
+				return nil, fmt.Errorf("option signal[%d] %q: a URL cannot hold a comma (write it %%2C)", i, u)
+			}
+		}
+		list = strings.Join(urls, ",")
+	}
+	if list == "" {
+		return nil, errors.New("option signal is required")
+	}
+	urls, err := signalclient.ParseURLs(list)
+	if err != nil {
+		return nil, fmt.Errorf("option signal: %s; want the signaling server's WebSocket URL, or an array of them", strings.TrimPrefix(err.Error(), "signal: "))
+	}
+	return urls, nil
 }
 
 // present returns the raw value of key unless it is absent or null.
@@ -169,4 +200,12 @@ func parseICEServers(v json.RawMessage) ([]webrtc.ICEServer, error) {
 		servers = append(servers, server)
 	}
 	return servers, nil
+}
+
+// servers names the signaling URLs for an error message.
+func (o joinOptions) servers() string {
+	if len(o.Signal) == 1 {
+		return o.Signal[0]
+	}
+	return "any of " + strings.Join(o.Signal, ", ")
 }

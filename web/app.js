@@ -9,6 +9,16 @@
 //   relay=all|relay|direct   ICE policy handed to the wasm peer (default all).
 //   token=T      join token, for rooms that need one.
 //   nic=virtio|ne2k          emulated network card (default virtio).
+//   signal=URL[,URL…]        the signaling servers, ws:// or wss://, up to
+//                16 instances of one cluster tried in order (the peer stays on
+//                the one that welcomed it and fails over to the next when it
+//                goes away); default this origin's /signal. Only servers on
+//                the page's own host name, or on a host listed in the page's
+//                <meta name="peerlan-signal-hosts" content="HOST …">, are
+//                used: the signaling server decides who the guest's peers and
+//                its gateway are, so a shared link must not be able to pick a
+//                server of someone else's (see peerlanRelayURL below). The
+//                network panel shows the one in use.
 //
 // The network comes from attach.mjs, the drop-in any v86 page can use: it
 // loads dist/wasm_exec.js and dist/peerlan.wasm to define globalThis.peerlan
@@ -63,6 +73,7 @@ const LEASE_RE = /peerlan: eth0 (\S+) router (\S+) mtu (\d+)/g;
 const CONSOLE_LIMIT = 1 << 20; // characters of console text kept for consoleText()
 const RELAY_POLICIES = ["all", "relay", "direct"];
 const NICS = ["virtio", "ne2k"];
+const MAX_SIGNAL_URLS = 16; // signalclient.MaxURLs
 const STATUS_INTERVAL_MS = 1000;
 const RETRY_FIRST_MS = 1000; // the first retry's wait; it doubles up to RETRY_MAX_MS
 const RETRY_MAX_MS = 30000;
@@ -272,12 +283,48 @@ function readParams() {
     problems.push(`nic=${nic} is not one of ${NICS.join(", ")}; using virtio.`);
     nic = "virtio";
   }
+  const signal = signalParam(q.get("signal"), problems);
   let relayURL = "";
   const hook = globalThis.peerlanRelayURL;
   if (typeof hook === "string" && /^wss?:\/\//.test(hook)) relayURL = hook;
   else if (hook !== undefined) problems.push("peerlanRelayURL is not a ws:// or wss:// URL; ignored.");
   if (problems.length) setAlert("params", "warn", problems.join(" "));
-  return { room, roomValid: validRoom(room), relay, nic, token: q.get("token") || "", relayURL };
+  return { room, roomValid: validRoom(room), relay, nic, token: q.get("token") || "", relayURL, signal };
+}
+
+// signalParam reads ?signal=: the listed ws:// or wss:// URLs on hosts the
+// page trusts (its own, and those of <meta name="peerlan-signal-hosts">), or
+// null for the default (this origin's /signal). What it leaves out it says
+// in problems.
+function signalParam(value, problems) {
+  if (value === null || value.trim() === "") return null;
+  const meta = document.querySelector('meta[name="peerlan-signal-hosts"]');
+  const hosts = new Set([location.hostname, ...(meta ? meta.content.toLowerCase().split(/\s+/).filter(Boolean) : [])]);
+  const urls = [];
+  for (const item of value.split(",").map((v) => v.trim()).filter(Boolean)) {
+    let u;
+    try {
+      u = new URL(item);
+    } catch {
+      problems.push(`signal=${item} is not a URL; left out.`);
+      continue;
+    }
+    if (u.protocol !== "ws:" && u.protocol !== "wss:") {
+      problems.push(`signal=${item} is not a ws:// or wss:// URL; left out.`);
+    } else if (!hosts.has(u.hostname)) {
+      problems.push(`signal=${item} is on ${u.hostname}, not a host this page trusts (${[...hosts].join(", ")}); left out.`);
+    } else if (urls.length === MAX_SIGNAL_URLS) {
+      problems.push(`signal= lists more than ${MAX_SIGNAL_URLS} servers; ${item} and the rest are left out.`);
+      break;
+    } else if (!urls.includes(u.href)) {
+      urls.push(u.href);
+    }
+  }
+  if (urls.length === 0) {
+    problems.push("no usable signal= server; using this page's own.");
+    return null;
+  }
+  return urls;
 }
 
 // setupRoomField makes the room field join another room: the page loads
@@ -625,7 +672,7 @@ async function connect() {
     try {
       await loadPeer(base, () => lost("the wasm peer stopped."));
       setNet("joining");
-      lan = await joinLAN({ base, room: params.room, token: params.token, relay: params.relay });
+      lan = await joinLAN({ base, room: params.room, token: params.token, relay: params.relay, signal: params.signal || undefined });
     } catch (err) {
       if (err instanceof PeerUnavailable) {
         setNet("unavailable", errorText(err));
@@ -844,6 +891,7 @@ async function renderStatus() {
   const sig = $("net-signal");
   sig.textContent = st.signal || "–";
   sig.className = st.signal === "connected" ? "good" : st.signal === "reconnecting" || st.signal === "closed" ? "bad" : "";
+  renderServer(st);
   if (st.signal === "reconnecting") {
     setAlert("signal", "warn", "The signaling server is unreachable; reconnecting. Existing peer links keep working.");
   } else {
@@ -869,6 +917,17 @@ async function renderStatus() {
   }
   const drops = st.drops && typeof st.drops === "object" ? Object.entries(st.drops).filter(([, n]) => n > 0) : [];
   $("net-drops").textContent = drops.length ? `Dropped frames: ${drops.map(([r, n]) => `${r} ${n}`).join(", ")}` : "";
+}
+
+// renderServer shows which signaling server welcomed the peer, and where it
+// stands in the list of ?signal=.
+function renderServer(st) {
+  const el = $("net-server");
+  const list = netParams && netParams.signal;
+  const url = st.signal_url || "";
+  const at = list ? list.indexOf(url) : -1;
+  el.textContent = url ? (list && list.length > 1 && at >= 0 ? `${url} (${at + 1} of ${list.length})` : url) : "–";
+  el.title = list && list.length > 1 ? `servers: ${list.join(", ")}` : "";
 }
 
 function renderPeers(peers) {

@@ -18,7 +18,10 @@
 //               Access-Control-Allow-Origin *), and the signaling server must
 //               list the page's origin (bin/signal -origins).
 //   signal      the signaling WebSocket URL (default: ws:// or wss:// at base's
-//               host, path /signal).
+//               host, path /signal), or an array of up to 16 URLs of one
+//               cluster's instances: the peer joins through the first that
+//               answers, stays on it, and fails over to the next when it goes
+//               away. status().signal_url names the one in use.
 //   token, relay, iceServers, logLevel, timeoutMs
 //               passed to peerlan.join (see wasm/doc.go).
 //
@@ -155,7 +158,12 @@ export async function joinLAN(options = {}) {
   }
   const base = options.base ? new URL(options.base, location.href).href : defaultBase();
   const peerlan = await loadPeer(base, options.onExit);
-  const opts = { signal: options.signal || signalURLFor(base), room };
+  const signal = options.signal;
+  if (signal !== undefined && signal !== "" && typeof signal !== "string" &&
+      !(Array.isArray(signal) && signal.length > 0 && signal.every((u) => typeof u === "string"))) {
+    throw new TypeError("signal: want a ws:// or wss:// URL, or a non-empty array of them.");
+  }
+  const opts = { signal: signal || signalURLFor(base), room };
   for (const k of JOIN_OPTIONS) if (options[k] !== undefined && options[k] !== "") opts[k] = options[k];
   return peerlan.join(opts);
 }

@@ -110,16 +110,17 @@ var (
 
 // Stats counts a port's frames and events.
 type Stats struct {
-	RxFrames, TxFrames uint64 // from and to the guest
+	RxFrames uint64 `json:"rx_frames"` // from the guest
+	TxFrames uint64 `json:"tx_frames"` // to the guest
 	// TxDropped counts frames from the switch not delivered: no guest
 	// attached, or the guest not keeping up.
-	TxDropped uint64
+	TxDropped uint64 `json:"tx_dropped"`
 	// RxDropped counts guest frames dropped: longer than the reader's
 	// buffer or than peer.MaxFrameSize.
-	RxDropped uint64
+	RxDropped uint64 `json:"rx_dropped"`
 	// Connects counts guest connections (stream) or new sender addresses
 	// (dgram) seen.
-	Connects uint64
+	Connects uint64 `json:"connects"`
 }
 
 // counters are a port's Stats as they are counted.

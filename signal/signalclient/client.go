@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -22,7 +22,12 @@ var errBinaryFromServer = errors.New("signal: server sent a binary message")
 
 // Config configures a Client. Zero fields take the documented defaults.
 type Config struct {
-	URL   string     // ws:// or wss:// address of the signaling endpoint; required
+	// URL is the ws:// or wss:// address of the signaling endpoint, or the
+	// addresses of several instances of one cluster separated by commas
+	// (ParseURLs), which Run tries in turn. Set URL or URLs.
+	URL string
+	// URLs lists the endpoints one by one instead of URL; at most MaxURLs.
+	URLs  []string
 	Room  string     // required
 	Role  proto.Role // default proto.RoleGuest
 	Token string     // join token, or gateway token for proto.RoleGateway
@@ -33,8 +38,10 @@ type Config struct {
 	// server does not honour (expired, other room or role) means a fresh join.
 	Resume string
 
-	MinBackoff time.Duration // first reconnect delay; default 250 ms
-	MaxBackoff time.Duration // reconnect delay cap; default 10 s
+	// MinBackoff is the wait after a welcomed session ends and after the
+	// first round of failed attempts (see Run); default 250 ms.
+	MinBackoff time.Duration
+	MaxBackoff time.Duration // cap of the doubling wait between failed rounds; default 10 s
 	// ReadTimeout is the silence (no message, no ping) after which the server
 	// is presumed gone and the client reconnects, until a welcome announces
 	// the server's ping period; from then on it is two periods and a second
@@ -51,8 +58,9 @@ type Config struct {
 // reported) or *Disconnected.
 type Event any
 
-// Disconnected reports that the connection to the server was lost; the
-// client is reconnecting. Existing peer-to-peer links are unaffected.
+// Disconnected reports that the connection to the server was lost, or that
+// a round of attempts (one per URL) failed; the client is reconnecting.
+// Existing peer-to-peer links are unaffected.
 type Disconnected struct {
 	Err error
 }
@@ -62,21 +70,34 @@ type Disconnected struct {
 // peer keeps its id and address across server outages.
 type Client struct {
 	cfg    Config
+	urls   []string // validated Config.URL or Config.URLs, in order
 	log    *slog.Logger
 	events chan Event
 	native nativeDial // dial options of native clients only (dial.go)
 
 	mu     sync.Mutex
 	conn   wsConn // joined connection, or nil
+	server string // URL of conn, or ""
 	resume string
 	id     proto.PeerID
 }
 
 // New validates cfg and returns a Client; call Run to connect.
 func New(cfg Config) (*Client, error) {
-	u, err := url.Parse(cfg.URL)
-	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-		return nil, fmt.Errorf("signal: server URL %q must be ws://host[:port]/path or wss://…", cfg.URL)
+	var urls []string
+	switch {
+	case cfg.URL != "" && len(cfg.URLs) > 0:
+		return nil, errors.New("signal: set the server URL or URLs, not both")
+	case len(cfg.URLs) > 0:
+		urls = slices.Clone(cfg.URLs)
+		if err := checkURLs(urls); err != nil {
+			return nil, err
+		}
+	default:
+		var err error
+		if urls, err = ParseURLs(cfg.URL); err != nil {
+			return nil, err
+		}
 	}
 	if !proto.ValidRoomName(cfg.Room) {
 		return nil, fmt.Errorf("signal: room %q: names are 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", cfg.Room)
@@ -99,7 +120,15 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Client{cfg: cfg, log: cfg.Logger, events: make(chan Event, 256), resume: cfg.Resume}, nil
+	return &Client{cfg: cfg, urls: urls, log: cfg.Logger, events: make(chan Event, 256), resume: cfg.Resume}, nil
+}
+
+// URL returns the URL of the server the client is joined to, or "" while it
+// is not joined.
+func (c *Client) URL() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.server
 }
 
 // ResumeToken returns the resume token of the last welcome (or
@@ -140,16 +169,41 @@ func (c *Client) Send(to proto.PeerID, data json.RawMessage) error {
 }
 
 // Run connects, joins and keeps the client joined until ctx is done, when it
-// leaves the room and returns ctx.Err(). It returns early, with a
-// *proto.Error, when the server refuses the join for a reason that retrying
-// cannot fix (a bad token, a wrong role, ...), and with a *HandshakeError
-// when the URL answers plain HTTP (a wrong path: 404, or 200 from a web
-// page) before any welcome.
+// leaves the room and returns ctx.Err().
+//
+// With several URLs, Run stays on the server that welcomed it for as long as
+// that session lasts. When a session ends or an attempt fails, it moves on to
+// the next URL of the list (after the last, the first), offering its resume
+// token to whichever server it reaches: instances of one cluster share the
+// token secret, and one that does not hold the peer joins it afresh. A failed
+// attempt moves on at once; only when every URL has failed once since the
+// last welcome or wait (a full round) does Run wait its backoff, jittered and
+// doubling from MinBackoff to MaxBackoff, so a dead instance costs one failed
+// dial (refused at once, or the 10 s handshake timeout of a host that does
+// not answer), not a backoff. After a welcomed session ends, Run waits MinBackoff
+// (jittered) and starts its backoff anew, so that a server which welcomes
+// and drops the client at once cannot make it spin. It emits Disconnected
+// when a welcomed session ends and when a round fails, not for each URL of a
+// round.
+//
+// It returns early with a *proto.Error when a server refuses the join for a
+// reason that retrying cannot fix (a bad token, a wrong role, ...): the
+// instances share one configuration, so no other URL is tried. A URL that
+// answers plain HTTP before it ever led to a welcome (a wrong path: 404, or
+// 200 from a web page) is dropped from the rotation with a warning; when
+// every URL is dropped, Run returns the *HandshakeError (with several URLs,
+// all of them, joined).
 func (c *Client) Run(ctx context.Context) error {
+	n := len(c.urls)
+	welcomed := make([]bool, n) // the URL has led to a welcome during this Run
+	wrong := make([]error, n)   // why the URL was dropped, or nil
+	live := n
+	failed := 0 // failed attempts since the last welcome or wait
 	backoff := c.cfg.MinBackoff
-	everJoined := false
+	i := 0
 	for {
-		joined, err := c.session(ctx)
+		url := c.urls[i]
+		joined, err := c.session(ctx, url)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -157,38 +211,72 @@ func (c *Client) Run(ctx context.Context) error {
 		if errors.As(err, &se) && permanent(se) {
 			return se
 		}
+		welcomed[i] = welcomed[i] || joined
 		// A URL that never led to a welcome and answers plain HTTP is the
 		// wrong one; after a welcome, the same answer is more likely a proxy
 		// or deployment in flux, worth waiting out.
 		var he *HandshakeError
-		if !everJoined && errors.As(err, &he) && he.wrongEndpoint() {
-			return he
+		if !welcomed[i] && errors.As(err, &he) && he.wrongEndpoint() {
+			wrong[i] = he
+			if live--; live == 0 {
+				if n == 1 {
+					return he
+				}
+				return fmt.Errorf("signal: none of the %d server URLs is a signaling endpoint:\n%w", n, errors.Join(wrong...))
+			}
+			c.log.Warn("dropping a server URL that is not a signaling endpoint", "server", url, "err", err, "left", live)
+		} else if !joined {
+			failed++
 		}
-		if joined {
-			everJoined = true
-			backoff = c.cfg.MinBackoff
+		next := c.nextLive(i, wrong)
+		var wait time.Duration
+		switch {
+		case joined:
+			failed, backoff, wait = 0, c.cfg.MinBackoff, c.cfg.MinBackoff
+		case failed >= live:
+			failed, wait = 0, backoff
+			backoff = min(2*backoff, c.cfg.MaxBackoff)
 		}
-		c.log.Warn("signaling connection lost; reconnecting", "err", err, "in", backoff.Round(time.Millisecond))
+		if wait == 0 {
+			if wrong[i] == nil {
+				c.log.Warn("signaling server unreachable; trying the next", "server", url, "err", err, "next", c.urls[next])
+			}
+			i = next
+			continue
+		}
+		i = next
+		// Full jitter keeps a crowd of peers from reconnecting in lockstep
+		// after a server restart.
+		wait = wait/2 + rand.N(wait/2+1)
+		c.log.Warn("signaling connection lost; reconnecting", "server", url, "err", err, "next", c.urls[i], "in", wait.Round(time.Millisecond))
 		if !c.emit(ctx, &Disconnected{Err: err}) {
 			return ctx.Err()
 		}
-		// Full jitter keeps a crowd of peers from reconnecting in lockstep
-		// after a server restart.
-		t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
 		case <-t.C:
 		}
-		backoff = min(2*backoff, c.cfg.MaxBackoff)
 	}
+}
+
+// nextLive returns the index of the URL after i that is not dropped,
+// wrapping around (i itself when it is the only one left).
+func (c *Client) nextLive(i int, wrong []error) int {
+	for k := 1; k <= len(c.urls); k++ {
+		if j := (i + k) % len(c.urls); wrong[j] == nil {
+			return j
+		}
+	}
+	return i
 }
 
 // session runs one connection: join, then events until it breaks. joined
 // reports whether the server welcomed us.
-func (c *Client) session(ctx context.Context) (joined bool, err error) {
-	conn, err := dial(ctx, c.cfg.URL, c.cfg.ReadTimeout, c.native)
+func (c *Client) session(ctx context.Context, url string) (joined bool, err error) {
+	conn, err := dial(ctx, url, c.cfg.ReadTimeout, c.native)
 	if err != nil {
 		return false, err
 	}
@@ -211,7 +299,7 @@ func (c *Client) session(ctx context.Context) (joined bool, err error) {
 		stop()
 		c.mu.Lock()
 		if c.conn == conn {
-			c.conn = nil
+			c.conn, c.server = nil, ""
 		}
 		c.mu.Unlock()
 		conn.Close()
@@ -230,7 +318,7 @@ func (c *Client) session(ctx context.Context) (joined bool, err error) {
 		case *proto.Welcome:
 			joined = true
 			c.mu.Lock()
-			c.conn, c.resume, c.id = conn, m.Resume, m.ID
+			c.conn, c.server, c.resume, c.id = conn, url, m.Resume, m.ID
 			c.mu.Unlock()
 			if ka := time.Duration(m.Limits.KeepaliveMillis) * time.Millisecond; ka > 0 {
 				// Two missed pings and a second: a dead path is noticed in
@@ -239,7 +327,7 @@ func (c *Client) session(ctx context.Context) (joined bool, err error) {
 					s.setReadTimeout(2*ka + time.Second)
 				}
 			}
-			c.log.Info("joined room", "room", m.Room, "id", m.ID, "ip", m.IP, "peers", len(m.Peers))
+			c.log.Info("joined room", "server", url, "room", m.Room, "id", m.ID, "ip", m.IP, "peers", len(m.Peers))
 		case *proto.Error:
 			if m.Fatal {
 				return joined, m

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -153,6 +154,38 @@ func TestClientConfigErrors(t *testing.T) {
 	} {
 		if _, err := signalclient.New(cfg); err == nil {
 			t.Errorf("accepted %+v", cfg)
+		}
+	}
+	many := make([]string, signalclient.MaxURLs+1)
+	for i := range many {
+		many[i] = fmt.Sprintf("ws://h%d/signal", i)
+	}
+	// Each error names what is wrong: the bad URL, or the rule broken.
+	for _, c := range []struct {
+		cfg  signalclient.Config
+		want string
+	}{
+		{signalclient.Config{URL: "ws://a/signal, http://b/signal"}, `"http://b/signal" (2 of 2)`},
+		{signalclient.Config{URLs: []string{"ws://a/signal", "ws:///signal"}}, `"ws:///signal" (2 of 2)`},
+		{signalclient.Config{URL: "ws://a/signal,"}, "server URL (2 of 2) is empty"},
+		{signalclient.Config{URLs: []string{"ws://a/signal", "ws://a/signal"}}, `"ws://a/signal" is listed twice`},
+		{signalclient.Config{URL: "ws://a/signal", URLs: []string{"ws://b/signal"}}, "not both"},
+		{signalclient.Config{URLs: many}, "at most 16"},
+		{signalclient.Config{URL: strings.Join(many, ",")}, "at most 16"},
+		{signalclient.Config{}, "is required"},
+	} {
+		c.cfg.Room = "lab"
+		_, err := signalclient.New(c.cfg)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("New(%q, %q): %v, want an error saying %s", c.cfg.URL, c.cfg.URLs, err, c.want)
+		}
+	}
+	for _, cfg := range []signalclient.Config{
+		{URL: "ws://a/signal, wss://b:8443/signal", Room: "lab"},
+		{URLs: many[:signalclient.MaxURLs], Room: "lab"},
+	} {
+		if _, err := signalclient.New(cfg); err != nil {
+			t.Errorf("New(%q, %q): %v", cfg.URL, cfg.URLs, err)
 		}
 	}
 }

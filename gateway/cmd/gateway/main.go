@@ -8,8 +8,9 @@
 // Start-up order: check privileges and nft, create the TAP, join the room as
 // its gateway (the signaling server's welcome carries the room subnet), then
 // set up the host for that subnet (address .1/prefix on the TAP, forwarding,
-// nftables), then serve DNS and /metrics. Shutdown runs in reverse: DNS
-// forwarder, host, then the mesh (which leaves the room and removes the TAP).
+// nftables), then serve DNS, the -forward proxies and /metrics. Shutdown
+// runs in reverse: port forwards, DNS forwarder, host, then the mesh (which
+// leaves the room and removes the TAP).
 package main
 
 import (
@@ -37,6 +38,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/peerlan/peerlan/gateway"
+	"github.com/peerlan/peerlan/gateway/portfwd"
 	"github.com/peerlan/peerlan/internal/cli"
 	"github.com/peerlan/peerlan/internal/resumefile"
 	"github.com/peerlan/peerlan/peer"
@@ -54,9 +56,9 @@ type options struct {
 	signal, room, token, tokenFile, relay string
 	tap, uplink, stateDir, rate           string
 	mtu                                   int
-	dns, allow                            cli.List
+	dns, allow, forward                   cli.List
 	ice, iceInterfaces                    cli.List
-	iceLoopback, offload                  bool
+	iceLoopback, offload, userspace       bool
 	udpPorts, metricsAddr                 string
 	statusEvery                           time.Duration
 	logLevel, logFormat                   string
@@ -71,6 +73,7 @@ type config struct {
 	extraICE  []webrtc.ICEServer
 	host      gateway.HostConfig
 	upstreams []netip.AddrPort
+	forwards  []portfwd.Spec
 }
 
 func run(args []string) int {
@@ -87,6 +90,12 @@ CGNAT, link-local, multicast or cloud-metadata destinations (nor this host,
 except DNS and ping on .1) unless -allow opens them, and DNS on .1 is
 forwarded to the upstream resolvers. Everything is undone on SIGINT/SIGTERM,
 and after a crash on the next start. Needs root (CAP_NET_ADMIN) and nft.
+With -forward, tools on this host reach guests' ports through proxies.
+
+With -userspace it needs none of that: a userspace TCP/IP stack takes .1 in
+the room and relays each guest flow through an ordinary socket of this
+process, under the same egress policy, rate limit and DNS forwarding; it is
+slower than the kernel's NAT (see -userspace).
 
 The gateway token comes from -token-file, -token or the environment
 variable %s; mint one with
@@ -96,24 +105,28 @@ Flags:
 `, tokenEnv)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&o.signal, "signal", "ws://127.0.0.1:8080/signal", "signaling server `URL` (ws:// or wss://)")
+	fs.StringVar(&o.signal, "signal", "ws://127.0.0.1:8080/signal", "signaling server `URL` (ws:// or wss://), or several comma-separated (instances of one cluster):\nthe session stays on one and fails over to the next when it goes away")
 	fs.StringVar(&o.room, "room", "", "room `name` to serve (required)")
 	fs.StringVar(&o.tokenFile, "token-file", "", "`file` holding the room's gateway token (recommended: not visible in ps)")
 	fs.StringVar(&o.token, "token", "", "the room's gateway `token` (visible in ps; prefer -token-file or $"+tokenEnv+")")
 	fs.StringVar(&o.relay, "relay", "all", "relay `policy`: all (direct first, TURN as fallback), relay (always TURN), direct (never TURN)")
 	fs.StringVar(&o.tap, "tap", "peerlan-gw0", "TAP device `name` (gets the room's .1 address)")
-	fs.IntVar(&o.mtu, "mtu", peer.DefaultGuestMTU, "MTU of the TAP device; match the guests' (bin/peer -mtu)")
+	fs.IntVar(&o.mtu, "mtu", peer.DefaultGuestMTU, "MTU of the TAP device (with -userspace: of the stack); match the guests' (bin/peer -mtu)")
 	fs.StringVar(&o.uplink, "uplink", "", "uplink `interface` to masquerade out of (default: the interface of the IPv4 default route)")
 	fs.Var(&o.dns, "dns", "upstream DNS `resolvers` (comma-separated ADDR or ADDR:PORT; default: the nameservers of /etc/resolv.conf)")
 	fs.Var(&o.allow, "allow", "comma-separated IPv4 `prefixes` guests may reach although the egress policy blocks them by default")
 	fs.StringVar(&o.rate, "rate", "", "per-guest bandwidth `limit` in each direction, e.g. 20mbit, 5MB, 1MiB, 250000 (bytes/s); empty: no limit")
-	fs.StringVar(&o.stateDir, "state-dir", gateway.DefaultStateDir, "`dir` for the lock, the crash-recovery files and the room's resume token (a restarted gateway takes .1 back at once)")
+	fs.Var(&o.forward, "forward", "port `forwards` from this host to guests, as tcp:HOSTADDR=GUESTIP:PORT or udp:...; repeat the flag or\n"+
+		"separate with commas. HOSTADDR is IP:PORT, or :PORT for every address of the host (reachable from its networks).\n"+
+		"Guests see the connections come from .1. E.g. -forward tcp:127.0.0.1:8080=10.86.0.2:80,udp:127.0.0.1:5353=10.86.0.2:53")
+	fs.StringVar(&o.stateDir, "state-dir", gateway.DefaultStateDir, "`dir` for the lock, the crash-recovery files and the room's resume token (a restarted gateway takes .1 back at once);\nwith -userspace only the resume token, default $XDG_RUNTIME_DIR/peerlan")
 	fs.StringVar(&o.metricsAddr, "metrics", "", "serve /metrics (Prometheus), /status (JSON) and /healthz on this `host:port` (loopback recommended)")
 	fs.DurationVar(&o.statusEvery, "status-every", 30*time.Second, "period of the status lines in the logs (0 disables)")
 	fs.Var(&o.ice, "ice", "extra STUN/TURN `URLs` (comma-separated) besides the signaling server's")
 	fs.Var(&o.iceInterfaces, "ice-interfaces", "only gather host candidates on these `interfaces` (comma-separated; the TAP is always left out)")
 	fs.BoolVar(&o.iceLoopback, "ice-loopback", false, "also gather loopback candidates (peers on one host)")
 	fs.BoolVar(&o.offload, "offload", true, "TCP segmentation and checksum offload on the TAP: 64 KiB super-frames to and from the host's\nstack, carried as they are to native peers that take them (browsers get segments); -offload=false for plain frames")
+	fs.BoolVar(&o.userspace, "userspace", false, "no root, TAP or nftables: guests' TCP/UDP ends in a userspace stack (gVisor) and leaves through\nthis process's sockets; -tap, -uplink and -offload do not apply; slower than kernel NAT\n(iperf3 through it: "+userspaceSpeed+"); no ping beyond .1, IPv4 TCP/UDP only")
 	fs.StringVar(&o.udpPorts, "udp-ports", "", "local UDP port `range` for WebRTC, as MIN-MAX (default: any)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
@@ -133,12 +146,22 @@ Flags:
 		return 2
 	}
 	cli.TuneGC()
+	if o.userspace {
+		if err := userspaceFlags(fs, &o); err != nil {
+			fmt.Fprintln(os.Stderr, "gateway:", err, "(see -h)")
+			return 2
+		}
+	}
 	cfg, err := parse(o, log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gateway:", err, "(see -h)")
 		return 2
 	}
-	if err := serve(cfg, log); err != nil {
+	run := serve
+	if o.userspace {
+		run = serveUserspace
+	}
+	if err := run(cfg, log); err != nil {
 		log.Error("gateway: " + err.Error())
 		return 1
 	}
@@ -208,6 +231,16 @@ func parse(o options, log *slog.Logger) (*config, error) {
 	}
 	if o.mtu < 576 || o.mtu > 1500 {
 		return nil, fmt.Errorf("-mtu %d: want 576 to 1500", o.mtu)
+	}
+	for _, s := range o.forward {
+		sp, err := portfwd.ParseSpec(s)
+		if err != nil {
+			return nil, fmt.Errorf("-forward: %w", err)
+		}
+		c.forwards = append(c.forwards, sp)
+	}
+	if len(c.forwards) > portfwd.MaxSpecs {
+		return nil, fmt.Errorf("-forward: %d forwards, at most %d", len(c.forwards), portfwd.MaxSpecs)
 	}
 	return c, nil
 }
@@ -330,6 +363,9 @@ func serve(c *config, log *slog.Logger) error {
 	if err != nil || ctx.Err() != nil {
 		return errors.Join(err, stopMeshWait())
 	}
+	if err := checkForwards(c.forwards, subnet); err != nil {
+		return errors.Join(err, stopMeshWait())
+	}
 
 	hc := c.host
 	hc.Subnet = subnet
@@ -343,8 +379,12 @@ func serve(c *config, log *slog.Logger) error {
 	if err != nil {
 		return errors.Join(err, host.Close(), stopMeshWait())
 	}
+	var forwards *portfwd.Forwarder // started once the metrics registry exists
 	teardown := func() error {
 		var errs []error
+		if forwards != nil {
+			forwards.Close() // first: no new connection reaches a guest while the rest goes
+		}
 		if err := fwd.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("closing the DNS forwarder: %w", err))
 		}
@@ -362,6 +402,10 @@ func serve(c *config, log *slog.Logger) error {
 	if err == nil {
 		err = registerMeshMetrics(reg, mesh)
 	}
+	if err == nil {
+		var d net.Dialer
+		forwards, err = startForwards(c.forwards, d.DialContext, reg, log)
+	}
 	if err != nil {
 		return errors.Join(err, teardown())
 	}
@@ -377,12 +421,48 @@ func serve(c *config, log *slog.Logger) error {
 	if errors.Is(runErr, errMeshStopped) {
 		runErr = nil // teardown returns the mesh's own error
 	}
-	log.Info("stopping: closing the DNS forwarder, restoring the host, leaving the room")
+	log.Info("stopping: closing the port forwards and the DNS forwarder, restoring the host, leaving the room")
 	err = errors.Join(runErr, teardown())
 	if err == nil {
 		log.Info("stopped; host restored")
 	}
 	return err
+}
+
+// checkForwards checks each -forward's guest against the room subnet, which
+// is known only once the gateway has joined.
+func checkForwards(specs []portfwd.Spec, subnet netip.Prefix) error {
+	for _, sp := range specs {
+		if err := sp.CheckSubnet(subnet); err != nil {
+			return fmt.Errorf("-forward: %w", err)
+		}
+	}
+	return nil
+}
+
+// startForwards starts the -forward proxies (nil without any). Guests are
+// dialed with dial: in kernel mode through the host's own stack, which
+// routes the room subnet through the TAP holding .1; with -userspace
+// through the userspace stack.
+func startForwards(specs []portfwd.Spec, dial portfwd.DialFunc, reg prometheus.Registerer, log *slog.Logger) (*portfwd.Forwarder, error) {
+	if len(specs) == 0 {
+		return nil, nil
+	}
+	for _, sp := range specs {
+		if sp.AllAddresses() {
+			log.Warn("forward listens on every address of the host: whoever reaches this host reaches the guest",
+				"forward", sp.String())
+		}
+	}
+	f, err := portfwd.New(specs, dial, portfwd.Config{Logger: log, Registerer: reg})
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("-forward: %w", err)
+	}
+	return f, nil
 }
 
 // waitJoined waits for the signaling server's welcome and returns the room
@@ -434,7 +514,7 @@ var errMeshStopped = errors.New("mesh stopped")
 // restarted with another -subnet; the host is set up for the old one). It
 // logs the status line, announces .1 to newly linked peers and keeps the
 // saved resume token current.
-func watch(ctx context.Context, mesh *peer.Mesh, meshDone chan error, host *gateway.Host, m *gateway.Metrics,
+func watch(ctx context.Context, mesh *peer.Mesh, meshDone chan error, host lanGateway, m statusLiner,
 	resume *resumefile.File, every time.Duration, log *slog.Logger) error {
 	check := time.NewTicker(announcePoll)
 	defer check.Stop()
@@ -472,6 +552,23 @@ func watch(ctx context.Context, mesh *peer.Mesh, meshDone chan error, host *gate
 	}
 }
 
+// announcer is the gateway's .1: a gateway.Host or a userspace.Gateway.
+type announcer interface {
+	Announce() error
+	GatewayAddr() netip.Addr
+}
+
+// lanGateway is what watch needs of the gateway's side of the room.
+type lanGateway interface {
+	announcer
+	Subnet() netip.Prefix
+}
+
+// statusLiner renders the traffic part of the status line (gateway.Metrics).
+type statusLiner interface {
+	Status(ctx context.Context) string
+}
+
 // announcePoll is how often watch looks at the mesh: for newly opened links
 // and a changed subnet.
 const announcePoll = 250 * time.Millisecond
@@ -480,7 +577,7 @@ const announcePoll = 250 * time.Millisecond
 // since the last call, so that a guest that knew a previous gateway (another
 // TAP, another MAC address) switches to ours at once. announced holds the
 // peers with an open link that were covered; it is updated.
-func announceToNewLinks(st peer.MeshStatus, announced map[proto.PeerID]bool, host *gateway.Host, log *slog.Logger) {
+func announceToNewLinks(st peer.MeshStatus, announced map[proto.PeerID]bool, host announcer, log *slog.Logger) {
 	fresh := false
 	open := make(map[proto.PeerID]bool, len(st.Peers))
 	for _, p := range st.Peers {

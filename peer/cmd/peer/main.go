@@ -79,7 +79,7 @@ Flags:
 `, tokenEnv)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&o.signal, "signal", "ws://127.0.0.1:8080/signal", "signaling server `URL` (ws:// or wss://)")
+	fs.StringVar(&o.signal, "signal", "ws://127.0.0.1:8080/signal", "signaling server `URL` (ws:// or wss://), or several comma-separated (instances of one cluster):\nthe session stays on one and fails over to the next when it goes away")
 	fs.StringVar(&o.room, "room", "", "room `name` to join (required)")
 	fs.StringVar(&o.tokenFile, "token-file", "", "`file` holding the room's join token, when the room needs one (not visible in ps)")
 	fs.StringVar(&o.token, "token", "", "the room's join `token` (visible in ps; prefer -token-file or $"+tokenEnv+")")
@@ -193,7 +193,7 @@ func serve(o options, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if o.statusAddr != "" {
-		hs, err := serveStatus(o.statusAddr, o.pprof, mesh, log)
+		hs, err := serveStatus(o.statusAddr, o.pprof, mesh, dev, log)
 		if err != nil {
 			dev.Close()
 			return err
@@ -266,7 +266,14 @@ func followWelcomes(ctx context.Context, mesh *peer.Mesh, f *resumefile.File, re
 // resumeSavePoll is how soon after a welcome its resume token is on disk.
 const resumeSavePoll = 250 * time.Millisecond
 
-func serveStatus(addr string, withPprof bool, mesh *peer.Mesh, log *slog.Logger) (*http.Server, error) {
+// status is GET /status: the mesh's status and, with -qemu, the QEMU
+// port's counters (a guest that is not attached shows as tx_dropped).
+type status struct {
+	peer.MeshStatus
+	QEMU *qemuport.Stats `json:"qemu,omitempty"`
+}
+
+func serveStatus(addr string, withPprof bool, mesh *peer.Mesh, local peer.Port, log *slog.Logger) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("-status: %w", err)
@@ -274,7 +281,12 @@ func serveStatus(addr string, withPprof bool, mesh *peer.Mesh, log *slog.Logger)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(mesh.Status())
+		st := status{MeshStatus: mesh.Status()}
+		if q, ok := local.(qemuport.Port); ok {
+			qs := q.Stats()
+			st.QEMU = &qs
+		}
+		_ = json.NewEncoder(w).Encode(st)
 	})
 	if withPprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
