@@ -11,6 +11,7 @@ import (
 	"github.com/peerlan/peerlan/peer"
 	"github.com/peerlan/peerlan/peer/ether"
 	"github.com/peerlan/peerlan/peer/porttest"
+	"github.com/peerlan/peerlan/signal"
 	"github.com/peerlan/peerlan/signal/natshub"
 	"github.com/peerlan/peerlan/signal/natshub/natshubtest"
 )
@@ -106,7 +107,8 @@ func waitCond(t *testing.T, what string, cond func() bool) {
 // resumes with its id and address; nobody is announced left, no link is
 // torn down, and the links carry frames throughout (DESIGN.md invariant 5).
 func TestMeshAcrossInstances(t *testing.T) {
-	in := natshubtest.ClusterWith(t, 3, func(c *natshub.Config) { c.PresenceTTL = 6 * time.Second }, nil)
+	in := natshubtest.ClusterWith(t, 3, func(c *natshub.Config) { c.PresenceTTL = 6 * time.Second },
+		func(c *signal.Config) { c.ResumeGrace = time.Second })
 	front := natshubtest.StartFront(t, in[1].Addr())
 	a := startMesh(t, in[0].URL, 1)
 	b := startMesh(t, front.URL(), 2)
@@ -125,9 +127,9 @@ func TestMeshAcrossInstances(t *testing.T) {
 	if st := b.Status(); st.ID != bID || st.IP != bIP {
 		t.Fatalf("b resumed as %v/%v, was %v/%v", st.ID, st.IP, bID, bIP)
 	}
-	// Past the dead instance's presence TTL: B was taken over, so it was
-	// never announced left and the links never closed.
-	time.Sleep(6*time.Second + 2*time.Second)
+	// Past the dead instance's presence TTL and the resume grace: B was
+	// taken over, so it was never announced left and the links never closed.
+	time.Sleep(6*time.Second + time.Second + 2*time.Second)
 	for _, p := range []*meshPeer{a, b, c} {
 		if p.open() != 2 {
 			t.Fatalf("peer %d has %d open links: %+v", p.mac[5], p.open(), p.Status().Peers)

@@ -29,10 +29,10 @@
 // the offers (no glare) even when they join at once on two instances.
 //
 // An instance that stops heartbeating loses its presence key after
-// PresenceTTL; every survivor sees the key expire and deletes the dead
-// instance's claims by revision, so exactly one survivor announces each of
-// its members as left, unless the member was resumed elsewhere first (which
-// rewrote its claim). No Ethernet frame ever crosses NATS: only the signaling
+// PresenceTTL; every survivor sees the key expire and, after the resume
+// grace, deletes the dead instance's claims by revision, so exactly one
+// survivor announces each of its members as left, unless the member was
+// resumed elsewhere first (which rewrote its claim). No Ethernet frame ever crosses NATS: only the signaling
 // JSON the Server accepted (DESIGN.md invariant 1).
 package natshub
 
@@ -508,10 +508,19 @@ func (h *Hub) notePresence(e jetstream.KeyValueEntry) {
 	if inst == h.inst {
 		return // the heartbeat notices and recovers
 	}
-	h.log.Info("instance gone (presence expired); reaping its peers", "other", inst)
+	// Its peers get the resume grace of any peer whose connection broke,
+	// counted from now: a takeover on another instance may still be on
+	// its way (a JetStream leader election after a node died holds writes
+	// for seconds, presence expiry included).
+	h.log.Info("instance gone (presence expired); reaping its peers after the resume grace", "other", inst, "grace", h.hc.ResumeGrace)
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
+		select {
+		case <-h.stop:
+			return
+		case <-time.After(h.hc.ResumeGrace):
+		}
 		h.reapInstance(inst)
 	}()
 }

@@ -35,7 +35,7 @@ func (n *natsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&n.store, "nats-store", "", "with -nats-embed: `dir` for the node's JetStream files (required)")
 	fs.StringVar(&n.cluster, "nats-cluster", "peerlan", "cluster `name`: names the NATS cluster, the directory bucket and the subjects, so that several\npeerlan clusters can share one NATS")
 	fs.StringVar(&n.instance, "instance", "", "this instance's `name` in logs, metrics and the directory (letters, digits, - and _);\ndefault: the host name and the port of -addr, e.g. myhost-8080; unique in a cluster")
-	fs.DurationVar(&n.presenceTTL, "presence-ttl", 6*time.Second, "with -nats/-nats-embed: how long after an instance dies its peers are announced left,\nunless they resume on another instance first (whole seconds)")
+	fs.DurationVar(&n.presenceTTL, "presence-ttl", 6*time.Second, "with -nats/-nats-embed: how long after an instance dies the others notice (whole seconds);\nits peers are announced left a -resume-grace later, unless they resume on another instance first")
 	fs.IntVar(&n.replicas, "nats-replicas", 0, "replicas of the directory bucket; default: 3 with -nats-embed and routes to two or more\nother nodes, else 1")
 }
 
