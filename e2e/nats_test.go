@@ -40,14 +40,14 @@ func startNATSCluster(t *testing.T) *natsCluster {
 	return c
 }
 
-// start runs instance i (again, after a kill: same address, node and store).
+// start runs instance i.
 func (c *natsCluster) start(i int) {
 	s := &SignalServer{Base: "http://" + c.addrs[i], WS: "ws://" + c.addrs[i] + "/signal"}
 	s.Process = StartProcess(c.t, fmt.Sprintf("signal-%d", i), Binary(c.t, "signal"),
 		"-addr", c.addrs[i], "-secret-file", c.secret, "-instance", fmt.Sprintf("sig%d", i),
 		"-nats-embed", "-nats-store", c.stores[i], "-nats-listen", c.urls[i],
 		"-nats-cluster-listen", c.nats[i], "-nats-routes", strings.Join(c.nats, ","),
-		"-presence-ttl", "10s")
+		"-presence-ttl", "10s", "-resume-grace", "2s")
 	c.sigs[i] = s
 }
 
@@ -56,7 +56,8 @@ func (c *natsCluster) start(i int) {
 // processes, each joined through another instance, get unique addresses
 // from the one room, link directly and ping each other. One instance is
 // then killed: the links keep carrying pings (DESIGN.md invariant 5), and
-// when the instance comes back its peer resumes with its id and address.
+// its peer, which knows two instances' URLs, fails over to the other and
+// resumes there with its id and address, never announced as left.
 func TestNATSCluster(t *testing.T) {
 	RequireCommands(t, "ping", "udhcpc")
 	RequireNetAdmin(t)
@@ -65,7 +66,13 @@ func TestNATSCluster(t *testing.T) {
 	var peers []*NativePeer
 	for i := range 3 {
 		ns := NewNamespace(t, fmt.Sprintf("nats-%d", i))
-		peers = append(peers, StartPeer(t, c.sigs[i], room, ns, "-state-dir", t.TempDir()))
+		extra := []string{"-state-dir", t.TempDir()}
+		if i == 1 {
+			// Peer 1 knows two instances and fails over to the second
+			// (StartPeer's -signal is the first's; the later flag wins).
+			extra = append(extra, "-signal", c.sigs[1].WS+","+c.sigs[2].WS)
+		}
+		peers = append(peers, StartPeer(t, c.sigs[i], room, ns, extra...))
 	}
 	var leases []Lease
 	seen := map[string]bool{}
@@ -100,30 +107,44 @@ func TestNATSCluster(t *testing.T) {
 		t.Errorf("the instances relayed %v bytes during guest traffic; frames must not pass through them", after-before)
 	}
 
-	// Instance 1 dies; its peer's links carry on.
+	// Instance 1 dies; its peer's links carry on, and it fails over to
+	// instance 2, where it takes over its own member: same id and address,
+	// and past the dead instance's presence TTL nobody has seen it leave.
 	stB := peers[1].Status(t)
+	if stB.SignalURL != c.sigs[1].WS {
+		t.Fatalf("peer 1 joined through %q, want %s", stB.SignalURL, c.sigs[1].WS)
+	}
 	c.sigs[1].Kill()
+	killed := time.Now()
 	Ping(t, peers[0].NS, leases[1].Addr.Addr(), 3)
 	Ping(t, peers[1].NS, leases[2].Addr.Addr(), 3)
-
-	// It comes back; its peer resumes there as the same member.
-	c.start(1)
-	waitHTTP(t, c.sigs[1].Process, c.sigs[1].Base+"/healthz", 60*time.Second)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		st := peers[1].Status(t)
-		if st.Signal == "connected" && len(st.Peers) == 2 {
+		if st.Signal == "connected" && st.SignalURL == c.sigs[2].WS {
 			if st.ID != stB.ID || st.IP != stB.IP {
 				t.Fatalf("resumed as %s/%v, was %s/%v", st.ID, st.IP, stB.ID, stB.IP)
 			}
+			t.Logf("peer 1 resumed on instance 2 %v after instance 1 died", time.Since(killed).Round(time.Millisecond))
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("peer did not resume: %+v", st)
+			t.Fatalf("peer did not fail over: %+v", st)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	peers[0].WaitLinks(t, 2, 30*time.Second)
+	time.Sleep(time.Until(killed.Add(14 * time.Second))) // past -presence-ttl 10s and -resume-grace 2s
+	for i, p := range peers {
+		st := p.WaitLinks(t, 2, 10*time.Second)
+		for _, l := range st.Peers {
+			if l.State != "open" {
+				t.Fatalf("peer %d: link %+v", i, l)
+			}
+		}
+	}
+	if got := c.sigs[2].Metrics(t)[`peerlan_signal_joins_total{kind="reattach",role="guest"}`]; got != 1 {
+		t.Fatalf("instance 2 counted %v takeovers, want 1", got)
+	}
 	Ping(t, peers[0].NS, leases[1].Addr.Addr(), 3)
 	Ping(t, peers[2].NS, leases[1].Addr.Addr(), 3)
 }
