@@ -264,45 +264,7 @@ func BenchmarkRelayLatency(b *testing.B) {
 		c.MessagesPerSecond = 1e6
 		c.Burst = 1e6
 	})
-	a, wa, err := benchJoin(ts.URL, "latency")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer benchClose(a)
-	bb, wb, err := benchJoin(ts.URL, "latency")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer benchClose(bb)
-	if _, m, err := a.ReadMessage(); err != nil || !bytes.Contains(m, []byte(`"peer-joined"`)) {
-		b.Fatalf("A: want peer-joined for B, got %s (%v)", m, err)
-	}
-
-	// B: answer every signal from A with the same data, rewriting only the
-	// envelope, as cheaply as the echo server answers.
-	fromA := []byte(`{"type":"signal","from":"` + string(wa.ID) + `","data":`)
-	toA := []byte(`{"type":"signal","to":"` + string(wa.ID) + `","data":`)
-	echoErr := make(chan error, 1)
-	go func() {
-		reply := make([]byte, 0, 1024)
-		for {
-			_, m, err := bb.ReadMessage()
-			if err != nil {
-				echoErr <- err
-				return
-			}
-			if !bytes.HasPrefix(m, fromA) {
-				echoErr <- fmt.Errorf("B got %.200s", m)
-				return
-			}
-			reply = append(append(reply[:0], toA...), m[len(fromA):]...)
-			if err := bb.WriteMessage(websocket.TextMessage, reply); err != nil {
-				echoErr <- err
-				return
-			}
-		}
-	}()
-
+	pair := benchStartRelayPair(b, ts.URL, ts.URL, "latency")
 	echoURL := benchEchoServer(b)
 	e, _, err := benchDialer.Dial(echoURL, nil)
 	if err != nil {
@@ -313,38 +275,19 @@ func BenchmarkRelayLatency(b *testing.B) {
 	n := max(b.N, relayMinSamples)
 	relay := make([]time.Duration, 0, n)
 	bare := make([]time.Duration, 0, n)
-	fromB := []byte(`{"type":"signal","from":"` + string(wb.ID) + `","data":`)
-	toB := []byte(`{"type":"signal","to":"` + string(wb.ID) + `","data":`)
-	msg := make([]byte, 0, 1024)
-	want := make([]byte, 0, 1024)
 	before := metrics(b, ts).Sum(`peerlan_signal_relayed_messages_total{type="signal"}`)
 	b.ResetTimer()
 	start := time.Now()
 	for i := range n {
-		data := fmt.Appendf(nil, benchCandidate, i)
-		msg = append(append(append(msg[:0], toB...), data...), '}')
-		want = append(append(append(want[:0], fromB...), data...), '}')
+		half, msg := pair.sample(b, i)
+		relay = append(relay, half)
 
 		t0 := time.Now()
-		if err := a.WriteMessage(websocket.TextMessage, msg); err != nil {
-			b.Fatal(err)
-		}
-		_, got, err := a.ReadMessage()
-		rtt := time.Since(t0)
-		if err != nil {
-			b.Fatalf("A: %v (B: %v)", err, benchPending(echoErr))
-		}
-		if !bytes.Equal(got, want) {
-			b.Fatalf("A got %.300s\nwant %.300s", got, want)
-		}
-		relay = append(relay, rtt/2)
-
-		t0 = time.Now()
 		if err := e.WriteMessage(websocket.TextMessage, msg); err != nil {
 			b.Fatal(err)
 		}
-		_, got, err = e.ReadMessage()
-		rtt = time.Since(t0)
+		_, got, err := e.ReadMessage()
+		rtt := time.Since(t0)
 		if err != nil || !bytes.Equal(got, msg) {
 			b.Fatalf("echo: %.100s (%v)", got, err)
 		}
@@ -365,6 +308,83 @@ func BenchmarkRelayLatency(b *testing.B) {
 	b.ReportMetric(us(ep99), "ws-echo-p99-us")
 	b.ReportMetric(us(rp50)/us(ep50), "x-ws-echo")
 	b.ReportMetric(us(rp99)/us(ep99), "x-ws-echo-p99")
+}
+
+// benchRelayPair is two peers of one room, A joined at urlA and B at urlB;
+// B answers every signal from A with the same data at once.
+type benchRelayPair struct {
+	a          *websocket.Conn
+	toB, fromB []byte
+	msg, want  []byte
+	echoErr    chan error
+	wa, wb     *proto.Welcome
+}
+
+func benchStartRelayPair(b *testing.B, urlA, urlB, room string) *benchRelayPair {
+	b.Helper()
+	a, wa, err := benchJoin(urlA, room)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { benchClose(a) })
+	bb, wb, err := benchJoin(urlB, room)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { benchClose(bb) })
+	if _, m, err := a.ReadMessage(); err != nil || !bytes.Contains(m, []byte(`"peer-joined"`)) {
+		b.Fatalf("A: want peer-joined for B, got %s (%v)", m, err)
+	}
+
+	// B: answer every signal from A with the same data, rewriting only the
+	// envelope, as cheaply as the echo server answers.
+	fromA := []byte(`{"type":"signal","from":"` + string(wa.ID) + `","data":`)
+	toA := []byte(`{"type":"signal","to":"` + string(wa.ID) + `","data":`)
+	p := &benchRelayPair{a: a, wa: wa, wb: wb, echoErr: make(chan error, 1),
+		fromB: []byte(`{"type":"signal","from":"` + string(wb.ID) + `","data":`),
+		toB:   []byte(`{"type":"signal","to":"` + string(wb.ID) + `","data":`),
+		msg:   make([]byte, 0, 1024), want: make([]byte, 0, 1024)}
+	go func() {
+		reply := make([]byte, 0, 1024)
+		for {
+			_, m, err := bb.ReadMessage()
+			if err != nil {
+				p.echoErr <- err
+				return
+			}
+			if !bytes.HasPrefix(m, fromA) {
+				p.echoErr <- fmt.Errorf("B got %.200s", m)
+				return
+			}
+			reply = append(append(reply[:0], toA...), m[len(fromA):]...)
+			if err := bb.WriteMessage(websocket.TextMessage, reply); err != nil {
+				p.echoErr <- err
+				return
+			}
+		}
+	}()
+	return p
+}
+
+// sample sends the i-th candidate A→B→A and returns half the round trip and
+// the message A sent.
+func (p *benchRelayPair) sample(b *testing.B, i int) (time.Duration, []byte) {
+	data := fmt.Appendf(nil, benchCandidate, i)
+	p.msg = append(append(append(p.msg[:0], p.toB...), data...), '}')
+	p.want = append(append(append(p.want[:0], p.fromB...), data...), '}')
+	t0 := time.Now()
+	if err := p.a.WriteMessage(websocket.TextMessage, p.msg); err != nil {
+		b.Fatal(err)
+	}
+	_, got, err := p.a.ReadMessage()
+	rtt := time.Since(t0)
+	if err != nil {
+		b.Fatalf("A: %v (B: %v)", err, benchPending(p.echoErr))
+	}
+	if !bytes.Equal(got, p.want) {
+		b.Fatalf("A got %.300s\nwant %.300s", got, p.want)
+	}
+	return rtt / 2, p.msg
 }
 
 func benchPending(c <-chan error) error {
@@ -425,12 +445,41 @@ type heldResult struct {
 	cpu            time.Duration // server CPU time spent on the ramp
 }
 
+// heldTarget is the server process a held-peers measurement runs against:
+// one bin/signal, or a cluster of instances in one process.
+type heldTarget interface {
+	pid() int
+	urls() []string  // signaling endpoints; peers join them round-robin
+	bases() []string // http base URLs whose /metrics are summed
+	stop(timeout time.Duration) error
+	warnings() string
+}
+
+func (s *benchSignal) urls() []string  { return []string{s.url} }
+func (s *benchSignal) bases() []string { return []string{s.base} }
+
+// heldShape is what a held-peers measurement joins and expects.
+type heldShape struct {
+	peers, rooms int
+	roomGauge    float64       // the rooms gauges' sum (each instance counts a room it holds members of)
+	deadline     time.Duration // for joining and draining the announcements
+}
+
 // benchHold runs one measurement against a fresh bin/signal.
 func benchHold(b *testing.B, bin string) heldResult {
 	child := benchStartSignal(b, bin,
 		"-max-conns", strconv.Itoa(heldPeers+100),
 		"-max-rooms", strconv.Itoa(heldRooms+100),
 		"-max-peers", strconv.Itoa(heldPerRoom))
+	return benchHoldOn(b, child, heldShape{peers: heldPeers, rooms: heldRooms, roomGauge: heldRooms, deadline: heldDeadline})
+}
+
+// benchHoldOn joins sh.peers peers in sh.rooms rooms to child, holds them
+// through a keepalive round, measures the child's memory and stops it.
+func benchHoldOn(b *testing.B, child heldTarget, sh heldShape) heldResult {
+	heldPeers, heldRooms := sh.peers, sh.rooms
+	heldPerRoom := heldPeers / heldRooms
+	urls := child.urls()
 	var r heldResult
 	var err error
 	time.Sleep(200 * time.Millisecond) // let the idle server settle
@@ -506,7 +555,8 @@ func benchHold(b *testing.B, bin string) heldResult {
 				if k >= heldPeers || firstBad.Load() != nil {
 					return
 				}
-				ws, w, err := benchJoin(child.url, fmt.Sprintf("held-%03d", k%heldRooms))
+				// A room's members come through every instance in turn.
+				ws, w, err := benchJoin(urls[(k/heldRooms)%len(urls)], fmt.Sprintf("held-%03d", k%heldRooms))
 				if err != nil {
 					joinErrs <- fmt.Errorf("peer %d: %w", k, err)
 					return
@@ -526,7 +576,7 @@ func benchHold(b *testing.B, bin string) heldResult {
 	}
 	// Each room of n peers announces n(n-1)/2 joins.
 	wantAnnounced := int64(heldRooms * heldPerRoom * (heldPerRoom - 1) / 2)
-	for announced.Load() < wantAnnounced && firstBad.Load() == nil && time.Since(start) < heldDeadline {
+	for announced.Load() < wantAnnounced && firstBad.Load() == nil && time.Since(start) < sh.deadline {
 		time.Sleep(50 * time.Millisecond)
 	}
 	cpu1, err := benchProcCPU(child.pid())
@@ -553,17 +603,23 @@ func benchHold(b *testing.B, bin string) heldResult {
 	if r.rss, r.hwm, err = benchProcMem(child.pid()); err != nil {
 		b.Fatal(err)
 	}
-	s, err := promtext.Scrape(child.base + "/metrics")
-	if err != nil {
-		b.Fatal(err)
+	s := promtext.Samples{}
+	for _, base := range child.bases() {
+		one, err := promtext.Scrape(base + "/metrics")
+		if err != nil {
+			b.Fatal(err)
+		}
+		for k, v := range one {
+			s[k] += v
+		}
 	}
 	for _, c := range []struct {
 		series string
 		want   float64
 	}{
-		{"peerlan_signal_connections", heldPeers},
-		{"peerlan_signal_peers", heldPeers},
-		{"peerlan_signal_rooms", heldRooms},
+		{"peerlan_signal_connections", float64(heldPeers)},
+		{"peerlan_signal_peers", float64(heldPeers)},
+		{"peerlan_signal_rooms", sh.roomGauge},
 		{"peerlan_signal_rejections_total", 0},
 	} {
 		if got := s.Sum(c.series); got != c.want {
@@ -583,7 +639,7 @@ func benchHold(b *testing.B, bin string) heldResult {
 	}
 	r.shutdown = time.Since(t0)
 	readers.Wait()
-	if got := goingAway.Load(); got != heldPeers {
+	if got := goingAway.Load(); got != int64(heldPeers) {
 		b.Fatalf("%d of %d peers were closed with going away on shutdown", got, heldPeers)
 	}
 	return r

@@ -1,12 +1,12 @@
 package signal
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math"
-	"net/netip"
 	"path"
 	"sync"
 	"sync/atomic"
@@ -49,8 +49,18 @@ type conn struct {
 	lastRateError time.Time
 	leaving       bool // the peer said leave, or closed cleanly: no resume grace
 
-	// member is guarded by Server.mu.
-	member *member
+	// room and id name the member once joined; set by the reader before
+	// the Hub may call the conn, read by the reader only.
+	room string
+	id   proto.PeerID
+	// evicted is set when the Hub took the member away (Sink.Evict).
+	evicted atomic.Bool
+
+	// The Hub may deliver events while Join is still returning; they wait
+	// here until the welcome is queued, so the welcome always comes first.
+	welcomeMu sync.Mutex
+	welcomed  bool
+	early     []outMsg // at most SendQueue
 }
 
 type outMsg struct {
@@ -111,6 +121,48 @@ func (c *conn) sendEncoded(typ string, b []byte) {
 		c.log.Warn("disconnecting slow reader: send queue full", "queue", cap(c.send))
 		c.close(websocket.CloseTryAgainLater, "slow reader: send queue full")
 	}
+}
+
+// Deliver implements Sink.
+func (c *conn) Deliver(typ string, b []byte) {
+	c.welcomeMu.Lock()
+	if !c.welcomed {
+		if len(c.early) < cap(c.send) {
+			c.early = append(c.early, outMsg{typ, b})
+			c.welcomeMu.Unlock()
+			return
+		}
+		c.welcomeMu.Unlock()
+		c.s.m.rejections.WithLabelValues(reasonSlowConsumer).Inc()
+		c.close(websocket.CloseTryAgainLater, "slow reader: send queue full")
+		return
+	}
+	c.welcomeMu.Unlock()
+	c.sendEncoded(typ, b)
+}
+
+// sendWelcome queues the welcome and then what the Hub delivered before it.
+func (c *conn) sendWelcome(w *proto.Welcome) {
+	c.welcomeMu.Lock()
+	defer c.welcomeMu.Unlock()
+	c.sendMsg(w)
+	for _, m := range c.early {
+		c.sendEncoded(m.typ, m.b)
+	}
+	c.early = nil
+	c.welcomed = true
+}
+
+// Evict implements Sink.
+func (c *conn) Evict(why error) {
+	c.evicted.Store(true)
+	if errors.Is(why, ErrReplaced) {
+		c.log.Info("connection replaced by a resumed one")
+		c.close(websocket.ClosePolicyViolation, "replaced by a newer connection")
+		return
+	}
+	c.log.Warn("the room directory lost this peer; closing so it resumes", "why", why)
+	c.close(websocket.CloseGoingAway, "server lost the room; resume")
 }
 
 func (c *conn) sendMsg(m any) {
@@ -317,7 +369,8 @@ func (c *conn) handle(b []byte) {
 // announcement to the others.
 func (c *conn) join(j *proto.Join) {
 	s := c.s
-	now := s.cfg.Now()
+	cfg := &s.cfg
+	now := cfg.Now()
 	if j.V != proto.ProtocolVersion {
 		c.fail(proto.CodeBadVersion, true, "protocol version %d is not supported; this server speaks %d", j.V, proto.ProtocolVersion)
 		return
@@ -361,111 +414,66 @@ func (c *conn) join(j *proto.Join) {
 	}
 
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
 		c.fail(proto.CodeShuttingDown, true, "the server is shutting down")
 		return
 	}
-	rm := s.rooms[j.Room]
-	if rm == nil {
-		if len(s.rooms) >= s.cfg.MaxRooms {
-			c.fail(proto.CodeTooManyRooms, true, "the server holds its maximum of %d rooms", s.cfg.MaxRooms)
-			return
-		}
-		rm = &room{name: j.Room, pool: newAddrPool(s.cfg.Subnet), members: make(map[proto.PeerID]*member)}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.WriteTimeout)
+	j2, err := s.hub.Join(ctx, JoinRequest{Room: j.Room, Role: j.Role, Kind: j.Kind, Resume: resume}, c)
+	cancel()
+	if err != nil {
+		c.failJoin(err, j.Room)
+		return
 	}
-	kind := "new"
-	var m *member
-	if resume != nil {
-		m = rm.members[resume.ID]
-	}
-	if m != nil {
-		// The peer is still known: a reconnect within its grace period, or a
-		// new connection replacing one that has not been noticed dead yet.
-		kind = "reattach"
-		if m.grace != nil {
-			m.grace.Stop()
-			m.grace = nil
-		}
-		if old := m.conn; old != nil {
-			old.log.Info("connection replaced by a resumed one")
-			old.member = nil
-			old.close(websocket.ClosePolicyViolation, "replaced by a newer connection")
-		}
-	} else {
-		if len(rm.members) >= s.limits.MaxPeersPerRoom {
-			c.fail(proto.CodeRoomFull, true, "room %q is full (%d peers)", j.Room, s.limits.MaxPeersPerRoom)
-			return
-		}
-		m = &member{role: j.Role, room: rm}
-		if j.Role == proto.RoleGateway {
-			if rm.gateway != nil {
-				c.fail(proto.CodeGatewayTaken, true, "room %q already has a gateway", j.Room)
-				return
-			}
-			m.ip = rm.pool.gateway
-			rm.gateway = m
-		} else {
-			var want netip.Addr
-			if resume != nil {
-				want = resume.IP
-			}
-			ip, err := rm.pool.take(want)
-			if err != nil {
-				c.fail(proto.CodeRoomFull, true, "room %q has no free address", j.Room)
-				return
-			}
-			m.ip = ip
-		}
-		m.id = newPeerID()
-		if resume != nil {
-			kind = "resume"
-			m.id = resume.ID
-		}
-		if len(rm.members) == 0 {
-			s.rooms[rm.name] = rm
-			s.m.rooms.Set(float64(len(s.rooms)))
-			s.log.Info("room opened", "room", rm.name)
-		}
-		rm.members[m.id] = m
-		s.npeers++
-		s.m.peers.Set(float64(s.npeers))
-	}
-	m.kind = j.Kind
-	m.conn = c
-	c.member = m
+	c.room, c.id = j.Room, j2.ID
 	c.joined.Store(true)
-	c.log = c.log.With("room", rm.name, "peer", m.id)
-	s.m.joins.WithLabelValues(string(m.role), kind).Inc()
-	c.log.Info("peer joined", "role", m.role, "ip", m.ip, "kind", kind)
+	c.log = c.log.With("room", j.Room, "peer", j2.ID)
+	s.m.joins.WithLabelValues(string(j.Role), j2.How).Inc()
+	c.log.Info("peer joined", "role", j.Role, "ip", j2.IP, "kind", j2.How)
 
 	w := &proto.Welcome{
 		V:       proto.ProtocolVersion,
-		ID:      m.id,
-		Room:    rm.name,
-		Role:    m.role,
-		IP:      m.ip,
-		Prefix:  s.cfg.Subnet,
-		Gateway: rm.pool.gateway,
-		Peers:   make([]proto.PeerInfo, 0, len(rm.members)-1),
+		ID:      j2.ID,
+		Room:    j.Room,
+		Role:    j.Role,
+		IP:      j2.IP,
+		Prefix:  cfg.Subnet,
+		Gateway: GatewayAddr(cfg.Subnet),
+		Peers:   j2.Peers,
 		Limits:  s.limits,
-		Resume: s.signer.Mint(Claims{Kind: TokenResume, Room: rm.name, ID: m.id, Role: m.role, IP: m.ip,
-			Expires: now.Add(s.cfg.ResumeTTL).Unix()}),
+		Resume: s.signer.Mint(Claims{Kind: TokenResume, Room: j.Room, ID: j2.ID, Role: j.Role, IP: j2.IP,
+			Expires: now.Add(cfg.ResumeTTL).Unix()}),
 	}
-	for _, o := range rm.members {
-		if o != m {
-			w.Peers = append(w.Peers, o.info())
-		}
+	if cfg.ICEServers != nil {
+		w.ICEServers = cfg.ICEServers(j.Room, j2.ID)
 	}
-	if s.cfg.ICEServers != nil {
-		w.ICEServers = s.cfg.ICEServers(rm.name, m.id)
+	c.sendWelcome(w)
+	if cfg.ICEServers != nil && cfg.ICERefresh > 0 {
+		c.startICERefresh(j.Room, j2.ID)
 	}
-	c.sendMsg(w)
-	if s.cfg.ICEServers != nil && s.cfg.ICERefresh > 0 {
-		c.startICERefresh(rm.name, m.id)
-	}
-	if kind != "reattach" {
-		s.broadcastLocked(rm, &proto.PeerJoined{Peer: m.info()}, m)
+}
+
+// failJoin reports a refused join; every refusal ends the session.
+func (c *conn) failJoin(err error, room string) {
+	cfg := &c.s.cfg
+	switch {
+	case errors.Is(err, ErrClosed):
+		c.fail(proto.CodeShuttingDown, true, "the server is shutting down")
+	case errors.Is(err, ErrTooManyRooms):
+		c.fail(proto.CodeTooManyRooms, true, "the server holds its maximum of %d rooms", cfg.MaxRooms)
+	case errors.Is(err, ErrRoomFull):
+		c.fail(proto.CodeRoomFull, true, "room %q is full (%d peers)", room, c.s.limits.MaxPeersPerRoom)
+	case errors.Is(err, ErrNoAddress):
+		c.fail(proto.CodeRoomFull, true, "room %q has no free address", room)
+	case errors.Is(err, ErrGatewayTaken):
+		c.fail(proto.CodeGatewayTaken, true, "room %q already has a gateway", room)
+	default:
+		c.log.Error("join failed: room directory", "room", room, "err", err)
+		// Not fatal for the peer: it may retry, here or elsewhere.
+		c.sendMsg(&proto.Error{Code: proto.CodeShuttingDown, Message: "the room directory is unavailable; try again"})
+		c.close(websocket.CloseTryAgainLater, "room directory unavailable")
 	}
 }
 
@@ -520,30 +528,26 @@ func (c *conn) relay(sig *proto.Signal, n int) {
 		c.fail(proto.CodeBadSignal, false, "a signal needs \"to\" and \"data\"")
 		return
 	}
-	s := c.s
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	from := c.member
-	if from == nil || from.room == nil {
-		return // replaced or removed concurrently
+	if c.evicted.Load() {
+		return // replaced or lost concurrently
 	}
-	if sig.To == from.id {
+	if sig.To == c.id {
 		c.fail(proto.CodeBadSignal, false, "a peer cannot signal itself")
 		return
 	}
-	// Ids of other rooms are indistinguishable from ids that do not exist.
-	to := from.room.members[sig.To]
-	if to == nil || to.conn == nil {
-		c.fail(proto.CodeUnknownPeer, false, "no reachable peer %.40q in this room", sig.To)
-		return
-	}
-	out := &proto.Signal{From: from.id, Data: sig.Data}
-	b, err := proto.Encode(out)
+	b, err := proto.Encode(&proto.Signal{From: c.id, Data: sig.Data})
 	if err != nil {
 		c.log.Error("encode", "err", err)
 		return
 	}
-	s.m.relayed.WithLabelValues(proto.TypeSignal).Inc()
-	s.m.relayedBytes.WithLabelValues(proto.TypeSignal).Add(float64(len(b)))
-	to.conn.sendEncoded(proto.TypeSignal, b)
+	if err := c.s.hub.Signal(c.room, c.id, sig.To, b); err != nil {
+		if errors.Is(err, ErrUnknownPeer) {
+			c.fail(proto.CodeUnknownPeer, false, "no reachable peer %.40q in this room", sig.To)
+		} else {
+			c.log.Warn("signal not relayed", "err", err)
+		}
+		return
+	}
+	c.s.m.relayed.WithLabelValues(proto.TypeSignal).Inc()
+	c.s.m.relayedBytes.WithLabelValues(proto.TypeSignal).Add(float64(len(b)))
 }

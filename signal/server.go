@@ -78,6 +78,11 @@ type Config struct {
 	Registry *prometheus.Registry
 	// Now is the clock, for tests. Default time.Now.
 	Now func() time.Time
+
+	// Hub, when set, makes the Server's rooms: signal/natshub's New shares
+	// them between Servers over NATS. Default NewMemoryHub: this Server
+	// holds every room.
+	Hub func(HubConfig) (Hub, error)
 }
 
 func (c *Config) setDefaults() {
@@ -179,35 +184,11 @@ type Server struct {
 
 	wg sync.WaitGroup // every goroutine the Server started
 
+	hub Hub
+
 	mu     sync.Mutex
 	closed bool
 	conns  map[*conn]struct{}
-	rooms  map[string]*room
-	npeers int
-}
-
-// room is one LAN. Guarded by Server.mu.
-type room struct {
-	name    string
-	pool    *addrPool
-	members map[proto.PeerID]*member
-	gateway *member
-}
-
-// member is a peer in a room. conn is nil while the peer is within its resume
-// grace period. Guarded by Server.mu.
-type member struct {
-	id    proto.PeerID
-	role  proto.Role
-	kind  proto.Kind
-	ip    netip.Addr
-	room  *room
-	conn  *conn
-	grace *time.Timer
-}
-
-func (m *member) info() proto.PeerInfo {
-	return proto.PeerInfo{ID: m.id, Role: m.role, IP: m.ip, Kind: m.kind}
 }
 
 // New returns a Server for cfg.
@@ -238,7 +219,6 @@ func New(cfg Config) (*Server, error) {
 		signer: signer,
 		m:      m,
 		conns:  make(map[*conn]struct{}),
-		rooms:  make(map[string]*room),
 		limits: proto.Limits{
 			MaxMessageBytes:   cfg.MaxMessageBytes,
 			MessagesPerSecond: cfg.MessagesPerSecond,
@@ -246,6 +226,24 @@ func New(cfg Config) (*Server, error) {
 			MaxPeersPerRoom:   maxPeers,
 			KeepaliveMillis:   cfg.KeepaliveInterval.Milliseconds(),
 		},
+	}
+	newHub := cfg.Hub
+	if newHub == nil {
+		newHub = NewMemoryHub
+	}
+	s.hub, err = newHub(HubConfig{
+		Subnet:          cfg.Subnet,
+		MaxPeersPerRoom: maxPeers,
+		MaxRooms:        cfg.MaxRooms,
+		ResumeGrace:     cfg.ResumeGrace,
+		Logger:          cfg.Logger,
+		Counts: func(rooms, members int) {
+			m.rooms.Set(float64(rooms))
+			m.peers.Set(float64(members))
+		},
+	})
+	if err != nil {
+		return nil, err
 	}
 	s.upgrader = websocket.Upgrader{
 		ReadBufferSize:  1024,
@@ -259,6 +257,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Static != nil {
 		h, err := static.New(cfg.Static)
 		if err != nil {
+			_ = s.hub.Close()
 			return nil, err
 		}
 		s.static = h
@@ -365,87 +364,30 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	}()
 }
 
-// dropConn forgets a finished connection and starts its member's grace
-// period, or removes the member when it left for good.
+// dropConn forgets a finished connection and tells the Hub, which starts
+// its member's grace period or removes the member when it left for good.
 func (s *Server) dropConn(c *conn) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if _, ok := s.conns[c]; !ok {
+		s.mu.Unlock()
 		return
 	}
 	delete(s.conns, c)
+	closed := s.closed
+	s.mu.Unlock()
 	s.m.connections.Dec()
-	m := c.member
-	if m == nil || m.conn != c || s.closed {
+	if c.id == "" || closed {
 		return
 	}
-	m.conn = nil
-	if c.leaving {
-		s.removeLocked(m, "left")
-		return
-	}
-	c.log.Info("peer disconnected; holding its id and address for resume", "grace", s.cfg.ResumeGrace)
-	m.grace = time.AfterFunc(s.cfg.ResumeGrace, func() { s.expire(m) })
-}
-
-// expire removes a member whose grace period ended without a resume.
-func (s *Server) expire(m *member) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed || m.conn != nil || m.room == nil {
-		return
-	}
-	s.removeLocked(m, "resume grace expired")
-}
-
-// removeLocked takes m out of its room, releases its address and tells the
-// others. Caller holds s.mu.
-func (s *Server) removeLocked(m *member, why string) {
-	rm := m.room
-	if rm == nil {
-		return
-	}
-	if m.grace != nil {
-		m.grace.Stop()
-		m.grace = nil
-	}
-	delete(rm.members, m.id)
-	if rm.gateway == m {
-		rm.gateway = nil
-	} else {
-		rm.pool.release(m.ip)
-	}
-	m.room = nil
-	s.npeers--
-	s.m.peers.Set(float64(s.npeers))
-	s.log.Info("peer left", "room", rm.name, "peer", m.id, "ip", m.ip, "why", why)
-	if len(rm.members) == 0 {
-		delete(s.rooms, rm.name)
-		s.m.rooms.Set(float64(len(s.rooms)))
-		s.log.Info("room closed", "room", rm.name)
-		return
-	}
-	s.broadcastLocked(rm, &proto.PeerLeft{ID: m.id}, nil)
-}
-
-// broadcastLocked queues msg to every connected member of rm but skip.
-func (s *Server) broadcastLocked(rm *room, msg any, skip *member) {
-	b, err := proto.Encode(msg)
-	if err != nil {
-		s.log.Error("encode", "err", err)
-		return
-	}
-	for _, o := range rm.members {
-		if o != skip && o.conn != nil {
-			o.conn.sendEncoded(proto.TypeOf(msg), b)
-		}
-	}
+	s.hub.Detach(c.room, c.id, c, c.leaving)
 }
 
 // Close disconnects every peer with "going away" and waits until every
-// goroutine the Server started has finished. Rooms and resume grace periods
-// are dropped; peers that resume against a restarted Server with the same
-// secret keep their ids and addresses. Close is idempotent.
+// goroutine the Server started has finished. The in-memory Hub's rooms and
+// resume grace periods are dropped; peers that resume against a restarted
+// Server with the same secret keep their ids and addresses. A shared Hub
+// leaves this Server's members to be resumed on the other instances. Close
+// is idempotent.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -458,20 +400,16 @@ func (s *Server) Close() error {
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
-	for _, rm := range s.rooms {
-		for _, m := range rm.members {
-			if m.grace != nil {
-				m.grace.Stop()
-			}
-		}
-	}
 	s.mu.Unlock()
+	// The Hub stops first, so that closing connections hands nothing to it:
+	// their members stay held for a resume (elsewhere, with a shared Hub).
+	herr := s.hub.Close()
 	for _, c := range conns {
 		c.close(websocket.CloseGoingAway, "server shutting down")
 	}
 	s.wg.Wait()
 	s.log.Info("signaling server stopped", "connections_closed", len(conns))
-	return nil
+	return herr
 }
 
 // newPeerID returns 128 random bits in base64url (22 characters).

@@ -52,6 +52,7 @@ type serveFlags struct {
 	cfg                                                         peersignal.Config
 	turn                                                        turnFlags
 	tls                                                         tlsFlags
+	nats                                                        natsFlags
 }
 
 func serveCmd(args []string) int {
@@ -74,6 +75,12 @@ With -turn-udp/-turn-tcp/-turn-tls it also runs the embedded TURN relay
 each welcome carries TURN REST credentials (username expiry:peer-id) for it
 and for external turn: URLs in -ice (coturn with use-auth-secret and the
 -turn-secret-file secret as static-auth-secret).
+With -nats URL (an external NATS cluster) or -nats-embed (a NATS node in this
+process, routed to the other instances' with -nats-routes) rooms span several
+instances: peers may join through any of them and resume on any other. Every
+instance must then share -secret-file (and -turn-secret-file, so that each
+welcome may list another instance's relay after this one's), -subnet and
+-max-peers (README, "Several servers").
 
 Flags:
 `)
@@ -82,7 +89,7 @@ Flags:
 	fs.StringVar(&f.addr, "addr", "127.0.0.1:8080", "`host:port` to listen on (0.0.0.0:8080 or :8080: every address)")
 	fs.StringVar(&f.path, "path", "/signal", "URL `path` of the signaling WebSocket")
 	fs.StringVar(&f.subnet, "subnet", peersignal.DefaultSubnet.String(), "IPv4 `prefix` of every room (/16 to /29); .1 is the gateway's")
-	fs.StringVar(&f.secretFile, "secret-file", "", "`file` holding the secret that signs tokens (created with a random secret if missing);\nempty: a random secret per run, so tokens and resumes do not survive a restart\n(env PEERLAN_SECRET overrides)")
+	fs.StringVar(&f.secretFile, "secret-file", "", "`file` holding the secret that signs tokens (created with a random secret if missing);\nempty: a random secret per run, so tokens and resumes do not survive a restart\n(env PEERLAN_SECRET overrides); the instances of a cluster (-nats, -nats-embed) must share it")
 	fs.Var(&f.tokenRooms, "token-rooms", "comma-separated room name `patterns` (path.Match, * = all) that need a join token")
 	fs.Var(&f.origins, "origins", "comma-separated browser `origins` (https://host[:port]) allowed besides the server's own; * allows any")
 	fs.Var(&f.ice, "ice", "comma-separated external STUN/TURN `URLs` handed to peers (stun:host:port, turn:host:port?transport=udp);\nturn: and turns: URLs get minted TURN REST credentials when -turn-secret-file is set")
@@ -101,6 +108,7 @@ Flags:
 	fs.StringVar(&f.logFormat, "log-format", "text", "log `format`: text or json")
 	f.turn.register(fs)
 	f.tls.register(fs)
+	f.nats.register(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -115,6 +123,12 @@ Flags:
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "signal:", err)
 		return 2
+	}
+	if f.nats.instance == "" {
+		f.nats.instance = defaultInstance(f.addr)
+	}
+	if f.nats.enabled() {
+		log = log.With("instance", f.nats.instance)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -161,6 +175,22 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, onListen func(ne
 	}
 	if turnSrv != nil {
 		defer turnSrv.Close()
+	}
+	if f.nats.enabled() {
+		ns, err := f.nats.setup(log, turnURLs(f.turn, turnSrv))
+		if err != nil {
+			return err
+		}
+		defer ns.close()
+		cfg.Hub = ns.hub.Open
+		if ice != nil && turnSrv != nil && f.turn.secretFile != "" {
+			ice = withOtherRelay(ice, ns.hub.OtherRelay)
+		}
+		info := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "peerlan", Subsystem: "signal", Name: "instance_info",
+			Help:        "1, labelled with this instance's name in its cluster.",
+			ConstLabels: prometheus.Labels{"instance": ns.hub.Instance(), "cluster": f.nats.cluster}})
+		info.Set(1)
+		reg.MustRegister(info)
 	}
 	cfg.ICEServers = ice
 	if ice != nil {
@@ -214,7 +244,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, onListen func(ne
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("shutting down")
+	log.Info("shutting down; peers are told to go away and resume elsewhere")
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = hs.Shutdown(sctx) // stops accepting; hijacked WebSockets are closed by srv.Close
@@ -225,6 +255,24 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, onListen func(ne
 		err = errors.Join(err, turnSrv.Close())
 	}
 	return err
+}
+
+// defaultInstance names an instance after its host and port.
+func defaultInstance(addr string) string {
+	host, _ := os.Hostname()
+	name := []byte(host)
+	for i, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			name[i] = '-'
+		}
+	}
+	if len(name) == 0 {
+		name = []byte("signal")
+	}
+	if len(name) > 32 {
+		name = name[:32]
+	}
+	return fmt.Sprintf("%s-%d", name, portOf(addr))
 }
 
 // loadSecret returns the secret from PEERLAN_SECRET or file, creating the

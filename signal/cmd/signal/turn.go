@@ -134,6 +134,34 @@ func (t turnFlags) relayConfig(log *slog.Logger, reg prometheus.Registerer) (rel
 	return cfg, nil
 }
 
+// turnURLs are the embedded relay's URLs as handed to peers, or nil.
+func turnURLs(t turnFlags, srv *relay.Server) []string {
+	if srv == nil {
+		return nil
+	}
+	host := t.host
+	if host == "" {
+		host = srv.RelayIP().String()
+	}
+	return srv.ICEURLs(host)
+}
+
+// withOtherRelay puts one other instance's relay (other's URLs) after this
+// one's in each welcome, with the same credentials: the instances share
+// -turn-secret-file. At most one: each relay URL is one more set of
+// candidates that every ICE agent gathers and checks.
+func withOtherRelay(ice func(string, proto.PeerID) []proto.ICEServer, other func() []string) func(string, proto.PeerID) []proto.ICEServer {
+	return func(room string, id proto.PeerID) []proto.ICEServer {
+		out := ice(room, id)
+		urls := other()
+		if len(urls) == 0 || len(out) == 0 {
+			return out
+		}
+		o := proto.ICEServer{URLs: urls, Username: out[0].Username, Credential: out[0].Credential}
+		return append(out[:1], append([]proto.ICEServer{o}, out[1:]...)...)
+	}
+}
+
 // setupTURN starts the embedded relay when enabled and returns the
 // function that lists ICE servers, with freshly minted credentials, in each
 // welcome: the embedded relay's URLs first, then the external -ice URLs
@@ -157,19 +185,19 @@ func setupTURN(t turnFlags, external []string, log *slog.Logger, reg prometheus.
 		}
 		secret = []byte(hex.EncodeToString(raw[:]))
 	}
-	var stun, turnURLs []string
+	var stun, extTURN []string
 	for _, u := range external {
 		switch scheme, _, _ := strings.Cut(u, ":"); strings.ToLower(scheme) {
 		case "stun", "stuns":
 			stun = append(stun, u)
 		case "turn", "turns":
-			turnURLs = append(turnURLs, u)
+			extTURN = append(extTURN, u)
 		default:
 			return nil, nil, fmt.Errorf("-ice %q: want a stun:, stuns:, turn: or turns: URL", u)
 		}
 	}
-	if len(turnURLs) > 0 && secret == nil {
-		log.Warn("-ice lists TURN URLs but there is no -turn-secret-file: peers get them without credentials", "urls", turnURLs)
+	if len(extTURN) > 0 && secret == nil {
+		log.Warn("-ice lists TURN URLs but there is no -turn-secret-file: peers get them without credentials", "urls", extTURN)
 	}
 
 	var srv *relay.Server
@@ -183,14 +211,10 @@ func setupTURN(t turnFlags, external []string, log *slog.Logger, reg prometheus.
 		if srv, err = relay.New(cfg); err != nil {
 			return nil, nil, err
 		}
-		host := t.host
-		if host == "" {
-			host = srv.RelayIP().String()
-		}
-		embedded = srv.ICEURLs(host)
+		embedded = turnURLs(t, srv)
 		log.Info("embedded TURN relay enabled", "urls", embedded, "relay_ip", srv.RelayIP(), "credential_ttl", t.ttl)
 	}
-	if len(embedded)+len(stun)+len(turnURLs) == 0 {
+	if len(embedded)+len(stun)+len(extTURN) == 0 {
 		return srv, nil, nil
 	}
 	ttl := t.ttl
@@ -203,8 +227,8 @@ func setupTURN(t turnFlags, external []string, log *slog.Logger, reg prometheus.
 		if len(embedded) > 0 {
 			out = append(out, proto.ICEServer{URLs: embedded, Username: user, Credential: pass})
 		}
-		if len(turnURLs) > 0 {
-			out = append(out, proto.ICEServer{URLs: turnURLs, Username: user, Credential: pass})
+		if len(extTURN) > 0 {
+			out = append(out, proto.ICEServer{URLs: extTURN, Username: user, Credential: pass})
 		}
 		if len(stun) > 0 {
 			out = append(out, proto.ICEServer{URLs: stun})
