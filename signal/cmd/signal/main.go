@@ -177,7 +177,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger, onListen func(ne
 		defer turnSrv.Close()
 	}
 	if f.nats.enabled() {
-		ns, err := f.nats.setup(log, turnURLs(f.turn, turnSrv))
+		ns, err := f.nats.setup(log, turnURLs(f.turn, turnSrv), secret)
 		if err != nil {
 			return err
 		}

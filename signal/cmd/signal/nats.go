@@ -1,6 +1,10 @@
 package main
 
 import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,7 +32,7 @@ type natsFlags struct {
 
 func (n *natsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&n.url, "nats", "", "share rooms with other instances through the NATS server(s) at these comma-separated `URLs`\n(nats://host:4222; NATS 2.11 or newer with JetStream); every instance must use the same\n-secret-file (resume tokens are checked by any instance), -subnet and -max-peers")
-	fs.BoolVar(&n.embed, "nats-embed", false, "share rooms with other instances through a NATS node embedded in this process\n(JetStream in -nats-store; -nats-routes joins the other instances' nodes)")
+	fs.BoolVar(&n.embed, "nats-embed", false, "share rooms with other instances through a NATS node embedded in this process\n(JetStream in -nats-store; -nats-routes joins the other instances' nodes; clients and routes must present\na password derived from -secret-file, so only instances sharing it join)")
 	fs.StringVar(&n.listen, "nats-listen", "127.0.0.1:4222", "with -nats-embed: `host:port` where the embedded node accepts NATS clients")
 	fs.StringVar(&n.clusterAddr, "nats-cluster-listen", "127.0.0.1:6222", "with -nats-embed and -nats-routes: `host:port` where the node accepts routes from the others")
 	fs.Var(&n.routes, "nats-routes", "with -nats-embed: comma-separated cluster `addresses` (host:port of -nats-cluster-listen)\nof the other instances' nodes; every node may list all of them, itself included")
@@ -60,8 +64,10 @@ func (s *natsSetup) close() {
 }
 
 // setup connects to NATS (or starts the embedded node) and makes the Hub;
-// relay is this instance's TURN URLs, published to the others.
-func (n natsFlags) setup(log *slog.Logger, relay []string) (*natsSetup, error) {
+// relay is this instance's TURN URLs, published to the others; secret is
+// the server's (nil: none given), from which an embedded node's password
+// is derived.
+func (n natsFlags) setup(log *slog.Logger, relay []string, secret []byte) (*natsSetup, error) {
 	switch {
 	case n.url != "" && n.embed:
 		return nil, errors.New("-nats and -nats-embed: choose one (an external NATS, or a node in this process)")
@@ -71,6 +77,8 @@ func (n natsFlags) setup(log *slog.Logger, relay []string) (*natsSetup, error) {
 		return nil, errors.New("-nats-embed needs -nats-store DIR for its JetStream files")
 	case n.replicas < 0 || n.replicas > 5:
 		return nil, fmt.Errorf("-nats-replicas %d: 1 to 5", n.replicas)
+	case n.embed && len(n.routes) > 0 && secret == nil:
+		return nil, errors.New("-nats-embed with -nats-routes needs -secret-file (or PEERLAN_SECRET): the instances share it, and it authenticates their nodes to each other")
 	}
 	replicas := n.replicas
 	if replicas == 0 {
@@ -85,7 +93,12 @@ func (n natsFlags) setup(log *slog.Logger, relay []string) (*natsSetup, error) {
 	var opts []nats.Option
 	url := n.url
 	if n.embed {
-		cfg := natsnode.Config{Name: n.instance, Listen: n.listen, Cluster: n.cluster, StoreDir: n.store, Routes: n.routes, Logger: log}
+		pw, err := nodePassword(secret)
+		if err != nil {
+			return nil, err
+		}
+		cfg := natsnode.Config{Name: n.instance, Listen: n.listen, Cluster: n.cluster, StoreDir: n.store, Routes: n.routes,
+			Password: pw, Logger: log}
 		if len(n.routes) > 0 {
 			cfg.ClusterListen = n.clusterAddr
 		}
@@ -95,7 +108,7 @@ func (n natsFlags) setup(log *slog.Logger, relay []string) (*natsSetup, error) {
 		}
 		s.node = node
 		url = node.ClientURL()
-		opts = append(opts, nats.InProcessServer(node.Server()))
+		opts = append(opts, nats.InProcessServer(node.Server()), nats.UserInfo(natsnode.User, pw))
 		log.Info("embedded NATS node running", "clients", node.ClientURL(), "cluster", n.cluster, "routes", n.routes, "store", n.store)
 	}
 	opts = append(opts,
@@ -132,4 +145,20 @@ func (n natsFlags) setup(log *slog.Logger, relay []string) (*natsSetup, error) {
 	}
 	s.hub = hub
 	return s, nil
+}
+
+// nodePassword is the password of an embedded node's clients and routes:
+// derived from the server secret, which every instance of a cluster shares,
+// so that their nodes accept each other and nothing else. Without a secret
+// (one node, no routes) it is random: only this process connects.
+func nodePassword(secret []byte) (string, error) {
+	if secret == nil {
+		secret = make([]byte, 32)
+		if _, err := rand.Read(secret); err != nil {
+			return "", fmt.Errorf("-nats-embed: a random node password: %w", err)
+		}
+	}
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("peerlan embedded NATS node password v1"))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)), nil
 }

@@ -41,10 +41,15 @@ func TestNATSFlagErrors(t *testing.T) {
 		{[]string{"-nats-embed", "-nats-store", "x", "-nats-replicas", "7"}, "-nats-replicas"},
 		{[]string{"-nats-embed", "-nats-store", "x", "-nats-listen", "nonsense"}, "listen address"},
 		{[]string{"-nats", "nats://127.0.0.1:1"}, "-nats nats://127.0.0.1:1"},
+		{[]string{"-nats-embed", "-nats-store", "x", "-nats-routes", "127.0.0.1:6222"}, "needs -secret-file"},
 	} {
 		f := parseAllFlags(t, tc.args...)
 		f.nats.instance = cmpOr(f.nats.instance, "test")
-		s, err := f.nats.setup(quiet, nil)
+		var secret []byte
+		if !strings.Contains(tc.want, "secret") {
+			secret = []byte("0123456789abcdef")
+		}
+		s, err := f.nats.setup(quiet, nil, secret)
 		if err == nil {
 			s.close()
 			t.Errorf("%v accepted", tc.args)

@@ -40,9 +40,20 @@ type Config struct {
 	// ReadyTimeout bounds how long Start waits for the node to accept
 	// clients; default 10 s.
 	ReadyTimeout time.Duration
+	// Password, when set, is required of every client (as user User) and
+	// of every route, and presented on the routes this node dials (Routes
+	// without credentials of their own get it), so that only processes
+	// holding it join the cluster or speak on it: whoever can publish on
+	// the NATS speaks for an instance. Empty: no authentication (tests,
+	// a node on loopback only).
+	Password string
 	// Logger receives the server's logs; default slog.Default().
 	Logger *slog.Logger
 }
+
+// User is the user name clients and routes authenticate as when
+// Config.Password is set.
+const User = "peerlan"
 
 // Node is a running embedded server.
 type Node struct {
@@ -102,6 +113,9 @@ func Start(cfg Config) (*Node, error) {
 		MaxPayload: 1 << 20,
 		NoSigs:     true, // the command handles signals
 	}
+	if cfg.Password != "" {
+		opts.Username, opts.Password = User, cfg.Password
+	}
 	if len(cfg.Routes) > 0 && cfg.ClusterListen == "" {
 		return nil, errors.New("natsnode: routes need a cluster listen address")
 	}
@@ -114,10 +128,16 @@ func Start(cfg Config) (*Node, error) {
 			cp = server.RANDOM_PORT
 		}
 		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster, Host: ch, Port: cp}
+		if cfg.Password != "" {
+			opts.Cluster.Username, opts.Cluster.Password = User, cfg.Password
+		}
 		for _, r := range cfg.Routes {
 			u, err := parseRoute(r)
 			if err != nil {
 				return nil, err
+			}
+			if cfg.Password != "" && u.User == nil {
+				u.User = url.UserPassword(User, cfg.Password)
 			}
 			opts.Routes = append(opts.Routes, u)
 		}
