@@ -9,23 +9,26 @@
 //     gateway.DNSForwarder on the stack's own sockets, so -dns upstreams, the
 //     forwarder's bounds and its counters are those of kernel mode;
 //   - TCP and UDP from guests to the internet, each flow relayed through a
-//     host socket (gvisor-tap-vsock's forwarders); the host sees connections
-//     from the gateway process, so no NAT, forwarding or firewall is needed;
+//     host socket (TCP by this package's forwarder, UDP by
+//     gvisor-tap-vsock's); the host sees connections from the gateway
+//     process, so no NAT, forwarding or firewall is needed. A guest's TCP
+//     handshake completes only once the host's connect has; a failed,
+//     refused or timed-out connect (Config.ConnectTimeout) resets it;
 //   - the egress policy of kernel mode, gateway.GuestDropReason with the same
 //     deny list (loopback, private, CGNAT, link-local, metadata, reserved,
 //     multicast, broadcast) and Config.Allow, plus "only DNS and ping on
-//     .1". The forwarders have no dialer hook, so the policy is enforced on
-//     frames entering the stack: a refused frame never reaches the stack,
+//     .1". The policy is enforced on frames entering the stack: a refused frame never reaches the stack,
 //     and is counted by reason. Nothing a guest sends can reach the host's
 //     own private networks or loopback unless Allow opens them;
 //   - a token bucket per guest address and direction (Config.RateLimit),
 //     over-limit frames dropped and counted;
 //   - DialGuest: connections from the stack to a guest (port forwarding);
 //   - bounds: Config.MaxFlows relayed flows, a bounded queue toward the
-//     switch, and the forwarder's own limit of 10 TCP handshakes in flight
-//     (each waits for the host's connect, so a guest dialling unanswering
-//     addresses slows others' new connections for the kernel's connect
-//     timeout).
+//     switch, and TCP connects waiting for the host bounded per guest
+//     address (Config.MaxPendingPerGuest) and in all (Config.MaxPending),
+//     each for at most Config.ConnectTimeout: a guest dialling unanswering
+//     addresses fills only its own share, and its further connects are
+//     reset and counted, while other guests' connect as usual.
 //
 // What it does not do:
 //   - DHCP: the stack runs no DHCP server, and broadcast IPv4 from guests is

@@ -77,9 +77,23 @@ type Config struct {
 	// QueueLen bounds frames waiting toward the switch; default DefaultQueueLen.
 	QueueLen int
 	// MaxFlows bounds the flows relayed at once: a new TCP connection is
-	// dropped (DropFlows) while MaxFlows are connected, a new UDP flow while
+	// dropped (DropFlows) while MaxFlows are relayed or waiting for the
+	// host's connect, a new UDP flow while
 	// the stack holds MaxFlows flows of either kind. Default DefaultMaxFlows.
 	MaxFlows int
+	// ConnectTimeout bounds the host's connect for a guest's new TCP
+	// connection, which waits for it in its handshake; when it expires the
+	// guest gets a reset (DropConnectTimeout). Default
+	// DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// MaxPendingPerGuest bounds one guest address's TCP connections waiting
+	// for the host's connect; beyond it new ones are reset
+	// (DropPendingGuest). Default DefaultMaxPendingPerGuest.
+	MaxPendingPerGuest int
+	// MaxPending bounds all guests' TCP connections waiting for the host's
+	// connect; beyond it new ones are reset (DropPending). Default
+	// DefaultMaxPending; at least MaxPendingPerGuest.
+	MaxPending int
 	// Logger default slog.Default().
 	Logger *slog.Logger
 
@@ -101,7 +115,9 @@ type Gateway struct {
 	stack  *stack.Stack
 	ep     *tap.LinkEndpoint
 	dns    *gateway.DNSForwarder
-	rate   *limiter // nil: no limit
+	tcp    *tcpForwarder
+	rate   *limiter           // nil: no limit
+	cancel context.CancelFunc // ends the TCP forwarder's dials and relays
 
 	maxFlows int
 	ownFlows int // the stack's own endpoints (DNS), not counted against maxFlows
@@ -152,8 +168,20 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if cfg.RateLimit != 0 && cfg.RateLimit < gateway.MinGuestRateLimit {
 		return nil, fmt.Errorf("%w: RateLimit %d bytes/s, at least %d", errConfig, cfg.RateLimit, gateway.MinGuestRateLimit)
 	}
-	if cfg.QueueLen < 0 || cfg.MaxFlows < 0 {
-		return nil, fmt.Errorf("%w: negative QueueLen or MaxFlows", errConfig)
+	if cfg.QueueLen < 0 || cfg.MaxFlows < 0 || cfg.ConnectTimeout < 0 || cfg.MaxPendingPerGuest < 0 || cfg.MaxPending < 0 {
+		return nil, fmt.Errorf("%w: negative QueueLen, MaxFlows, ConnectTimeout, MaxPendingPerGuest or MaxPending", errConfig)
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.MaxPendingPerGuest == 0 {
+		cfg.MaxPendingPerGuest = DefaultMaxPendingPerGuest
+	}
+	if cfg.MaxPending == 0 {
+		cfg.MaxPending = max(DefaultMaxPending, cfg.MaxPendingPerGuest)
+	}
+	if cfg.MaxPending < cfg.MaxPendingPerGuest {
+		return nil, fmt.Errorf("%w: MaxPending %d below MaxPendingPerGuest %d", errConfig, cfg.MaxPending, cfg.MaxPendingPerGuest)
 	}
 	if cfg.MaxFlows == 0 {
 		cfg.MaxFlows = DefaultMaxFlows
@@ -189,16 +217,18 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if cfg.RateLimit > 0 {
 		g.rate = newLimiter(cfg.RateLimit, subnet)
 	}
-	if err := g.buildStack(cfg.MTU, cfg.translate); err != nil {
+	if err := g.buildStack(cfg); err != nil {
 		return nil, err
 	}
 	if err := g.startDNS(ctx, cfg.DNS); err != nil {
+		g.cancel()
 		g.stack.Close()
 		return nil, err
 	}
 	g.ownFlows = len(g.stack.RegisteredEndpoints())
 	g.log.Info("userspace stack ready", "subnet", subnet, "address", g.addr, "mac", g.mac, "mtu", cfg.MTU,
-		"allow", g.allow, "rate_bytes_per_s", cfg.RateLimit)
+		"allow", g.allow, "rate_bytes_per_s", cfg.RateLimit, "connect_timeout", cfg.ConnectTimeout,
+		"max_pending_per_guest", cfg.MaxPendingPerGuest, "max_pending", cfg.MaxPending)
 	return g, nil
 }
 
@@ -214,8 +244,8 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 // frame, which one copy puts into the queue Read takes from. It also drops
 // ARP replies the stack would make for addresses other than .1 (the stack
 // is promiscuous so that it terminates flows to any address).
-func (g *Gateway) buildStack(mtu int, translate map[netip.Addr]netip.Addr) error {
-	ep, err := tap.NewLinkEndpoint(false, uint32(mtu), net.HardwareAddr(g.mac[:]).String(), g.addr.String(), nil)
+func (g *Gateway) buildStack(cfg Config) error {
+	ep, err := tap.NewLinkEndpoint(false, uint32(cfg.MTU), net.HardwareAddr(g.mac[:]).String(), g.addr.String(), nil)
 	if err != nil {
 		return fmt.Errorf("userspace gateway: link endpoint: %w", err)
 	}
@@ -257,15 +287,18 @@ func (g *Gateway) buildStack(mtu int, translate map[netip.Addr]netip.Addr) error
 	s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
 
 	// No NAT table outside tests: a guest reaches exactly the address it
-	// sent to. The forwarders' own link-local refusal is kept
+	// sent to. The UDP forwarder's own link-local refusal is kept
 	// (ec2MetadataAccess false) although the frame filter drops those.
 	var natMu sync.Mutex
-	nat := make(map[tcpip.Address]tcpip.Address, len(translate))
-	for from, to := range translate {
+	nat := make(map[tcpip.Address]tcpip.Address, len(cfg.translate))
+	for from, to := range cfg.translate {
 		nat[tcpip.AddrFrom4(from.As4())] = tcpip.AddrFrom4(to.As4())
 	}
-	tcpFwd := forwarder.TCP(s, nat, &natMu, false)
-	s.SetTransportProtocolHandler(tcp.ProtocolNumber, g.toHost(tcpFwd.HandlePacket, g.tcpFlowsFull))
+	ctx, cancel := context.WithCancel(context.Background())
+	g.cancel = cancel
+	var tcpFwd *tcp.Forwarder
+	g.tcp, tcpFwd = newTCPForwarder(ctx, g, cfg)
+	s.SetTransportProtocolHandler(tcp.ProtocolNumber, g.toHost(tcpFwd.HandlePacket, g.tcp.full))
 	udpFwd := forwarder.UDP(s, nat, &natMu, false)
 	s.SetTransportProtocolHandler(udp.ProtocolNumber, g.toHost(udpFwd.HandlePacket, g.udpFlowsFull))
 	return nil
@@ -292,12 +325,6 @@ func (g *Gateway) toHost(fwd func(stack.TransportEndpointID, *stack.PacketBuffer
 		}
 		return fwd(id, pkt)
 	}
-}
-
-// tcpFlowsFull: the stack counts its connected TCP endpoints; connections
-// still in their handshake are bounded by the forwarder itself (10).
-func (g *Gateway) tcpFlowsFull() bool {
-	return g.stack.Stats().TCP.CurrentConnected.Value() >= uint64(g.maxFlows)
 }
 
 // udpFlowsFull counts the stack's endpoints, each UDP flow being one. It
@@ -527,9 +554,11 @@ func (g *Gateway) DialGuest(ctx context.Context, network, address string) (net.C
 func (g *Gateway) Close() error {
 	g.closeOnce.Do(func() {
 		close(g.closed)
+		g.cancel() // dials and relays end
 		if g.dns != nil {
 			g.closeErr = g.dns.Close()
 		}
+		g.tcp.wait()
 		g.stack.Close()
 		g.stack.Wait()
 	})
