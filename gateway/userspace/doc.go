@@ -1,8 +1,9 @@
 // Package userspace is a room's exit node without root, TAP or nftables: a
-// userspace TCP/IP stack (gVisor's netstack, as assembled by
-// github.com/containers/gvisor-tap-vsock) that is a peer.Port of the room's
-// switch, owns the room's gateway address (.1) and MAC, and terminates guest
-// TCP and UDP flows, opening an ordinary socket on the host for each.
+// userspace TCP/IP stack (gVisor's netstack, with
+// github.com/containers/gvisor-tap-vsock's UDP forwarder) that is a
+// peer.OffloadPort of the room's switch, owns the room's gateway address
+// (.1) and MAC, and terminates guest TCP and UDP flows, opening an ordinary
+// socket on the host for each.
 //
 // What it does:
 //   - ARP and ping for .1, DNS on .1:53 (UDP and TCP) served by
@@ -38,7 +39,10 @@
 //     a guest, and a stack that answered them itself would lie, so guest
 //     pings to other addresses are dropped (DropICMP);
 //   - IPv6, IP fragments toward the internet, other IP protocols;
-//   - offloads: one frame per Read and Write (the stack's MTU is Config.MTU);
+//   - offloads beyond TCP over IPv4: with Config.Offload the stack sends
+//     TCP super-frames with partial checksums (gVisor's host GSO) and takes
+//     guests' super-frames whole; everything else is one frame per call
+//     (the stack's MTU is Config.MTU);
 //   - a prompt end of idle UDP relays on Close: their host sockets close at
 //     the library's 90 s idle timeout.
 //

@@ -38,7 +38,7 @@ import (
 
 // userspaceSpeed is -userspace's iperf3 throughput against kernel NAT on the
 // same run (BenchmarkGatewayThroughput), for -h.
-const userspaceSpeed = "0.7x the kernel's guest to internet, 0.35x back"
+const userspaceSpeed = "about 1x the kernel's guest to internet, 0.4x to 0.65x back"
 
 // kernelOnlyFlags configure the host's TAP, routing or NAT, which
 // -userspace has none of; setting one with it is refused.
