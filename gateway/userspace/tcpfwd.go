@@ -143,9 +143,14 @@ func (f *tcpForwarder) handle(r *tcp.ForwarderRequest) {
 	d := net.Dialer{}
 	c, err := d.DialContext(ctx, "tcp4", net.JoinHostPort(dst.String(), strconv.Itoa(int(id.LocalPort))))
 	cancel()
+	// The dial reports the context's deadline as an i/o timeout (it may
+	// fire just before the context's own timer); Close cancels instead.
+	var ne net.Error
+	timedOut := errors.As(err, &ne) && ne.Timeout()
 	if err != nil {
 		f.connected(guest, false)
-		if errors.Is(err, context.DeadlineExceeded) {
+		f.g.log.Debug("guest TCP connect failed", "guest", guest, "dst", dst, "port", id.LocalPort, "err", err)
+		if timedOut {
 			f.g.drop(DropConnectTimeout)
 		} else {
 			f.g.drop(DropConnectFailed)
@@ -192,7 +197,11 @@ func (f *tcpForwarder) relay(guest *gonet.TCPConn, host *net.TCPConn) {
 		}
 		host.CloseWrite()
 	}()
-	if _, err := io.Copy(guest, host); err != nil {
+	// Toward the guest through a larger buffer than io.Copy's 32 KiB: each
+	// write to the stack leaves as (at most) one super-frame, and fewer,
+	// larger frames cost the mesh less.
+	buf := make([]byte, downBuffer)
+	if _, err := io.CopyBuffer(guest, readerOnly{host}, buf); err != nil {
 		guest.Close()
 		host.Close()
 	} else {
@@ -213,6 +222,13 @@ func (f *tcpForwarder) enter() bool {
 	f.wg.Add(1)
 	return true
 }
+
+// downBuffer is the relay's buffer toward the guest.
+const downBuffer = 128 << 10
+
+// readerOnly hides the host connection's WriteTo, which would copy through
+// its own 32 KiB buffer.
+type readerOnly struct{ io.Reader }
 
 // wait waits for handlers and relays to end; call after the context is
 // cancelled and the stack closed.
