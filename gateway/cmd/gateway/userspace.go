@@ -38,7 +38,7 @@ import (
 
 // userspaceSpeed is -userspace's iperf3 throughput against kernel NAT on the
 // same run (BenchmarkGatewayThroughput), for -h.
-const userspaceSpeed = "about 1x the kernel's guest to internet, 0.4x to 0.65x back"
+const userspaceSpeed = "about 1x the kernel's guest to internet, 0.9x back"
 
 // kernelOnlyFlags configure the host's TAP, routing or NAT, which
 // -userspace has none of; setting one with it is refused.
