@@ -23,6 +23,12 @@ const (
 	DropQueue     = "queue"     // the switch did not read the stack's frames fast enough
 	DropTooBig    = "toobig"    // a frame larger than the reader's buffer
 	DropFlows     = "flows"     // a new flow beyond Config.MaxFlows
+
+	// TCP connections the forwarder resets (the guest sees a refused connect).
+	DropPendingGuest   = "pending_guest"   // the guest has MaxPendingPerGuest connects waiting
+	DropPending        = "pending"         // all guests have MaxPending connects waiting
+	DropConnectTimeout = "connect_timeout" // the host's connect took longer than ConnectTimeout
+	DropConnectFailed  = "connect_failed"  // the host's connect failed (refused, unreachable)
 )
 
 // DropReasons lists every reason the gateway counts, in the order of Stats.
@@ -31,6 +37,7 @@ var DropReasons = []string{
 	gateway.DropLoopback, gateway.DropPrivate, gateway.DropCGNAT, gateway.DropMetadata, gateway.DropLinkLocal,
 	gateway.DropReserved, gateway.DropHost, gateway.DropRoute, gateway.DropRateLimit,
 	DropICMP, DropProtocol, DropMalformed, DropQueue, DropTooBig, DropFlows,
+	DropPendingGuest, DropPending, DropConnectTimeout, DropConnectFailed,
 }
 
 var reasonIndex = func() map[string]int {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -101,9 +102,13 @@ func udpFrame(dstMAC, srcMAC ether.MAC, src, dst netip.AddrPort, payload []byte)
 // guestLab is a real Linux guest: a TAP device in a namespace of the test's
 // own with testGuest/24 and a default route via .1, its frames pumped to and
 // from a Gateway as the switch would.
+// With cfg.Offload the TAP carries offloaded frames both ways, as a guest
+// behind an offload link does, and the lab counts the super-frames.
 type guestLab struct {
 	g  *Gateway
 	ns string
+
+	superIn, superOut atomic.Uint64 // super-frames into and out of the gateway
 }
 
 func newGuestLab(t *testing.T, cfg Config) *guestLab {
@@ -123,7 +128,7 @@ func newGuestLab(t *testing.T, cfg Config) *guestLab {
 		t.Skipf("ip netns add: %v: %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	dev, err := tap.Open(tap.Config{Name: "guest0", Netns: ns, MTU: peer.DefaultGuestMTU})
+	dev, err := tap.Open(tap.Config{Name: "guest0", Netns: ns, MTU: peer.DefaultGuestMTU, Offload: cfg.Offload})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,27 +140,33 @@ func newGuestLab(t *testing.T, cfg Config) *guestLab {
 	done := make(chan struct{}, 2)
 	go func() { // guest → gateway
 		defer func() { done <- struct{}{} }()
-		b := make([]byte, peer.MaxFrameSize)
+		b := make([]byte, peer.MaxOffloadFrameSize)
 		for {
-			n, err := dev.Read(b)
+			n, o, err := dev.ReadOffload(b)
 			if err != nil {
 				if errors.Is(err, peer.ErrDropped) {
 					continue
 				}
 				return
 			}
-			l.g.Write(b[:n])
+			if o.GSO != ether.GSONone {
+				l.superIn.Add(1)
+			}
+			l.g.WriteOffload(b[:n], o)
 		}
 	}()
 	go func() { // gateway → guest
 		defer func() { done <- struct{}{} }()
-		b := make([]byte, peer.MaxFrameSize)
+		b := make([]byte, peer.MaxOffloadFrameSize)
 		for {
-			n, err := l.g.Read(b)
+			n, o, err := l.g.ReadOffload(b)
 			if err != nil {
 				return
 			}
-			dev.Write(b[:n])
+			if o.GSO != ether.GSONone {
+				l.superOut.Add(1)
+			}
+			dev.WriteOffload(b[:n], o)
 		}
 	}()
 	t.Cleanup(func() {

@@ -16,8 +16,12 @@ type Stats struct {
 	FromGuests gateway.Traffic
 	// ToGuests counts frames the stack queued toward the room.
 	ToGuests gateway.Traffic
-	// Drops counts dropped frames per reason (DropReasons).
+	// Drops counts dropped frames per reason (DropReasons); the TCP
+	// forwarder's refusals count one per connection.
 	Drops map[string]uint64
+	// PendingConnects is the number of guest TCP connections waiting for
+	// the host's connect now.
+	PendingConnects int
 }
 
 // Stats returns a snapshot of the counters.
@@ -26,6 +30,8 @@ func (g *Gateway) Stats() Stats {
 		FromGuests: gateway.Traffic{Packets: g.in.packets.Load(), Bytes: g.in.bytes.Load()},
 		ToGuests:   gateway.Traffic{Packets: g.outTraffic.packets.Load(), Bytes: g.outTraffic.bytes.Load()},
 		Drops:      make(map[string]uint64, len(DropReasons)),
+
+		PendingConnects: g.tcp.pendingConnects(),
 	}
 	for i, r := range DropReasons {
 		s.Drops[r] = g.drops[i].Load()
@@ -37,8 +43,8 @@ func (g *Gateway) Stats() Stats {
 // non-zero drops.
 func (s Stats) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "from guests %d pkts/%d B, to guests %d pkts/%d B",
-		s.FromGuests.Packets, s.FromGuests.Bytes, s.ToGuests.Packets, s.ToGuests.Bytes)
+	fmt.Fprintf(&b, "from guests %d pkts/%d B, to guests %d pkts/%d B, %d connects pending",
+		s.FromGuests.Packets, s.FromGuests.Bytes, s.ToGuests.Packets, s.ToGuests.Bytes, s.PendingConnects)
 	sep := ", drops "
 	for _, r := range DropReasons {
 		if n := s.Drops[r]; n > 0 {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/containers/gvisor-tap-vsock/pkg/services/forwarder"
-	"github.com/containers/gvisor-tap-vsock/pkg/tap"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -35,6 +34,9 @@ const (
 	// that the switch has not read yet; beyond it frames are dropped
 	// (DropQueue), as a congested port does.
 	DefaultQueueLen = 1024
+	// maxBigQueued bounds the super-frames (up to 64 KiB each) among the
+	// queued frames, so that the queue holds at most a few MiB.
+	maxBigQueued = 128
 	// DefaultMaxFlows bounds the TCP connections and UDP flows relayed at
 	// once, all guests together (each holds a socket of the host).
 	DefaultMaxFlows = 4096
@@ -76,10 +78,30 @@ type Config struct {
 	DNS gateway.DNSConfig
 	// QueueLen bounds frames waiting toward the switch; default DefaultQueueLen.
 	QueueLen int
+	// Offload makes the Gateway an OffloadPort that carries TCP
+	// super-frames and partial checksums (ether.Offload) both ways, so a
+	// stream through a link that negotiated offloads costs a frame per
+	// 64 KiB instead of per 1514 bytes. The switch then reads it with
+	// ReadOffload only; Read drops super-frames (DropTooBig).
+	Offload bool
 	// MaxFlows bounds the flows relayed at once: a new TCP connection is
-	// dropped (DropFlows) while MaxFlows are connected, a new UDP flow while
+	// dropped (DropFlows) while MaxFlows are relayed or waiting for the
+	// host's connect, a new UDP flow while
 	// the stack holds MaxFlows flows of either kind. Default DefaultMaxFlows.
 	MaxFlows int
+	// ConnectTimeout bounds the host's connect for a guest's new TCP
+	// connection, which waits for it in its handshake; when it expires the
+	// guest gets a reset (DropConnectTimeout). Default
+	// DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// MaxPendingPerGuest bounds one guest address's TCP connections waiting
+	// for the host's connect; beyond it new ones are reset
+	// (DropPendingGuest). Default DefaultMaxPendingPerGuest.
+	MaxPendingPerGuest int
+	// MaxPending bounds all guests' TCP connections waiting for the host's
+	// connect; beyond it new ones are reset (DropPending). Default
+	// DefaultMaxPending; at least MaxPendingPerGuest.
+	MaxPending int
 	// Logger default slog.Default().
 	Logger *slog.Logger
 
@@ -99,15 +121,19 @@ type Gateway struct {
 	mac    ether.MAC
 	allow  []netip.Prefix
 	stack  *stack.Stack
-	ep     *tap.LinkEndpoint
+	ep     *link
 	dns    *gateway.DNSForwarder
-	rate   *limiter // nil: no limit
+	tcp    *tcpForwarder
+	rate   *limiter           // nil: no limit
+	cancel context.CancelFunc // ends the TCP forwarder's dials and relays
 
 	maxFlows int
 	ownFlows int // the stack's own endpoints (DNS), not counted against maxFlows
 
-	out       chan *frame // stack → switch, bounded
-	frames    sync.Pool   // *frame
+	out       chan *frame  // stack → switch, bounded
+	frames    sync.Pool    // *frame of peer.MaxFrameSize
+	bigFrames sync.Pool    // *frame of ether.MaxOffloadFrameSize
+	bigQueued atomic.Int32 // super-frames in out
 	closed    chan struct{}
 	closeOnce sync.Once
 	closeErr  error
@@ -122,10 +148,13 @@ type counter struct{ packets, bytes atomic.Uint64 }
 
 func (c *counter) add(n int) { c.packets.Add(1); c.bytes.Add(uint64(n)) }
 
-// frame is a pooled buffer for one frame on its way to the switch.
+// frame is a pooled buffer for one frame on its way to the switch, with
+// the offload work left on it.
 type frame struct {
-	b [peer.MaxFrameSize]byte
-	n int
+	b   []byte
+	n   int
+	o   ether.Offload
+	big bool // from bigFrames
 }
 
 // New builds the stack for cfg.Subnet and starts the DNS forwarder on it.
@@ -152,8 +181,20 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if cfg.RateLimit != 0 && cfg.RateLimit < gateway.MinGuestRateLimit {
 		return nil, fmt.Errorf("%w: RateLimit %d bytes/s, at least %d", errConfig, cfg.RateLimit, gateway.MinGuestRateLimit)
 	}
-	if cfg.QueueLen < 0 || cfg.MaxFlows < 0 {
-		return nil, fmt.Errorf("%w: negative QueueLen or MaxFlows", errConfig)
+	if cfg.QueueLen < 0 || cfg.MaxFlows < 0 || cfg.ConnectTimeout < 0 || cfg.MaxPendingPerGuest < 0 || cfg.MaxPending < 0 {
+		return nil, fmt.Errorf("%w: negative QueueLen, MaxFlows, ConnectTimeout, MaxPendingPerGuest or MaxPending", errConfig)
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.MaxPendingPerGuest == 0 {
+		cfg.MaxPendingPerGuest = DefaultMaxPendingPerGuest
+	}
+	if cfg.MaxPending == 0 {
+		cfg.MaxPending = max(DefaultMaxPending, cfg.MaxPendingPerGuest)
+	}
+	if cfg.MaxPending < cfg.MaxPendingPerGuest {
+		return nil, fmt.Errorf("%w: MaxPending %d below MaxPendingPerGuest %d", errConfig, cfg.MaxPending, cfg.MaxPendingPerGuest)
 	}
 	if cfg.MaxFlows == 0 {
 		cfg.MaxFlows = DefaultMaxFlows
@@ -185,41 +226,34 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 
 		maxFlows: cfg.MaxFlows,
 	}
-	g.frames.New = func() any { return new(frame) }
+	g.frames.New = func() any { return &frame{b: make([]byte, peer.MaxFrameSize)} }
+	g.bigFrames.New = func() any { return &frame{b: make([]byte, ether.MaxOffloadFrameSize), big: true} }
 	if cfg.RateLimit > 0 {
 		g.rate = newLimiter(cfg.RateLimit, subnet)
 	}
-	if err := g.buildStack(cfg.MTU, cfg.translate); err != nil {
+	if err := g.buildStack(cfg); err != nil {
 		return nil, err
 	}
 	if err := g.startDNS(ctx, cfg.DNS); err != nil {
+		g.cancel()
 		g.stack.Close()
 		return nil, err
 	}
 	g.ownFlows = len(g.stack.RegisteredEndpoints())
 	g.log.Info("userspace stack ready", "subnet", subnet, "address", g.addr, "mac", g.mac, "mtu", cfg.MTU,
-		"allow", g.allow, "rate_bytes_per_s", cfg.RateLimit)
+		"allow", g.allow, "rate_bytes_per_s", cfg.RateLimit, "connect_timeout", cfg.ConnectTimeout,
+		"max_pending_per_guest", cfg.MaxPendingPerGuest, "max_pending", cfg.MaxPending)
 	return g, nil
 }
 
-// buildStack assembles the netstack. The frames come and go through
-// gvisor-tap-vsock's tap.LinkEndpoint, driven directly rather than through
-// virtualnetwork.VirtualNetwork: VirtualNetwork's acceptors (qemu stream,
-// bess seqpacket, vfkit dgram) all take a net.Conn, so a Port would need a
-// conn adapter with a queue and two more copies per frame, and it hides its
-// stack, so its DNS (the host's system resolver, no -dns) and its DHCP
-// server (which must stay silent here) could not be replaced, nor a UDP
-// connection dialled to a guest. The endpoint gets each guest frame from
-// Write with one copy (into the stack's buffer) and hands us each stack
-// frame, which one copy puts into the queue Read takes from. It also drops
-// ARP replies the stack would make for addresses other than .1 (the stack
-// is promiscuous so that it terminates flows to any address).
-func (g *Gateway) buildStack(mtu int, translate map[netip.Addr]netip.Addr) error {
-	ep, err := tap.NewLinkEndpoint(false, uint32(mtu), net.HardwareAddr(g.mac[:]).String(), g.addr.String(), nil)
-	if err != nil {
-		return fmt.Errorf("userspace gateway: link endpoint: %w", err)
-	}
-	ep.Connect(toSwitch{g})
+// buildStack assembles the netstack on the package's own link endpoint
+// (link), not gvisor-tap-vsock's VirtualNetwork, which hides its stack (its
+// DNS and DHCP could not be replaced) and takes frames only from a
+// net.Conn. The endpoint gets each guest frame from Write with one copy
+// (into the stack's buffer) and hands each stack frame to send, which one
+// copy puts into the queue Read takes from.
+func (g *Gateway) buildStack(cfg Config) error {
+	ep := &link{g: g, mtu: uint32(cfg.MTU), mac: tcpip.LinkAddress(g.mac[:]), offload: cfg.Offload}
 	g.ep = ep
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
@@ -257,15 +291,18 @@ func (g *Gateway) buildStack(mtu int, translate map[netip.Addr]netip.Addr) error
 	s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
 
 	// No NAT table outside tests: a guest reaches exactly the address it
-	// sent to. The forwarders' own link-local refusal is kept
+	// sent to. The UDP forwarder's own link-local refusal is kept
 	// (ec2MetadataAccess false) although the frame filter drops those.
 	var natMu sync.Mutex
-	nat := make(map[tcpip.Address]tcpip.Address, len(translate))
-	for from, to := range translate {
+	nat := make(map[tcpip.Address]tcpip.Address, len(cfg.translate))
+	for from, to := range cfg.translate {
 		nat[tcpip.AddrFrom4(from.As4())] = tcpip.AddrFrom4(to.As4())
 	}
-	tcpFwd := forwarder.TCP(s, nat, &natMu, false)
-	s.SetTransportProtocolHandler(tcp.ProtocolNumber, g.toHost(tcpFwd.HandlePacket, g.tcpFlowsFull))
+	ctx, cancel := context.WithCancel(context.Background())
+	g.cancel = cancel
+	var tcpFwd *tcp.Forwarder
+	g.tcp, tcpFwd = newTCPForwarder(ctx, g, cfg)
+	s.SetTransportProtocolHandler(tcp.ProtocolNumber, g.toHost(tcpFwd.HandlePacket, g.tcp.full))
 	udpFwd := forwarder.UDP(s, nat, &natMu, false)
 	s.SetTransportProtocolHandler(udp.ProtocolNumber, g.toHost(udpFwd.HandlePacket, g.udpFlowsFull))
 	return nil
@@ -292,12 +329,6 @@ func (g *Gateway) toHost(fwd func(stack.TransportEndpointID, *stack.PacketBuffer
 		}
 		return fwd(id, pkt)
 	}
-}
-
-// tcpFlowsFull: the stack counts its connected TCP endpoints; connections
-// still in their handshake are bounded by the forwarder itself (10).
-func (g *Gateway) tcpFlowsFull() bool {
-	return g.stack.Stats().TCP.CurrentConnected.Value() >= uint64(g.maxFlows)
 }
 
 // udpFlowsFull counts the stack's endpoints, each UDP flow being one. It
@@ -345,7 +376,7 @@ func (g *Gateway) Announce() error {
 		g.frames.Put(f)
 		return fmt.Errorf("userspace gateway: announce: %w", err)
 	}
-	f.n = n
+	f.n, f.o = n, ether.Offload{}
 	select {
 	case <-g.closed:
 		g.frames.Put(f)
@@ -370,30 +401,76 @@ func (g *Gateway) MAC() ether.MAC { return g.mac }
 func (g *Gateway) DNS() *gateway.DNSForwarder { return g.dns }
 
 // Read returns the next frame the stack sends toward the room. A frame
-// larger than b is dropped (DropTooBig) and the next one is returned.
+// larger than b, or a super-frame (with Config.Offload), is dropped
+// (DropTooBig) and the next one is returned; a partial checksum is
+// completed.
 func (g *Gateway) Read(b []byte) (int, error) {
+	for {
+		n, o, err := g.ReadOffload(b)
+		if err != nil || o.IsZero() {
+			return n, err
+		}
+		if o.GSO != ether.GSONone || o.Check(b[:n]) != nil {
+			g.drop(DropTooBig)
+			continue
+		}
+		ether.FinishChecksum(b[:n], o)
+		return n, nil
+	}
+}
+
+// Offloads reports Config.Offload (see peer.OffloadPort).
+func (g *Gateway) Offloads() bool { return g.ep.offload }
+
+// ReadOffload is Read for the switch when Offloads: the next frame and the
+// work left on it (a partial TCP checksum, segmentation of a super-frame).
+func (g *Gateway) ReadOffload(b []byte) (int, ether.Offload, error) {
 	for {
 		select {
 		case <-g.closed:
-			return 0, net.ErrClosed
+			return 0, ether.Offload{}, net.ErrClosed
 		case f := <-g.out:
-			n := f.n
+			n, o := f.n, f.o
+			if f.big {
+				g.bigQueued.Add(-1)
+			}
 			if n > len(b) {
-				g.frames.Put(f)
+				g.putFrame(f)
 				g.drop(DropTooBig)
 				continue
 			}
 			copy(b, f.b[:n])
-			g.frames.Put(f)
-			return n, nil
+			g.putFrame(f)
+			return n, o, nil
 		}
 	}
+}
+
+func (g *Gateway) putFrame(f *frame) {
+	if f.big {
+		g.bigFrames.Put(f)
+		return
+	}
+	g.frames.Put(f)
 }
 
 // Write takes one frame from the room. Frames for the stack that the policy
 // refuses are dropped and counted; frames for other MACs are ignored. It
 // never blocks on the network: the stack queues what it cannot send yet.
 func (g *Gateway) Write(b []byte) (int, error) {
+	return g.WriteOffload(b, ether.Offload{})
+}
+
+// WriteOffload is Write for a frame with work o left, when Offloads. The
+// stack takes a TCP super-frame whole (its TCP accepts segments larger
+// than the MSS) and does not verify checksums, so the work needs no doing;
+// o is checked against the frame all the same, and a frame that does not
+// match it is dropped (DropMalformed).
+func (g *Gateway) WriteOffload(b []byte, o ether.Offload) (int, error) {
+	if !o.IsZero() && (!g.ep.offload || o.Check(b) != nil || o.GSO == ether.GSOTCPv6) {
+		g.drop(DropMalformed)
+		return len(b), nil
+	}
 	select {
 	case <-g.closed:
 		return 0, net.ErrClosed
@@ -411,31 +488,48 @@ func (g *Gateway) Write(b []byte) (int, error) {
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{
 		Payload: buffer.MakeWithData(b[ether.HeaderLen:]), // copies: b is not retained
 	})
-	g.ep.DeliverNetworkPacket(typ, pkt)
+	g.ep.deliver(typ, pkt)
 	pkt.DecRef()
 	return len(b), nil
 }
 
-// toSwitch receives the frames the stack sends (tap.LinkEndpoint calls it
-// with the Ethernet header in place) and queues them for Read.
-type toSwitch struct{ g *Gateway }
-
-func (t toSwitch) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
-	g := t.g
+// send queues a frame the stack sends (link calls it with the Ethernet
+// header in place and the offload work o left on it) for Read.
+func (g *Gateway) send(pkt *stack.PacketBuffer, o ether.Offload) {
 	size := pkt.Size()
-	if size > peer.MaxFrameSize {
+	big := o.GSO != ether.GSONone
+	switch {
+	case !big && size > peer.MaxFrameSize, size > ether.MaxOffloadFrameSize:
 		g.drop(DropTooBig)
 		return
+	case big && g.bigQueued.Add(1) > maxBigQueued:
+		g.bigQueued.Add(-1)
+		g.drop(DropQueue)
+		return
 	}
-	f := g.frames.Get().(*frame)
+	var f *frame
+	if big {
+		f = g.bigFrames.Get().(*frame)
+	} else {
+		f = g.frames.Get().(*frame)
+	}
 	n := 0
 	for _, s := range pkt.AsSlices() {
 		n += copy(f.b[n:], s)
 	}
-	f.n = n
-	g.fixARPSender(f.b[:n])
+	f.n, f.o = n, o
+	unqueue := func() {
+		if big {
+			g.bigQueued.Add(-1)
+		}
+		g.putFrame(f)
+	}
+	if !g.ownARP(f.b[:n]) {
+		unqueue()
+		return
+	}
 	if dst, ok := guestDst(f.b[:n]); ok && g.rate != nil && !g.rate.allow(dirIn, dst, n, time.Now()) {
-		g.frames.Put(f)
+		unqueue()
 		g.drop(gateway.DropRateLimit)
 		return
 	}
@@ -443,7 +537,7 @@ func (t toSwitch) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *stack
 	case g.out <- f:
 		g.outTraffic.add(n)
 	default:
-		g.frames.Put(f)
+		unqueue()
 		g.drop(DropQueue)
 	}
 }
@@ -452,26 +546,39 @@ func (t toSwitch) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *stack
 // protocol address.
 const arpSenderIP = ether.HeaderLen + 14
 
-// fixARPSender makes .1 the sender of the stack's ARP requests. The stack
-// asks for a guest's MAC from the address of the flow that needs it, which
-// for a guest's connection to the internet is the internet address the
-// stack answers for; peers' switches drop ARP claiming an address the
-// gateway does not hold (arp-spoof), and the answer does not depend on it.
-func (g *Gateway) fixARPSender(b []byte) {
+// ownARP keeps the stack's ARP to .1's own: it makes .1 the sender of the
+// stack's ARP requests, and reports false for replies about any other
+// address, which must not leave. The stack is promiscuous, so it would
+// answer for every address; and it asks for a guest's MAC from the address
+// of the flow that needs it, which for a guest's connection to the
+// internet is the internet address the stack answers for. Peers' switches
+// drop ARP claiming an address the gateway does not hold (arp-spoof), and
+// the answer to a request does not depend on its sender address.
+func (g *Gateway) ownARP(b []byte) bool {
 	e, err := ether.ParseEthernet(b)
 	if err != nil || e.Type() != ether.TypeARP {
-		return
+		return true
 	}
 	a, err := ether.ParseARP(e.Payload())
-	if err != nil || a.Op() != arpRequest || a.SenderIP() == g.addr {
-		return
+	if err != nil || a.SenderIP() == g.addr {
+		return true
 	}
-	gw := g.addr.As4()
-	copy(b[arpSenderIP:arpSenderIP+4], gw[:])
+	switch a.Op() {
+	case arpRequest:
+		gw := g.addr.As4()
+		copy(b[arpSenderIP:arpSenderIP+4], gw[:])
+		return true
+	case arpReply:
+		return false
+	}
+	return true
 }
 
-// arpRequest is ARP's request opcode.
-const arpRequest = 1
+// ARP opcodes.
+const (
+	arpRequest = 1
+	arpReply   = 2
+)
 
 // guestDst is the IPv4 destination of a frame the stack sends.
 func guestDst(b []byte) (netip.Addr, bool) {
@@ -527,16 +634,18 @@ func (g *Gateway) DialGuest(ctx context.Context, network, address string) (net.C
 func (g *Gateway) Close() error {
 	g.closeOnce.Do(func() {
 		close(g.closed)
+		g.cancel() // dials and relays end
 		if g.dns != nil {
 			g.closeErr = g.dns.Close()
 		}
+		g.tcp.wait()
 		g.stack.Close()
 		g.stack.Wait()
 	})
 	return g.closeErr
 }
 
-var _ peer.Port = (*Gateway)(nil)
+var _ peer.OffloadPort = (*Gateway)(nil)
 
 func validSubnet(p netip.Prefix) error {
 	if !p.IsValid() || !p.Addr().Is4() {

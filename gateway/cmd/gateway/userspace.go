@@ -32,12 +32,13 @@ import (
 	"github.com/peerlan/peerlan/gateway/userspace"
 	"github.com/peerlan/peerlan/internal/resumefile"
 	"github.com/peerlan/peerlan/peer"
+	"github.com/peerlan/peerlan/peer/ether"
 	"github.com/peerlan/peerlan/signal/proto"
 )
 
 // userspaceSpeed is -userspace's iperf3 throughput against kernel NAT on the
 // same run (BenchmarkGatewayThroughput), for -h.
-const userspaceSpeed = "0.7x the kernel's guest to internet, 0.35x back"
+const userspaceSpeed = "about 1x the kernel's guest to internet, 0.9x back"
 
 // kernelOnlyFlags configure the host's TAP, routing or NAT, which
 // -userspace has none of; setting one with it is refused.
@@ -102,7 +103,7 @@ func serveUserspace(c *config, log *slog.Logger) error {
 	mesh, err := peer.NewMesh(peer.MeshConfig{
 		Signal: c.o.signal, Room: c.o.room, Token: c.token, Role: proto.RoleGateway, Relay: c.relay, Resume: resume.Load(),
 		Local: port, DisableDHCP: true, GuestMTU: c.o.mtu, ICEServers: c.extraICE, Transport: c.transport,
-		DisableOffload: true, Logger: log, StatusEvery: statusEvery,
+		Logger: log, StatusEvery: statusEvery,
 	})
 	if err != nil {
 		port.Close()
@@ -124,7 +125,7 @@ func serveUserspace(c *config, log *slog.Logger) error {
 		return errors.Join(err, stopMeshWait())
 	}
 	g, err := userspace.New(ctx, userspace.Config{
-		Subnet: subnet, MTU: c.o.mtu, Allow: c.host.Allow, RateLimit: c.host.GuestRateLimit,
+		Subnet: subnet, MTU: c.o.mtu, Allow: c.host.Allow, RateLimit: c.host.GuestRateLimit, Offload: true,
 		DNS: gateway.DNSConfig{Upstreams: c.upstreams, Logger: log}, Logger: log,
 	})
 	if err != nil {
@@ -203,17 +204,34 @@ func (p *latePort) attach(g *userspace.Gateway) {
 }
 
 func (p *latePort) Read(b []byte) (int, error) {
+	n, _, err := p.readOffload(b, false)
+	return n, err
+}
+
+// Offloads is true: the switch asks once, before the stack exists, and the
+// stack is always built with Config.Offload.
+func (p *latePort) Offloads() bool { return true }
+
+func (p *latePort) ReadOffload(b []byte) (int, ether.Offload, error) { return p.readOffload(b, true) }
+
+func (p *latePort) readOffload(b []byte, offload bool) (int, ether.Offload, error) {
 	select {
 	case <-p.ready:
-		return p.g.Load().Read(b)
+		if offload {
+			return p.g.Load().ReadOffload(b)
+		}
+		n, err := p.g.Load().Read(b)
+		return n, ether.Offload{}, err
 	case <-p.closed:
-		return 0, net.ErrClosed
+		return 0, ether.Offload{}, net.ErrClosed
 	}
 }
 
-func (p *latePort) Write(b []byte) (int, error) {
+func (p *latePort) Write(b []byte) (int, error) { return p.WriteOffload(b, ether.Offload{}) }
+
+func (p *latePort) WriteOffload(b []byte, o ether.Offload) (int, error) {
 	if g := p.g.Load(); g != nil {
-		return g.Write(b)
+		return g.WriteOffload(b, o)
 	}
 	select {
 	case <-p.closed:
@@ -222,6 +240,8 @@ func (p *latePort) Write(b []byte) (int, error) {
 		return len(b), nil // no stack yet: nothing to deliver to
 	}
 }
+
+var _ peer.OffloadPort = (*latePort)(nil)
 
 func (p *latePort) Close() error {
 	var err error
