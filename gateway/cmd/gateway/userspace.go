@@ -36,10 +36,6 @@ import (
 	"github.com/peerlan/peerlan/signal/proto"
 )
 
-// userspaceSpeed is -userspace's iperf3 throughput against kernel NAT on the
-// same run (BenchmarkGatewayThroughput), for -h.
-const userspaceSpeed = "about 1x the kernel's guest to internet, 0.9x back"
-
 // kernelOnlyFlags configure the host's TAP, routing or NAT, which
 // -userspace has none of; setting one with it is refused.
 var kernelOnlyFlags = []string{"tap", "uplink", "offload"}
