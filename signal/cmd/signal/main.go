@@ -26,6 +26,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -296,8 +297,7 @@ func loadSecretFile(file string, create bool) ([]byte, error) {
 		if _, err := rand.Read(raw[:]); err != nil {
 			return nil, err
 		}
-		b = []byte(hex.EncodeToString(raw[:]) + "\n")
-		if err := os.WriteFile(file, b, 0o600); err != nil {
+		if b, err = createSecretFile(file, []byte(hex.EncodeToString(raw[:])+"\n")); err != nil {
 			return nil, fmt.Errorf("create secret file: %w", err)
 		}
 	} else if err != nil {
@@ -308,6 +308,32 @@ func loadSecretFile(file string, create bool) ([]byte, error) {
 		return nil, fmt.Errorf("secret file %s: the secret must be at least 16 characters", file)
 	}
 	return secret, nil
+}
+
+// createSecretFile publishes b as file unless another process got there
+// first, and returns the secret that file then holds. Instances of a cluster
+// started at once on one secret file must not each keep their own secret: the
+// content is written to a temporary file and hard-linked into place, which
+// fails if file exists, so a reader never sees a partial secret either.
+func createSecretFile(file string, b []byte) ([]byte, error) {
+	tmp, err := os.CreateTemp(filepath.Dir(file), ".secret-*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return nil, err
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, err
+	}
+	if err := os.Link(tmp.Name(), file); errors.Is(err, os.ErrExist) {
+		return os.ReadFile(file)
+	} else if err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 func tokenCmd(args []string) int {
