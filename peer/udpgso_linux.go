@@ -55,6 +55,11 @@ type gsoConn struct {
 	}
 	flush chan struct{} // wakes the flusher; closed by Close
 	noGSO atomic.Bool   // the kernel refused a segmented send
+	// maxSeg, when not 0, is the largest datagram that may join a run: a
+	// segmented send whose datagrams exceed the path's MTU fails with
+	// EMSGSIZE (the kernel fragments only datagrams sent alone), so larger
+	// ones are sent one per call.
+	maxSeg atomic.Int32
 
 	rmu struct {
 		sync.Mutex
@@ -148,8 +153,8 @@ func (g *gsoConn) WriteToUDP(b []byte, addr *net.UDPAddr) (int, error) {
 	if w.n > 0 && (w.n == gsoMaxSegments || len(b) > w.seg || len(w.run)+len(b) > gsoMaxRun || !sameUDPAddr(w.dst, addr)) {
 		g.sendRunLocked()
 	}
-	if len(b) < gsoMinDefer && w.n == 0 {
-		return g.UDPConn.WriteToUDP(b, addr) // nothing to wait for
+	if w.n == 0 && (len(b) < gsoMinDefer || g.tooBigToSegment(len(b))) {
+		return g.UDPConn.WriteToUDP(b, addr) // nothing to wait for, or it cannot join a run
 	}
 	if w.n == 0 {
 		w.dst, w.seg = addr, len(b)
@@ -179,12 +184,25 @@ func (g *gsoConn) sendRunLocked() {
 		g.sendOneByOne()
 	} else {
 		putUDPSegment(w.oob, uint16(w.seg))
-		if _, _, err := g.UDPConn.WriteMsgUDP(w.run, w.oob, w.dst); err != nil && isGSOUnsupported(err) {
+		_, _, err := g.UDPConn.WriteMsgUDP(w.run, w.oob, w.dst)
+		switch {
+		case err == nil:
+		case errors.Is(err, unix.EMSGSIZE):
+			g.maxSeg.Store(int32(w.seg - 1))
+			g.sendOneByOne()
+		case isGSOUnsupported(err):
 			g.noGSO.Store(true)
 			g.sendOneByOne()
 		}
 	}
 	w.run, w.n = w.run[:0], 0
+}
+
+// tooBigToSegment reports whether a datagram of n bytes is known to be too
+// large for a segmented send on this socket's path.
+func (g *gsoConn) tooBigToSegment(n int) bool {
+	m := g.maxSeg.Load()
+	return m != 0 && n > int(m)
 }
 
 func (g *gsoConn) sendOneByOne() {

@@ -93,3 +93,43 @@ func TestGSOConnOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestGSOConnAboveMTU: datagrams larger than the path's MTU (the larger
+// SCTP packets of package nativertc on an Ethernet path) cannot go out as
+// a segmented run, which the kernel refuses with EMSGSIZE; each must still
+// arrive, sent alone and fragmented by the kernel. Runs in a network
+// namespace of its own whose loopback has an Ethernet MTU.
+func TestGSOConnAboveMTU(t *testing.T) {
+	inSmallMTUNamespace(t, 1500, func() {
+		a, b := gsoPair(t)
+		dst := b.LocalAddr().(*net.UDPAddr)
+		var sent [][]byte
+		for i := range 6 {
+			sent = append(sent, bytes.Repeat([]byte{byte(i)}, 4000))
+		}
+		sent = append(sent, bytes.Repeat([]byte{0xee}, 1000)) // ends the run
+		sent = append(sent, bytes.Repeat([]byte{0xaa}, 4000)) // known too large: sent at once
+		for _, d := range sent {
+			if n, err := a.WriteTo(d, dst); err != nil || n != len(d) {
+				t.Errorf("WriteTo: %d, %v", n, err)
+				return
+			}
+		}
+		b.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 8192)
+		for i, want := range sent {
+			n, _, err := b.ReadFrom(buf)
+			if err != nil {
+				t.Errorf("datagram %d of %d: %v", i, len(sent), err)
+				return
+			}
+			if !bytes.Equal(buf[:n], want) {
+				t.Errorf("datagram %d: %d bytes starting %x, want %d starting %x", i, n, buf[:1], len(want), want[:1])
+				return
+			}
+		}
+		if a.noGSO.Load() {
+			t.Error("segmented sends turned off for good; only runs above the MTU should be")
+		}
+	})
+}
