@@ -38,11 +38,14 @@ const (
 // link is this peer's view of one remote peer. Owned by the event loop.
 type link struct {
 	info    proto.PeerInfo
-	offerer bool   // we offer (we joined after them), also on renegotiation
-	session uint32 // current session, 0 for none
-	pc      *webrtc.PeerConnection
-	dc      *webrtc.DataChannel
+	offerer bool          // we offer (we joined after them), also on renegotiation
+	session uint32        // current session, 0 for none
+	sess    session       // the current session's transport, nil for none
 	port    *meshLinkPort // attached to the switch while open
+
+	// noNative: a native offer of ours went unanswered (a peer too old to
+	// take one), so we offer an SDP from now on.
+	noNative bool
 
 	remoteSet bool                      // remote description applied
 	described bool                      // our offer or answer went out
@@ -110,19 +113,16 @@ func (m *Mesh) startOffer(l *link) {
 	l.state = linkConnecting
 	l.started = time.Now()
 	l.retryAt = time.Time{}
-	if err := m.openSession(l); err != nil {
+	native := m.native.offersNative() && l.info.Kind == proto.KindNative && !l.noNative
+	if err := m.openSession(l, native, true); err != nil {
 		m.failLink(l, err.Error())
 		return
 	}
-	offer, err := l.pc.CreateOffer(nil)
-	if err == nil {
-		err = l.pc.SetLocalDescription(offer)
-	}
-	if err != nil {
-		m.failLink(l, fmt.Sprintf("create offer: %v", err))
+	if err := l.sess.offer(); err != nil {
+		m.failLink(l, err.Error())
 		return
 	}
-	m.log.Debug("offering", "peer", l.info.ID, "session", l.session)
+	m.log.Debug("offering", "peer", l.info.ID, "session", l.session, "transport", l.sess.transport())
 	l.offload = false // until the answer says the remote takes them too
 	m.describeWhenGathered(l)
 }
@@ -142,7 +142,7 @@ const gatherWait = 10 * time.Millisecond
 // open (first pings were lost to ARP's one-second retry meanwhile).
 func (m *Mesh) describeWhenGathered(l *link) {
 	l.described = false
-	gathered := webrtc.GatheringCompletePromise(l.pc)
+	gathered := l.sess.gathered()
 	id, session := l.info.ID, l.session
 	go func() {
 		t := time.NewTimer(gatherWait)
@@ -158,12 +158,14 @@ func (m *Mesh) describeWhenGathered(l *link) {
 // describe sends l's local description with the candidates gathered so
 // far; candidates gathered later trickle.
 func (m *Mesh) describe(l *link) {
-	desc := l.pc.LocalDescription()
-	if desc == nil || l.described {
+	if l.sess == nil || l.described {
+		return
+	}
+	n := &negotiation{Kind: kindOffer, Session: l.session, Direct: m.cfg.Relay == RelayNever}
+	if !l.sess.describe(n) {
 		return
 	}
 	l.described = true
-	n := &negotiation{Kind: kindOffer, Session: l.session, SDP: desc.SDP, Direct: m.cfg.Relay == RelayNever}
 	if l.offerer {
 		n.Offload = m.offloads()
 	} else {
@@ -172,38 +174,22 @@ func (m *Mesh) describe(l *link) {
 	m.sendNegotiation(l, n)
 }
 
-// openSession creates the peer connection and the pre-negotiated channel of
-// l's current session and wires their callbacks to the event loop.
-func (m *Mesh) openSession(l *link) error {
-	cfg := webrtc.Configuration{ICEServers: m.iceServersFor(l), ICETransportPolicy: webrtc.ICETransportPolicyAll}
-	if m.cfg.Relay == RelayOnly {
-		cfg.ICETransportPolicy = webrtc.ICETransportPolicyRelay
+// openSession creates l's current session, a native one or a
+// PeerConnection, as the offerer or the answerer.
+func (m *Mesh) openSession(l *link, native, offerer bool) error {
+	var (
+		sess session
+		err  error
+	)
+	if native {
+		sess, err = m.newNativeSession(l, offerer)
+	} else {
+		sess, err = m.newPCSession(l)
 	}
-	pc, err := m.api.NewPeerConnection(cfg)
 	if err != nil {
-		return fmt.Errorf("new peer connection: %w", err)
+		return err
 	}
-	dc, err := pc.CreateDataChannel(dataChannelLabel, dataChannelInit())
-	if err != nil {
-		_ = pc.Close()
-		return fmt.Errorf("create data channel: %w", err)
-	}
-	id, session := l.info.ID, l.session
-	post := func(ev linkEvent) {
-		ev.peer, ev.session = id, session
-		m.events.post(ev)
-	}
-	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
-		if c != nil {
-			init := c.ToJSON()
-			post(linkEvent{kind: evCandidate, candidate: &init})
-		}
-	})
-	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
-		post(linkEvent{kind: evConnState, state: s})
-	})
-	dc.OnOpen(func() { post(linkEvent{kind: evChannelOpen}) })
-	l.pc, l.dc = pc, dc
+	l.sess = sess
 	return nil
 }
 
@@ -264,7 +250,7 @@ func (m *Mesh) onNegotiation(from proto.PeerID, data []byte) {
 	case kindRestart:
 		m.onRestartRequest(l, from)
 	case kindAnswer:
-		if l == nil || !l.offerer || n.Session != l.session || l.remoteSet || l.pc == nil {
+		if l == nil || !l.offerer || n.Session != l.session || l.remoteSet || l.sess == nil {
 			return // stale
 		}
 		if n.Direct != l.remoteDirect {
@@ -277,14 +263,14 @@ func (m *Mesh) onNegotiation(from proto.PeerID, data []byte) {
 			}
 		}
 		l.offload = n.Offload && m.offloads()
-		if err := l.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: m.filterSDP(n.SDP)}); err != nil {
-			m.failLink(l, fmt.Sprintf("apply answer: %v", err))
+		if err := l.sess.answered(n); err != nil {
+			m.failLink(l, err.Error())
 			return
 		}
 		l.remoteSet = true
 		m.flushCandidates(l)
 	case kindCandidate:
-		if l == nil || n.Session != l.session || l.pc == nil {
+		if l == nil || n.Session != l.session || l.sess == nil {
 			return
 		}
 		if m.cfg.Relay == RelayNever && isRelayCandidate(n.Candidate.Candidate) {
@@ -296,7 +282,7 @@ func (m *Mesh) onNegotiation(from proto.PeerID, data []byte) {
 			}
 			return
 		}
-		if err := l.pc.AddICECandidate(*n.Candidate); err != nil {
+		if err := l.sess.addCandidate(*n.Candidate); err != nil {
 			m.log.Debug("bad remote candidate", "peer", l.info.ID, "err", err)
 		}
 	}
@@ -331,8 +317,13 @@ func (m *Mesh) askRestart(l *link) {
 }
 
 func (m *Mesh) onOffer(l *link, n *negotiation) {
-	if n.Session == l.session && l.pc != nil {
+	if n.Session == l.session && l.sess != nil {
 		return // duplicate
+	}
+	native := n.Native != nil
+	if native && m.native == nil {
+		m.log.Warn("ignoring a native offer: a browser peer takes SDP offers only", "peer", l.info.ID)
+		return
 	}
 	if l.offerer && l.state == linkConnecting {
 		// Glare: both sides offered. The peer with the greater id wins, so
@@ -359,24 +350,15 @@ func (m *Mesh) onOffer(l *link, n *negotiation) {
 	l.state = linkConnecting
 	l.started = time.Now()
 	l.retryAt = time.Time{}
-	if err := m.openSession(l); err != nil {
+	if err := m.openSession(l, native, false); err != nil {
 		m.failLink(l, err.Error())
 		return
 	}
-	err := l.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: m.filterSDP(n.SDP)})
-	if err != nil {
-		m.failLink(l, fmt.Sprintf("apply offer: %v", err))
+	if err := l.sess.accept(n); err != nil {
+		m.failLink(l, err.Error())
 		return
 	}
 	l.remoteSet = true
-	answer, err := l.pc.CreateAnswer(nil)
-	if err == nil {
-		err = l.pc.SetLocalDescription(answer)
-	}
-	if err != nil {
-		m.failLink(l, fmt.Sprintf("create answer: %v", err))
-		return
-	}
 	m.describeWhenGathered(l)
 }
 
@@ -389,7 +371,7 @@ func (m *Mesh) filterSDP(sdp string) string {
 
 func (m *Mesh) flushCandidates(l *link) {
 	for _, c := range l.pending {
-		if err := l.pc.AddICECandidate(c); err != nil {
+		if err := l.sess.addCandidate(c); err != nil {
 			m.log.Debug("bad remote candidate", "peer", l.info.ID, "err", err)
 		}
 	}
@@ -411,7 +393,7 @@ func (m *Mesh) onLinkEvent(ev linkEvent) {
 		}
 		return
 	}
-	if l == nil || ev.session != l.session || l.pc == nil {
+	if l == nil || ev.session != l.session || l.sess == nil {
 		return // an event of a session that is gone
 	}
 	switch ev.kind {
@@ -438,13 +420,16 @@ func (m *Mesh) onLinkEvent(ev linkEvent) {
 			if m.cfg.Relay == RelayNever {
 				why = "ICE failed: no direct path (relay policy: direct)"
 			}
+			if ev.err != nil {
+				why = ev.err.Error()
+			}
 			m.failLink(l, why)
 		}
 	case evChannelOpen:
 		if l.state == linkOpen {
 			return
 		}
-		lp, err := newLinkPort(l.dc, m.cfg.MaxBuffered)
+		lp, err := l.sess.port(m.cfg.MaxBuffered)
 		if err != nil {
 			m.failLink(l, err.Error())
 			return
@@ -465,7 +450,7 @@ func (m *Mesh) onLinkEvent(ev linkEvent) {
 		l.lastError = ""
 		m.refreshPair(l)
 		m.log.Info("link open", "peer", l.info.ID, "ip", l.info.IP, "role", l.info.Role,
-			"offerer", l.offerer, "offload", l.offload, "took", l.openedIn.Round(time.Millisecond))
+			"offerer", l.offerer, "offload", l.offload, "transport", l.sess.transport(), "took", l.openedIn.Round(time.Millisecond))
 	case evPortEnded:
 		if l.state == linkOpen {
 			m.failLink(l, fmt.Sprintf("data channel closed: %v", ev.err))
@@ -500,15 +485,15 @@ func (m *Mesh) teardownSession(l *link) {
 		_ = m.sw.RemovePort(portName(l.info.ID))
 		l.port = nil
 	}
-	if pc := l.pc; pc != nil {
+	if sess := l.sess; sess != nil {
 		// Closing waits for pion's goroutines; keep the event loop moving.
 		m.closes.Add(1)
 		go func() {
 			defer m.closes.Done()
-			_ = pc.Close()
+			sess.close()
 		}()
 	}
-	l.pc, l.dc = nil, nil
+	l.sess = nil
 	l.remoteSet = false
 	l.pending = nil
 	l.pair = pairInfo{}
@@ -528,8 +513,8 @@ const (
 
 // refreshPair looks up the selected candidate pair in the background.
 func (m *Mesh) refreshPair(l *link) {
-	pc, id, session := l.pc, l.info.ID, l.session
-	if pc == nil {
+	sess, id, session := l.sess, l.info.ID, l.session
+	if sess == nil {
 		return
 	}
 	l.pairAt = time.Now()
@@ -538,7 +523,7 @@ func (m *Mesh) refreshPair(l *link) {
 		// pair yet; try a few times rather than show no path for a whole
 		// refresh period.
 		for range pairAttempts {
-			p, err := selectedPair(pc)
+			p, err := sess.pair()
 			if err == nil {
 				m.events.post(linkEvent{peer: id, session: session, kind: evStats, pair: p})
 				return

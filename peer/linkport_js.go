@@ -121,9 +121,9 @@ var newLinkPortJS = sync.OnceValue(func() js.Value {
 	return js.Global().Get("Function").New("return " + linkPortJS).Invoke()
 })
 
-// newLinkPort drives dc. maxBuffered is the high-water mark of the
+// newPCLinkPort drives dc. maxBuffered is the high-water mark of the
 // channel's send buffer (MeshConfig.MaxBuffered).
-func newLinkPort(dc *webrtc.DataChannel, maxBuffered int) (*linkPort, error) {
+func newPCLinkPort(dc *webrtc.DataChannel, maxBuffered int) (*linkPort, error) {
 	uint8Array := js.Global().Get("Uint8Array")
 	p := &linkPort{
 		dc:        dc.JSValue(),

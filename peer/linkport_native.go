@@ -15,16 +15,16 @@ import (
 	"github.com/peerlan/peerlan/peer/ether"
 )
 
-// linkPort is the switch port of one remote peer: a detached data channel.
-// Detached channels skip pion's callback goroutine and its per-message copy.
+// linkPort is the switch port of one remote peer: an open data channel,
+// either a detached pion/webrtc one (detached channels skip pion's callback
+// goroutine and its per-message copy) or a nativertc session's.
 //
 // On a link whose two peers negotiated offload (see negotiation), every
 // message is an ether.Offload header (ether.VirtioNetHdrLen bytes) followed
 // by the frame, which may then be a TCP super-frame, and the port is an
 // OffloadPort; otherwise a message is exactly one frame.
 type linkPort struct {
-	dc          *webrtc.DataChannel
-	rw          datachannel.ReadWriteCloser
+	ch          channel
 	maxBuffered uint64
 	offload     bool
 	counters    linkPortCounters
@@ -50,24 +50,63 @@ const maxStall = 100 * time.Millisecond
 // finish the work themselves for a port that cannot), so they offer it.
 const offloadSupported = true
 
-func newLinkPort(dc *webrtc.DataChannel, maxBuffered int) (*linkPort, error) {
+// channel is an open data channel as a link port drives it; pion's
+// datachannel.DataChannel is one. Read and Write move one message each;
+// BufferedAmount counts the bytes written and not yet sent, and the
+// function given to OnBufferedAmountLow runs when it falls to the
+// threshold. Close resets the channel; a Read blocked then returns once
+// the read deadline passes.
+type channel interface {
+	Read([]byte) (int, error)
+	Write([]byte) (int, error)
+	Close() error
+	SetReadDeadline(time.Time) error
+	BufferedAmount() uint64
+	SetBufferedAmountLowThreshold(uint64)
+	OnBufferedAmountLow(func())
+}
+
+// pcChannel is a pion/webrtc data channel, detached, as a channel.
+type pcChannel struct {
+	datachannel.ReadWriteCloser
+	dc *webrtc.DataChannel
+}
+
+func (c pcChannel) BufferedAmount() uint64                  { return c.dc.BufferedAmount() }
+func (c pcChannel) SetBufferedAmountLowThreshold(th uint64) { c.dc.SetBufferedAmountLowThreshold(th) }
+func (c pcChannel) OnBufferedAmountLow(f func())            { c.dc.OnBufferedAmountLow(f) }
+
+func (c pcChannel) SetReadDeadline(t time.Time) error {
+	if d, ok := c.ReadWriteCloser.(datachannel.ReadDeadliner); ok {
+		return d.SetReadDeadline(t)
+	}
+	return nil
+}
+
+// newPCLinkPort detaches dc, which has just opened, and drives it.
+func newPCLinkPort(dc *webrtc.DataChannel, maxBuffered int) (*linkPort, error) {
 	rw, err := dc.Detach()
 	if err != nil {
 		return nil, fmt.Errorf("peer: detach data channel: %w", err)
 	}
+	return newLinkPort(pcChannel{ReadWriteCloser: rw, dc: dc}, maxBuffered), nil
+}
+
+// newLinkPort drives ch.
+func newLinkPort(ch channel, maxBuffered int) *linkPort {
 	p := &linkPort{
-		dc: dc, rw: rw, maxBuffered: uint64(maxBuffered),
+		ch: ch, maxBuffered: uint64(maxBuffered),
 		low: make(chan struct{}, 1), done: make(chan struct{}),
 		rbuf: make([]byte, maxLinkMessage),
 	}
-	dc.SetBufferedAmountLowThreshold(p.maxBuffered / 2)
-	dc.OnBufferedAmountLow(func() {
+	ch.SetBufferedAmountLowThreshold(p.maxBuffered / 2)
+	ch.OnBufferedAmountLow(func() {
 		select {
 		case p.low <- struct{}{}:
 		default:
 		}
 	})
-	return p, nil
+	return p
 }
 
 // setOffload switches p to the offload message format; both sides of the
@@ -99,7 +138,7 @@ func (p *linkPort) Offloads() bool { return p.offload }
 // against the frame before it relies on it.
 func (p *linkPort) ReadOffload(b []byte) (int, ether.Offload, error) {
 	for {
-		n, err := p.rw.Read(p.rbuf)
+		n, err := p.ch.Read(p.rbuf)
 		if err != nil {
 			if errors.Is(err, io.ErrShortBuffer) {
 				return 0, ether.Offload{}, fmt.Errorf("peer: remote peer sent a message over %d bytes: %w", maxLinkMessage, err)
@@ -141,7 +180,7 @@ func (p *linkPort) Write(b []byte) (int, error) { return p.WriteOffload(b, ether
 // wait in the switch's queue for this port, which drops the oldest only if
 // the wait lasts.
 func (p *linkPort) WriteOffload(b []byte, o ether.Offload) (int, error) {
-	if p.dc.BufferedAmount() > p.maxBuffered && !p.waitDrain() {
+	if p.ch.BufferedAmount() > p.maxBuffered && !p.waitDrain() {
 		p.counters.busy.Add(1)
 		return 0, ErrDropped
 	}
@@ -149,11 +188,11 @@ func (p *linkPort) WriteOffload(b []byte, o ether.Offload) (int, error) {
 		if !o.IsZero() {
 			return 0, errLinkNoOffload
 		}
-		return p.rw.Write(b)
+		return p.ch.Write(b)
 	}
 	o.Put(p.wbuf)
 	n := copy(p.wbuf[ether.VirtioNetHdrLen:], b)
-	if _, err := p.rw.Write(p.wbuf[:ether.VirtioNetHdrLen+n]); err != nil {
+	if _, err := p.ch.Write(p.wbuf[:ether.VirtioNetHdrLen+n]); err != nil {
 		return 0, err
 	}
 	return n, nil
@@ -170,7 +209,7 @@ func (p *linkPort) waitDrain() bool {
 		p.stall.Reset(maxStall)
 	}
 	defer p.stall.Stop()
-	for p.dc.BufferedAmount() > p.maxBuffered {
+	for p.ch.BufferedAmount() > p.maxBuffered {
 		select {
 		case <-p.low:
 		case <-p.stall.C:
@@ -187,13 +226,11 @@ func (p *linkPort) Close() error {
 	var err error
 	p.closeOnce.Do(func() {
 		close(p.done)
-		err = p.rw.Close()
+		err = p.ch.Close()
 		// Closing only resets our outgoing stream: a Read returns once the
 		// remote resets its side, never when the remote is gone (killed,
 		// unplugged). The deadline ends it now.
-		if d, ok := p.rw.(datachannel.ReadDeadliner); ok {
-			_ = d.SetReadDeadline(time.Now())
-		}
+		_ = p.ch.SetReadDeadline(time.Now())
 	})
 	return err
 }

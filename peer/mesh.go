@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -126,6 +127,7 @@ type Mesh struct {
 	dhcp   *DHCPServer
 	client *signalclient.Client
 	api    *webrtcAPI
+	native *nativeTransport // sessions to other native peers; nil in the browser
 	events *eventQueue
 	closes sync.WaitGroup // pion connections being closed in the background
 
@@ -186,12 +188,18 @@ func NewMesh(cfg MeshConfig) (*Mesh, error) {
 		sw.Close()
 		return nil, err
 	}
+	native, err := newNativeTransport(cfg.Transport)
+	if err != nil {
+		sw.Close()
+		return nil, err
+	}
 	m := &Mesh{
 		cfg:         cfg,
 		log:         cfg.Logger,
 		sw:          sw,
 		client:      client,
 		api:         api,
+		native:      native,
 		events:      newEventQueue(),
 		links:       make(map[proto.PeerID]*link),
 		members:     make(map[proto.PeerID]proto.PeerInfo),
@@ -416,7 +424,12 @@ func (m *Mesh) onWelcome(w *proto.Welcome) {
 func (m *Mesh) onTick(now time.Time) {
 	for _, l := range m.links {
 		switch {
-		case l.state == linkConnecting && l.pc != nil && now.Sub(l.started) > negotiationTimeout:
+		case l.state == linkConnecting && l.sess != nil && now.Sub(l.started) > negotiationTimeout:
+			if l.offerer && !l.remoteSet && strings.HasPrefix(l.sess.transport(), "native") {
+				// No answer at all: a peer too old for native offers
+				// ignores them. Offer it an SDP from now on.
+				l.noNative = true
+			}
 			m.failLink(l, fmt.Sprintf("no connection after %v", negotiationTimeout))
 		case l.state == linkOpen && now.Sub(l.pairAt) > pairRefreshEvery:
 			m.refreshPair(l)

@@ -20,9 +20,15 @@ type offloadPeer struct {
 // runOffloadPeer runs an offloadPeer on loopback until the test ends.
 func runOffloadPeer(t *testing.T, url string, disable bool, who string) offloadPeer {
 	t.Helper()
+	return runOffloadPeerWith(t, url, disable, &peer.TransportConfig{Interfaces: []string{"lo"}}, who)
+}
+
+// runOffloadPeerWith is runOffloadPeer with transport settings.
+func runOffloadPeerWith(t *testing.T, url string, disable bool, tc *peer.TransportConfig, who string) offloadPeer {
+	t.Helper()
 	guest := porttest.NewOffloadChannelPort(256)
 	m, err := peer.NewMesh(peer.MeshConfig{Signal: url, Room: "lab", Local: guest, DisableOffload: disable,
-		Transport: &peer.TransportConfig{Interfaces: []string{"lo"}}, Logger: testLogger(t, who), StatusEvery: -1})
+		Transport: tc, Logger: testLogger(t, who), StatusEvery: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/pion/webrtc/v4"
+
+	"github.com/peerlan/peerlan/peer/nativertc"
 )
 
 // Negotiation payloads travel as the opaque "data" of signal messages (see
@@ -29,6 +31,19 @@ import (
 // answers; the other side then uses no TURN server on that link (offering
 // again without one if its offer had), so that the link cannot end up
 // relayed through the other side's relayed candidate.
+//
+// Between two native peers the offerer may offer a native session
+// (package nativertc: the same ICE, DTLS and SCTP without SDP, sending SCTP
+// packets of up to 8,000 bytes where the path carries them) instead of an
+// SDP; the answer is then native too. Its "native" object carries the ICE
+// credentials, the DTLS certificate's fingerprint, the largest SCTP packet
+// the side reads, and the candidates gathered so far; later candidates
+// trickle as above (only "candidate" set):
+//
+//	{"kind":"offer","session":7,"native":{"ufrag":"…","pwd":"…","fingerprint":"sha-256 AB:…","maxPacket":8000,"candidates":["candidate:…"]},"offload":true}
+//
+// A peer that cannot take a native offer ignores it; the offerer then offers
+// an SDP after its negotiation timeout.
 //
 // The data channel itself is pre-negotiated (DESIGN.md invariant 3): both
 // sides create channel id 0, label "peerlan", unordered, maxRetransmits 0, so
@@ -57,6 +72,7 @@ type negotiation struct {
 	Session   uint32                   `json:"session"`
 	SDP       string                   `json:"sdp,omitempty"`
 	Candidate *webrtc.ICECandidateInit `json:"candidate,omitempty"`
+	Native    *nativertc.Params        `json:"native,omitempty"`  // offer, answer: a native session instead of an SDP
 	Direct    bool                     `json:"direct,omitempty"`  // offer, answer: the sender's policy is direct
 	Offload   bool                     `json:"offload,omitempty"` // offer, answer: the sender takes offloaded frames
 }
@@ -65,7 +81,12 @@ type negotiation struct {
 // messages too, but a peer should not depend on the server's limits.
 const maxSDPLen = 32 << 10
 
-var errBadNegotiation = errors.New("peer: malformed negotiation payload")
+var (
+	errBadNegotiation = errors.New("peer: malformed negotiation payload")
+	errNoSDP          = errors.New("peer: the remote sent native parameters where an SDP was expected")
+	errNoNativeParams = errors.New("peer: the remote sent an SDP where native parameters were expected")
+	errNoChannel      = errors.New("peer: data channel not open")
+)
 
 func decodeNegotiation(b []byte) (*negotiation, error) {
 	var n negotiation
@@ -74,6 +95,15 @@ func decodeNegotiation(b []byte) (*negotiation, error) {
 	}
 	switch n.Kind {
 	case kindOffer, kindAnswer:
+		if n.Native != nil {
+			if n.SDP != "" {
+				return nil, fmt.Errorf("%w: %s with both sdp and native", errBadNegotiation, n.Kind)
+			}
+			if err := n.Native.Validate(); err != nil {
+				return nil, fmt.Errorf("%w: %v", errBadNegotiation, err)
+			}
+			break
+		}
 		if n.SDP == "" || len(n.SDP) > maxSDPLen {
 			return nil, fmt.Errorf("%w: %s without a usable sdp", errBadNegotiation, n.Kind)
 		}
@@ -113,6 +143,21 @@ func isRelayCandidate(line string) bool {
 		}
 	}
 	return false
+}
+
+// filterCandidates drops relay candidates for the direct policy, as
+// stripRelayCandidates does from an SDP.
+func (m *Mesh) filterCandidates(lines []string) []string {
+	if m.cfg.Relay != RelayNever {
+		return lines
+	}
+	out := make([]string, 0, len(lines))
+	for _, l := range lines {
+		if !isRelayCandidate(l) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // stripRelayCandidates removes relay candidates from an SDP, for the direct

@@ -64,8 +64,12 @@ type LinkStatus struct {
 	Drops uint64 `json:"drops"`
 	// Offload: the link carries offloaded frames (TCP super-frames) both
 	// ways, which only native peers negotiate.
-	Offload bool   `json:"offload,omitempty"`
-	Error   string `json:"error,omitempty"`
+	Offload bool `json:"offload,omitempty"`
+	// Transport is what carries the open link: "webrtc" (pion/webrtc or
+	// the browser: 1,200-byte SCTP packets) or "native/N" (package
+	// nativertc, between native peers, sending N-byte SCTP packets).
+	Transport string `json:"transport,omitempty"`
+	Error     string `json:"error,omitempty"`
 }
 
 // pairInfo is what a link knows of its selected candidate pair.
@@ -119,6 +123,9 @@ func (m *Mesh) publishStatus() {
 			Path: l.pair.path(), LocalCandidate: l.pair.local, RemoteCandidate: l.pair.remote,
 			RTTMillis: float64(l.pair.rtt.Microseconds()) / 1000, OpenMillis: float64(l.openedIn.Microseconds()) / 1000,
 			Error: l.lastError, Offload: l.offload && l.state == linkOpen,
+		}
+		if l.state == linkOpen && l.sess != nil {
+			ls.Transport = l.sess.transport()
 		}
 		if p, ok := ports[portName(l.info.ID)]; ok {
 			ls.RxBytes, ls.TxBytes, ls.RxFrames, ls.TxFrames = p.RxBytes, p.TxBytes, p.RxFrames, p.TxFrames

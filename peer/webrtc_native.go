@@ -32,6 +32,12 @@ type TransportConfig struct {
 	// SCTPReceiveBuffer is the SCTP receive window in bytes; 0 means
 	// DefaultSCTPReceiveBuffer.
 	SCTPReceiveBuffer uint32
+	// StandardPackets offers links to other native peers over pion/webrtc,
+	// as to browsers, so they send 1,200-byte SCTP packets; by default they
+	// go over package nativertc, which sends packets of up to 8,000 bytes
+	// where the path carries them. A native offer from another peer is
+	// still answered, with standard packets. For measurements.
+	StandardPackets bool
 	// Tune, when set, may adjust the setting engine last (benchmarks).
 	Tune func(*webrtc.SettingEngine)
 }
@@ -53,7 +59,7 @@ func newWebRTCAPI(tc *TransportConfig, relay RelayPolicy) (*webrtcAPI, error) {
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	// Notice a dead path within seconds; declare it failed soon after, so the
 	// offerer renegotiates instead of waiting out pion's 25 s default.
-	se.SetICETimeouts(4*time.Second, 12*time.Second, 2*time.Second)
+	se.SetICETimeouts(iceDisconnectedTimeout, iceFailedTimeout, iceKeepaliveInterval)
 	// A check often arrives before the trickled candidate that explains it,
 	// so the pair is peer-reflexive; pion would wait a second before
 	// nominating it (measured: 1 join in 10 took 1.01 s instead of 6 ms).
