@@ -58,7 +58,7 @@ func BenchmarkNativeMesh(b *testing.B) {
 	for _, v := range []struct {
 		name  string
 		extra []string
-	}{{"offload", nil}, {"plain", []string{"-offload=false"}}} {
+	}{{"offload", nil}, {"offload-standard-packets", []string{"-large-packets=false"}}, {"plain", []string{"-offload=false"}}} {
 		b.Run(v.name, func(b *testing.B) {
 			mesh := startMeshPath(b, v.extra...)
 			relay := startRelayPath(b, 0)

@@ -55,7 +55,7 @@ var superBufs = sync.Pool{New: func() any { return new(superBuf) }}
 // maxQueuedSupers bounds the super-frames one queue holds pending (and so
 // its memory: 16 × 64 KiB, as much data as 700 full frames). A push beyond
 // it drops the oldest frames, as a full queue does.
-const maxQueuedSupers = 16
+const maxQueuedSupers = 64
 
 // frameRing is a fixed ring of slots; its head and count say which are full,
 // and supers how many of those hold super-frames.

@@ -53,15 +53,15 @@ const tokenEnv = "PEERLAN_GATEWAY_TOKEN"
 func main() { os.Exit(run(os.Args[1:])) }
 
 type options struct {
-	signal, room, token, tokenFile, relay string
-	tap, uplink, stateDir, rate           string
-	mtu                                   int
-	dns, allow, forward                   cli.List
-	ice, iceInterfaces                    cli.List
-	iceLoopback, offload, userspace       bool
-	udpPorts, metricsAddr                 string
-	statusEvery                           time.Duration
-	logLevel, logFormat                   string
+	signal, room, token, tokenFile, relay         string
+	tap, uplink, stateDir, rate                   string
+	mtu                                           int
+	dns, allow, forward                           cli.List
+	ice, iceInterfaces                            cli.List
+	iceLoopback, offload, userspace, largePackets bool
+	udpPorts, metricsAddr                         string
+	statusEvery                                   time.Duration
+	logLevel, logFormat                           string
 }
 
 // config is options parsed and validated.
@@ -126,6 +126,7 @@ Flags:
 	fs.Var(&o.iceInterfaces, "ice-interfaces", "only gather host candidates on these `interfaces` (comma-separated; the TAP is always left out)")
 	fs.BoolVar(&o.iceLoopback, "ice-loopback", false, "also gather loopback candidates (peers on one host)")
 	fs.BoolVar(&o.offload, "offload", true, "TCP segmentation and checksum offload on the TAP: 64 KiB super-frames to and from the host's\nstack, carried as they are to native peers that take them (browsers get segments); -offload=false for plain frames")
+	fs.BoolVar(&o.largePackets, "large-packets", true, "links to other native peers send SCTP packets of up to 8,000 bytes where a probe finds the\npath carries them (IP fragments on Ethernet), not pion/webrtc's 1,200: about twice the throughput;\n-large-packets=false offers them over pion/webrtc with standard packets (links to browsers always are)")
 	fs.BoolVar(&o.userspace, "userspace", false, "no root, TAP or nftables: guests' TCP/UDP ends in a userspace stack (gVisor) and leaves through\nthis process's sockets; -tap, -uplink and -offload do not apply; about as fast as kernel NAT\n(make bench: BenchmarkGatewayThroughput); no ping beyond .1, IPv4 TCP/UDP only")
 	fs.StringVar(&o.udpPorts, "udp-ports", "", "local UDP port `range` for WebRTC, as MIN-MAX (default: any)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
@@ -188,7 +189,7 @@ func parse(o options, log *slog.Logger) (*config, error) {
 	if !tap.ValidName(o.tap) {
 		return nil, fmt.Errorf("-tap %q: %w", o.tap, tap.ErrBadName)
 	}
-	c.transport = &peer.TransportConfig{Interfaces: o.iceInterfaces, IncludeLoopback: o.iceLoopback}
+	c.transport = &peer.TransportConfig{Interfaces: o.iceInterfaces, IncludeLoopback: o.iceLoopback, StandardPackets: !o.largePackets}
 	if o.udpPorts != "" {
 		var err error
 		if c.transport.UDPPortMin, c.transport.UDPPortMax, err = cli.ParsePortRange("-udp-ports", "50000-50100", o.udpPorts); err != nil {
