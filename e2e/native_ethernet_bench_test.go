@@ -63,7 +63,7 @@ func BenchmarkNativeMeshEthernet(b *testing.B) {
 // ethernetHost is a bin/peer process in a host namespace, its TAP in a
 // guest namespace.
 type ethernetHost struct {
-	host, guest *Namespace
+	host, guest     *Namespace
 	tap, statusAddr string
 }
 
