@@ -41,7 +41,8 @@ const (
 func (r Role) Valid() bool { return r == RoleGuest || r == RoleGateway }
 
 // Kind is what software a peer runs, as it says in its join: shown to the
-// other peers (the page's peer list), never used for a decision. "" is
+// other peers (the page's peer list), never used for a security decision
+// (native peers use it to pick which transport to offer a peer first). "" is
 // unknown (a peer older than the field).
 type Kind string
 
