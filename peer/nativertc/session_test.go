@@ -173,6 +173,7 @@ func exchange(t *testing.T, from, to *Channel) {
 	errs := make(chan string, len(sizes))
 	go func() {
 		defer wg.Done()
+		defer to.SetReadDeadline(time.Time{}) // ends pion's deadline timer
 		buf := make([]byte, 128<<10)
 		for _, want := range sizes {
 			_ = to.SetReadDeadline(time.Now().Add(10 * time.Second))
