@@ -102,9 +102,10 @@ type Config struct {
 var ErrICEFailed = errors.New("nativertc: ICE failed: no working path")
 
 var (
-	errStarted     = errors.New("nativertc: session already started")
-	errClosed      = errors.New("nativertc: session closed")
-	errCertificate = errors.New("nativertc: remote certificate does not match its fingerprint")
+	errStarted      = errors.New("nativertc: session already started")
+	errClosed       = errors.New("nativertc: session closed")
+	errCertificate  = errors.New("nativertc: remote certificate does not match its fingerprint")
+	errRelayedLarge = errors.New("nativertc: the path moved to a TURN relay, which cannot carry this session's large packets")
 )
 
 // State is what OnState reports.
@@ -246,6 +247,10 @@ func New(cfg Config) (*Session, error) {
 		return nil, fmt.Errorf("nativertc: %w", err)
 	}
 	if err := agent.OnConnectionStateChange(s.handleICEState); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("nativertc: %w", err)
+	}
+	if err := agent.OnSelectedCandidatePairChange(s.handlePairChange); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("nativertc: %w", err)
 	}
@@ -520,6 +525,16 @@ func (s *Session) handleICEState(st ice.ConnectionState) {
 		s.report(StateDisconnected, nil)
 	case ice.ConnectionStateFailed:
 		s.fail(ErrICEFailed)
+	}
+}
+
+// handlePairChange fails a session that sends large packets once ICE moves
+// it to a relayed pair, whose TURN server would truncate them; the mesh
+// then starts a new session, which probes again.
+func (s *Session) handlePairChange(local, remote ice.Candidate) {
+	relayed := local.Type() == ice.CandidateTypeRelay || remote.Type() == ice.CandidateTypeRelay
+	if relayed && s.PacketSize() > StandardPacketSize {
+		s.fail(errRelayedLarge)
 	}
 }
 
