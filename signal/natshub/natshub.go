@@ -376,9 +376,24 @@ func (h *Hub) checkClusterConfig(ctx context.Context) error {
 		}
 		return nil
 	}
-	v, _, found, err := h.getLatest(ctx, "cfg")
-	if err != nil || !found {
-		return fmt.Errorf("natshub: cluster settings: not readable (%v)", err)
+	// Another instance created the key, yet right after an election (or on
+	// a loaded host) the leader may answer "not found" for a moment: the
+	// create's refusal is proof the key exists, so read again.
+	var (
+		v     []byte
+		found bool
+		err   error
+	)
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		v, _, found, err = h.getLatest(ctx, "cfg")
+		if err == nil && found {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("natshub: cluster settings: not readable (%v, found %v): %w", err, found, ctx.Err())
+		case <-time.After(wait):
+		}
 	}
 	var have clusterCfg
 	if err := json.Unmarshal(v, &have); err != nil {
