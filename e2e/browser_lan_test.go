@@ -448,8 +448,8 @@ func TestBrowserPingsNativePeer(t *testing.T) {
 	}
 	lanCheckDirect(t, tab, nativeIP)
 	l, ok := LinkTo(np.Status(t), g.IP)
-	if !ok || l.State != "open" || l.Path == "" || l.Path == "relay" {
-		t.Errorf("native peer's link to the browser guest: %+v, want open and direct", l)
+	if !ok || l.State != "open" || l.Path == "" || l.Path == "relay" || l.Transport != "webrtc" {
+		t.Errorf("native peer's link to the browser guest: %+v, want open, direct and webrtc", l)
 	}
 }
 
