@@ -3,9 +3,7 @@
 package peer_test
 
 import (
-	"bytes"
 	"testing"
-	"time"
 
 	"github.com/peerlan/peerlan/peer"
 	"github.com/peerlan/peerlan/peer/ether"
@@ -75,15 +73,7 @@ func TestMeshTransports(t *testing.T) {
 	for _, to := range []offloadPeer{b, c, d} {
 		super, o := porttest.TCPSuperFrame(ether.Broadcast, mac(0xa), a.Status().IP, to.Status().IP, data, 1448)
 		a.guest.Inbound <- porttest.OffloadFrame{Frame: super, Offload: o}
-		deadline := time.After(waitTimeout)
-		for got := false; !got; {
-			select {
-			case f := <-to.guest.Outbound:
-				got = len(f.Frame) == len(super) && bytes.Equal(f.Frame, super)
-			case <-deadline:
-				t.Fatalf("the super-frame never reached %v", to.Status().IP)
-			}
-		}
+		waitSuperFrame(t, to, super, o)
 	}
 }
 

@@ -81,20 +81,8 @@ func TestMeshOffloadLinks(t *testing.T) {
 	super, o := porttest.TCPSuperFrame(ether.Broadcast, mac(0xa), a.Status().IP, b.Status().IP, data, 1448)
 	a.guest.Inbound <- porttest.OffloadFrame{Frame: super, Offload: o}
 
+	waitSuperFrame(t, b, super, o)
 	deadline := time.After(waitTimeout)
-	for got := false; !got; {
-		select {
-		case f := <-b.guest.Outbound:
-			if len(f.Frame) == len(super) {
-				if !bytes.Equal(f.Frame, super) || f.Offload != o {
-					t.Fatalf("B got the super-frame changed: work %+v", f.Offload)
-				}
-				got = true
-			}
-		case <-deadline:
-			t.Fatal("B never got the super-frame")
-		}
-	}
 	var carried []byte
 	for len(carried) < len(data) {
 		select {
@@ -112,5 +100,27 @@ func TestMeshOffloadLinks(t *testing.T) {
 	}
 	if !bytes.Equal(carried, data) {
 		t.Fatal("C's segments do not carry the payload")
+	}
+}
+
+// waitSuperFrame waits until to's guest gets super, byte for byte, with its
+// work o; other frames (ARP, segments, other super-frames flooded to every
+// peer) are skipped, so a changed super-frame fails by never arriving.
+func waitSuperFrame(t *testing.T, to offloadPeer, super []byte, o ether.Offload) {
+	t.Helper()
+	deadline := time.After(waitTimeout)
+	for {
+		select {
+		case f := <-to.guest.Outbound:
+			if !bytes.Equal(f.Frame, super) {
+				continue
+			}
+			if f.Offload != o {
+				t.Fatalf("%v got the super-frame with work %+v, sent %+v", to.Status().IP, f.Offload, o)
+			}
+			return
+		case <-deadline:
+			t.Fatalf("the super-frame never reached %v unchanged", to.Status().IP)
+		}
 	}
 }
