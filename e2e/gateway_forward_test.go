@@ -233,6 +233,19 @@ func fwdUDPEchoServer(t *testing.T, l *gwLab, addr netip.AddrPort) (stop func())
 // -forward and the gateway's link to the browser (over the relay, as in
 // TestGatewayBrowserGuest, whose loopback proxies this test shares).
 func TestGatewayForwardBrowserGuest(t *testing.T) {
+	fwdBrowserGuest(t, (*gwLab).startGateway)
+}
+
+// TestGatewayForwardBrowserGuestUserspace: TestGatewayForwardBrowserGuest
+// with bin/gateway -userspace as nobody, dialing the browser guest through
+// the userspace stack.
+func TestGatewayForwardBrowserGuestUserspace(t *testing.T) {
+	fwdBrowserGuest(t, (*gwLab).startUserspaceGateway)
+}
+
+// fwdBrowserGuest is TestGatewayForwardBrowserGuest's body with the gateway
+// started by start (either mode's).
+func fwdBrowserGuest(t *testing.T, start func(l *gwLab, extra ...string) *Process) {
 	VerifyNoLeaks(t)
 	RequireChromium(t)
 	RequireGuestImage(t)
@@ -248,7 +261,7 @@ func TestGatewayForwardBrowserGuest(t *testing.T) {
 		t.Fatal(err)
 	}
 	forward := "tcp:127.0.0.1:" + fwdTCPPort + "=" + fwdGuest + ":8080"
-	gw := l.startGateway("-forward", forward)
+	gw := start(l, "-forward", forward)
 
 	tab := StartBrowser(t).OpenTab(t, "guest", "http://"+page+"/?room="+l.room+"&relay=relay", true)
 	g := lanWaitGuest(t, tab)
