@@ -3,11 +3,15 @@
 package peer_test
 
 import (
+	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/peerlan/peerlan/peer"
 	"github.com/peerlan/peerlan/peer/ether"
 	"github.com/peerlan/peerlan/peer/porttest"
+	"github.com/peerlan/peerlan/signal/proto"
+	"github.com/peerlan/peerlan/signal/signaltest"
 )
 
 // TestMeshTransports: links between native peers go over package
@@ -84,4 +88,50 @@ func indexOfIP(peers []offloadPeer, ip string) int {
 		}
 	}
 	return -1
+}
+
+// TestMeshOffersSDPAfterIgnoredNativeOffer: a peer that says it is native
+// but ignores native offers (one older than them) gets a native offer
+// first and, once that session times out unanswered, an SDP offer.
+func TestMeshOffersSDPAfterIgnoredNativeOffer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out the negotiation timeout (20 s)")
+	}
+	srv := startSignal(t, "")
+	old := signaltest.Dial(t, srv.url(), nil)
+	old.Send(&proto.Join{V: proto.ProtocolVersion, Room: "lab", Kind: proto.KindNative})
+	signaltest.Expect[*proto.Welcome](old)
+	runOffloadPeer(t, srv.url(), false, "new") // the newcomer offers to old
+
+	var offers []string // "native" or "sdp", in order
+	deadline := time.Now().Add(40 * time.Second)
+	for len(offers) < 2 || offers[len(offers)-1] != "sdp" {
+		m, err := old.Next(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("offers so far %v; then %v", offers, err)
+		}
+		s, ok := m.(*proto.Signal)
+		if !ok {
+			continue
+		}
+		var n struct {
+			Kind   string           `json:"kind"`
+			SDP    string           `json:"sdp"`
+			Native *json.RawMessage `json:"native"`
+		}
+		if err := json.Unmarshal(s.Data, &n); err != nil || n.Kind != "offer" {
+			continue
+		}
+		switch {
+		case n.Native != nil && n.SDP == "":
+			offers = append(offers, "native")
+		case n.SDP != "" && n.Native == nil:
+			offers = append(offers, "sdp")
+		default:
+			t.Fatalf("an offer with neither or both: %s", s.Data)
+		}
+	}
+	if offers[0] != "native" {
+		t.Errorf("offers %v: the first to a native peer should be native", offers)
+	}
 }
