@@ -50,7 +50,6 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/peerlan/peerlan/internal/promtext"
 	"github.com/peerlan/peerlan/signal"
 	"github.com/peerlan/peerlan/signal/proto"
 	"github.com/peerlan/peerlan/signal/signaltest"
@@ -417,232 +416,21 @@ const (
 // to a real bin/signal subprocess, holds them through a keepalive round, and
 // reads the server's VmRSS. The server runs with its defaults (logs at info
 // included) and only its limits raised by flags. Peers join round-robin over
-// the rooms; every client drains its socket, as the server disconnects slow
-// readers, and answers pings while reading.
+// the rooms from a client process (benchHoldOn); every client drains its
+// socket, as the server disconnects slow readers, and answers pings while
+// reading.
 func BenchmarkHeldPeers(b *testing.B) {
 	bin := benchBuildSignal(b)
 	benchRaiseNofile(b, heldPeers+1024)
 	for range b.N {
-		r := benchHold(b, bin)
-		b.ReportMetric(0, "ns/op")
-		b.ReportMetric(float64(r.peers), "peers")
-		b.ReportMetric(float64(r.rss)/(1<<20), "RSS-MiB")
-		b.ReportMetric(float64(r.hwm)/(1<<20), "peak-RSS-MiB")
-		b.ReportMetric(float64(r.idle)/(1<<20), "idle-RSS-MiB")
-		b.ReportMetric(float64(r.rss)/1024/float64(r.peers), "KiB/peer")
-		b.ReportMetric(float64(r.rss-r.idle)/1024/float64(r.peers), "added-KiB/peer")
-		b.ReportMetric(float64(r.rss)/heldGoalRSS*heldPeers/float64(r.peers), "x-1GiB-goal")
-		b.ReportMetric(float64(r.peers)/r.ramp.Seconds(), "ramp-joins/s")
-		b.ReportMetric(float64(r.cpu.Microseconds())/float64(r.peers), "server-cpu-us/join")
-		b.ReportMetric(r.shutdown.Seconds(), "shutdown-s")
+		server := benchStartSignal(b, bin,
+			"-max-conns", strconv.Itoa(heldPeers+100),
+			"-max-rooms", strconv.Itoa(heldRooms+100),
+			"-max-peers", strconv.Itoa(heldPerRoom))
+		r := benchHoldOn(b, server, heldShape{peers: heldPeers, rooms: heldRooms, roomGauge: heldRooms,
+			clients: 1, deadline: heldDeadline})
+		r.report(b, heldPeers)
 	}
-}
-
-type heldResult struct {
-	peers          int
-	idle, rss, hwm int64 // bytes
-	ramp, shutdown time.Duration
-	cpu            time.Duration // server CPU time spent on the ramp
-}
-
-// heldTarget is the server process a held-peers measurement runs against:
-// one bin/signal, or a cluster of instances in one process.
-type heldTarget interface {
-	pid() int
-	urls() []string  // signaling endpoints; peers join them round-robin
-	bases() []string // http base URLs whose /metrics are summed
-	stop(timeout time.Duration) error
-	warnings() string
-}
-
-func (s *benchSignal) urls() []string  { return []string{s.url} }
-func (s *benchSignal) bases() []string { return []string{s.base} }
-
-// heldShape is what a held-peers measurement joins and expects.
-type heldShape struct {
-	peers, rooms int
-	roomGauge    float64       // the rooms gauges' sum (each instance counts a room it holds members of)
-	deadline     time.Duration // for joining and draining the announcements
-}
-
-// benchHold runs one measurement against a fresh bin/signal.
-func benchHold(b *testing.B, bin string) heldResult {
-	child := benchStartSignal(b, bin,
-		"-max-conns", strconv.Itoa(heldPeers+100),
-		"-max-rooms", strconv.Itoa(heldRooms+100),
-		"-max-peers", strconv.Itoa(heldPerRoom))
-	return benchHoldOn(b, child, heldShape{peers: heldPeers, rooms: heldRooms, roomGauge: heldRooms, deadline: heldDeadline})
-}
-
-// benchHoldOn joins sh.peers peers in sh.rooms rooms to child, holds them
-// through a keepalive round, measures the child's memory and stops it.
-func benchHoldOn(b *testing.B, child heldTarget, sh heldShape) heldResult {
-	heldPeers, heldRooms := sh.peers, sh.rooms
-	heldPerRoom := heldPeers / heldRooms
-	urls := child.urls()
-	var r heldResult
-	var err error
-	time.Sleep(200 * time.Millisecond) // let the idle server settle
-	if r.idle, _, err = benchProcMem(child.pid()); err != nil {
-		b.Fatal(err)
-	}
-
-	// Every client has a reader goroutine that drains its socket. It counts
-	// peer-joined announcements; anything else, and any connection lost
-	// before shutdown, is a failure.
-	var (
-		clients   = make([]*websocket.Conn, heldPeers)
-		readers   sync.WaitGroup
-		announced atomic.Int64 // peer-joined messages received
-		listed    atomic.Int64 // peers listed in welcomes
-		other     atomic.Int64
-		lost      atomic.Int64
-		goingAway atomic.Int64
-		stopping  atomic.Bool
-		firstBad  atomic.Pointer[string]
-	)
-	bad := func(s string) { firstBad.CompareAndSwap(nil, &s) }
-	peerJoined := []byte(`{"type":"peer-joined"`)
-	read := func(k int, ws *websocket.Conn) {
-		defer readers.Done()
-		var head [24]byte
-		for {
-			_, rd, err := ws.NextReader()
-			if err != nil {
-				switch {
-				case websocket.IsCloseError(err, websocket.CloseGoingAway) && stopping.Load():
-					goingAway.Add(1)
-				case !stopping.Load():
-					lost.Add(1)
-					bad(fmt.Sprintf("peer %d lost its connection: %v", k, err))
-				}
-				return
-			}
-			m, _ := io.ReadFull(rd, head[:])
-			if bytes.HasPrefix(head[:m], peerJoined) {
-				announced.Add(1)
-			} else {
-				other.Add(1)
-				rest, _ := io.ReadAll(io.LimitReader(rd, 200))
-				bad(fmt.Sprintf("peer %d got an unexpected message: %s%s", k, head[:m], rest))
-			}
-		}
-	}
-	b.Cleanup(func() {
-		stopping.Store(true)
-		for _, ws := range clients {
-			if ws != nil {
-				ws.Close()
-			}
-		}
-		readers.Wait()
-	})
-
-	cpu0, err := benchProcCPU(child.pid())
-	if err != nil {
-		b.Fatal(err)
-	}
-	var next atomic.Int64
-	var joiners sync.WaitGroup
-	joinErrs := make(chan error, heldWorkers)
-	start := time.Now()
-	for range heldWorkers {
-		joiners.Add(1)
-		go func() {
-			defer joiners.Done()
-			for {
-				k := int(next.Add(1)) - 1
-				if k >= heldPeers || firstBad.Load() != nil {
-					return
-				}
-				// A room's members come through every instance in turn.
-				ws, w, err := benchJoin(urls[(k/heldRooms)%len(urls)], fmt.Sprintf("held-%03d", k%heldRooms))
-				if err != nil {
-					joinErrs <- fmt.Errorf("peer %d: %w", k, err)
-					return
-				}
-				listed.Add(int64(len(w.Peers)))
-				clients[k] = ws
-				readers.Add(1)
-				go read(k, ws)
-			}
-		}()
-	}
-	joiners.Wait()
-	r.ramp = time.Since(start)
-	close(joinErrs)
-	if err := <-joinErrs; err != nil {
-		b.Fatalf("joining: %v (server: %s)", err, child.warnings())
-	}
-	// Each room of n peers announces n(n-1)/2 joins.
-	wantAnnounced := int64(heldRooms * heldPerRoom * (heldPerRoom - 1) / 2)
-	for announced.Load() < wantAnnounced && firstBad.Load() == nil && time.Since(start) < sh.deadline {
-		time.Sleep(50 * time.Millisecond)
-	}
-	cpu1, err := benchProcCPU(child.pid())
-	if err != nil {
-		b.Fatal(err)
-	}
-	r.cpu = cpu1 - cpu0
-	drained := time.Since(start)
-	// Hold them through a keepalive round: every peer must answer a ping.
-	if firstBad.Load() == nil {
-		time.Sleep(heldSettle)
-	}
-	if p := firstBad.Load(); p != nil {
-		b.Fatalf("%s (lost %d, unexpected messages %d; server: %s)", *p, lost.Load(), other.Load(), child.warnings())
-	}
-	// Of every pair of peers in a room, the later one lists the earlier in
-	// its welcome and the earlier one is told of the later one.
-	if got := announced.Load(); got != wantAnnounced {
-		b.Fatalf("peers got %d peer-joined announcements, want %d (server: %s)", got, wantAnnounced, child.warnings())
-	}
-	if got := listed.Load(); got != wantAnnounced {
-		b.Fatalf("welcomes listed %d peers in all, want %d", got, wantAnnounced)
-	}
-	if r.rss, r.hwm, err = benchProcMem(child.pid()); err != nil {
-		b.Fatal(err)
-	}
-	s := promtext.Samples{}
-	for _, base := range child.bases() {
-		one, err := promtext.Scrape(base + "/metrics")
-		if err != nil {
-			b.Fatal(err)
-		}
-		for k, v := range one {
-			s[k] += v
-		}
-	}
-	for _, c := range []struct {
-		series string
-		want   float64
-	}{
-		{"peerlan_signal_connections", float64(heldPeers)},
-		{"peerlan_signal_peers", float64(heldPeers)},
-		{"peerlan_signal_rooms", sh.roomGauge},
-		{"peerlan_signal_rejections_total", 0},
-	} {
-		if got := s.Sum(c.series); got != c.want {
-			b.Fatalf("server reports %s = %v, want %v", c.series, got, c.want)
-		}
-	}
-	r.peers = int(s.Sum("peerlan_signal_peers"))
-	b.Logf("%d peers joined in %v, announcements drained after %v; server RSS %.0f MiB (idle %.0f MiB, peak %.0f MiB)",
-		r.peers, r.ramp.Round(time.Millisecond), drained.Round(time.Millisecond),
-		float64(r.rss)/(1<<20), float64(r.idle)/(1<<20), float64(r.hwm)/(1<<20))
-
-	// Graceful shutdown: every peer is told "going away".
-	stopping.Store(true)
-	t0 := time.Now()
-	if err := child.stop(30 * time.Second); err != nil {
-		b.Fatal(err)
-	}
-	r.shutdown = time.Since(t0)
-	readers.Wait()
-	if got := goingAway.Load(); got != int64(heldPeers) {
-		b.Fatalf("%d of %d peers were closed with going away on shutdown", got, heldPeers)
-	}
-	return r
 }
 
 // benchBuildSignal builds the current bin/signal into a temporary directory.
@@ -686,11 +474,18 @@ type benchSignal struct {
 	done      chan error
 }
 
-func (s *benchSignal) pid() int { return s.cmd.Process.Pid }
-
 // benchStartSignal starts bin/signal on a free loopback port with JSON logs
 // and waits until it listens.
 func benchStartSignal(b *testing.B, bin string, args ...string) *benchSignal {
+	b.Helper()
+	s := benchSpawnSignal(b, bin, args...)
+	s.waitListening(b, 15*time.Second)
+	return s
+}
+
+// benchSpawnSignal starts bin/signal as benchStartSignal does but does not
+// wait for it: instances of a cluster must start together.
+func benchSpawnSignal(b *testing.B, bin string, args ...string) *benchSignal {
 	b.Helper()
 	lw := &benchLogWriter{listening: make(chan string, 1)}
 	cmd := exec.Command(bin, append([]string{"-addr", "127.0.0.1:0", "-log-format", "json"}, args...)...)
@@ -706,16 +501,21 @@ func benchStartSignal(b *testing.B, bin string, args ...string) *benchSignal {
 			b.Log(err)
 		}
 	})
+	return s
+}
+
+// waitListening waits until s reports its listening address.
+func (s *benchSignal) waitListening(b *testing.B, timeout time.Duration) {
+	b.Helper()
 	select {
-	case s.url = <-lw.listening:
+	case s.url = <-s.log.listening:
 	case err := <-s.done:
 		s.done <- err
-		b.Fatalf("bin/signal exited: %v: %s", err, lw.tail())
-	case <-time.After(15 * time.Second):
-		b.Fatalf("bin/signal did not report listening: %s", lw.tail())
+		b.Fatalf("bin/signal exited: %v: %s", err, s.log.tail())
+	case <-time.After(timeout):
+		b.Fatalf("bin/signal did not report listening: %s", s.log.tail())
 	}
 	s.base = "http" + strings.TrimSuffix(strings.TrimPrefix(s.url, "ws"), "/signal")
-	return s
 }
 
 // stop sends SIGTERM and waits for a clean exit, killing after timeout.

@@ -11,20 +11,19 @@ package signal_test
 //   - BenchmarkClusterRelayLatency: signal latency p50/p99 between two
 //     peers on two instances vs two peers on one.
 //   - BenchmarkClusterHeldPeers: 30,000 peers (300 rooms of 100, each room
-//     spread over the instances) held by three instances in one process
-//     with an embedded NATS, against the goal of 1 GiB RSS in all (fewer,
-//     and projected, where the open-file limit is lower).
+//     spread over the instances) held by three bin/signal processes with
+//     embedded NATS nodes, against the goal of 1 GiB RSS in all.
 
 import (
-	"bufio"
+	"errors"
 	"fmt"
-	"io"
-	"os"
-	"os/exec"
+	"net"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -143,152 +142,93 @@ const (
 	clusterHeldPeers = 30000
 	clusterHeldRooms = 300
 	clusterInstances = 3
-	clusterChildEnv  = "PEERLAN_BENCH_CLUSTER_CHILD"
 )
 
 // BenchmarkClusterHeldPeers is BenchmarkHeldPeers for a cluster: 30,000
-// peers joined round-robin to three instances that run, with an embedded
-// NATS server, in one child process (this test binary, re-run as
-// TestClusterChild), whose RSS is the figure.
-//
-// Both this process (the clients) and the child (the servers) hold one
-// socket per peer. Where the open-file limit cannot be raised to 30,000
-// (containers without CAP_SYS_RESOURCE), as many peers as it allows are
-// held, in 300 rooms still, and the 30,000-peer RSS is projected from the
-// measured per-peer cost ("projected-RSS-MiB-30k").
+// peers in 300 rooms of 100 held by three bin/signal processes, each with
+// an embedded NATS node routed to the other two (the directory replicated
+// three times, as -nats-embed does by default with three nodes), 10,000
+// peers each, their members spread over the three. Three client processes
+// hold the peers' connections. The figure is the servers' RSS in all
+// against the goal of 30,000 peers within 1 GiB ("x-1GiB-goal"); each
+// process stays under an open-file limit of about 11,000.
 func BenchmarkClusterHeldPeers(b *testing.B) {
-	peers := clusterHeldPeers
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Max < clusterHeldPeers+1024 {
-		peers = int(lim.Max-1024) / clusterHeldRooms * clusterHeldRooms
-		b.Logf("RLIMIT_NOFILE allows %d open files: holding %d peers and projecting to %d", lim.Max, peers, clusterHeldPeers)
-	}
-	if peers < 10*clusterHeldRooms {
-		b.Skipf("RLIMIT_NOFILE %d is too low for a meaningful measurement", lim.Max)
-	}
-	benchRaiseNofile(b, uint64(peers+1024))
+	const perInstance = clusterHeldPeers / clusterInstances
+	bin := benchBuildSignal(b)
+	benchRaiseNofile(b, perInstance+1024)
 	for range b.N {
-		child := benchStartClusterChild(b, peers)
-		r := benchHoldOn(b, child, heldShape{peers: peers, rooms: clusterHeldRooms,
-			roomGauge: clusterHeldRooms * clusterInstances, deadline: 10 * time.Minute})
-		projected := float64(r.idle) + float64(r.rss-r.idle)/float64(r.peers)*clusterHeldPeers
-		b.ReportMetric(projected/(1<<20), "projected-RSS-MiB-30k")
-		b.ReportMetric(projected/heldGoalRSS, "x-1GiB-goal-30k")
-		b.ReportMetric(0, "ns/op")
-		b.ReportMetric(float64(r.peers), "peers")
-		b.ReportMetric(float64(r.rss)/(1<<20), "RSS-MiB")
-		b.ReportMetric(float64(r.hwm)/(1<<20), "peak-RSS-MiB")
-		b.ReportMetric(float64(r.idle)/(1<<20), "idle-RSS-MiB")
-		b.ReportMetric(float64(r.rss)/1024/float64(r.peers), "KiB/peer")
-		b.ReportMetric(float64(r.rss-r.idle)/1024/float64(r.peers), "added-KiB/peer")
-		b.ReportMetric(float64(r.peers)/r.ramp.Seconds(), "ramp-joins/s")
-		b.ReportMetric(float64(r.cpu.Microseconds())/float64(r.peers), "server-cpu-us/join")
-		b.ReportMetric(r.shutdown.Seconds(), "shutdown-s")
+		c := benchStartCluster(b, bin, clusterInstances,
+			"-max-conns", strconv.Itoa(perInstance+100),
+			"-max-rooms", strconv.Itoa(clusterHeldRooms+100),
+			"-max-peers", strconv.Itoa(clusterHeldPeers/clusterHeldRooms+1)) // + the gateway's address
+		r := benchHoldOn(b, c, heldShape{peers: clusterHeldPeers, rooms: clusterHeldRooms,
+			roomGauge: clusterHeldRooms * clusterInstances, clients: clusterInstances, deadline: 10 * time.Minute})
+		r.report(b, clusterHeldPeers)
+		b.ReportMetric(float64(slices.Max(r.each))/(1<<20), "max-instance-RSS-MiB")
 	}
 }
 
-// clusterChild is the child process of BenchmarkClusterHeldPeers.
-type clusterChild struct {
-	cmd          *exec.Cmd
-	stdin        io.Closer
-	wsURLs, http []string
-	done         chan error
-	tail         strings.Builder
-}
+// benchCluster is bin/signal instances sharing rooms over their embedded
+// NATS nodes.
+type benchCluster []*benchSignal
 
-func benchStartClusterChild(b *testing.B, peers int) *clusterChild {
+// benchStartCluster starts n bin/signal instances with args, each with an
+// embedded NATS node routed to the others and one shared -secret-file,
+// and waits until all listen.
+func benchStartCluster(b *testing.B, bin string, n int, args ...string) benchCluster {
 	b.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run", "^TestClusterChild$", "-test.bench", "^$", "-test.count", "1")
-	cmd.Env = append(os.Environ(), clusterChildEnv+"="+strconv.Itoa(peers))
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	c := &clusterChild{cmd: cmd, stdin: in, done: make(chan error, 1)}
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			line := sc.Text()
-			if f := strings.Fields(line); len(f) == 1+2*clusterInstances && f[0] == "CLUSTER" {
-				c.wsURLs, c.http = f[1:1+clusterInstances], f[1+clusterInstances:]
-				close(ready)
-				continue
-			}
-			if c.tail.Len() < 4096 {
-				c.tail.WriteString(line + "\n")
-			}
+	secret := filepath.Join(b.TempDir(), "secret")
+	routes := make([]string, n)
+	for i := range routes {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
 		}
-		c.done <- cmd.Wait()
-	}()
-	b.Cleanup(func() { _ = c.stop(30 * time.Second) })
-	select {
-	case <-ready:
-	case err := <-c.done:
-		c.done <- err
-		b.Fatalf("cluster child exited: %v: %s", err, c.tail.String())
-	case <-time.After(60 * time.Second):
-		b.Fatal("cluster child did not start")
+		routes[i] = l.Addr().String()
+		l.Close()
+	}
+	c := make(benchCluster, n)
+	// All at once: a JetStream cluster needs a quorum of its nodes before
+	// any instance can open the room directory and listen.
+	for i := range c {
+		c[i] = benchSpawnSignal(b, bin, append([]string{"-secret-file", secret, "-instance", fmt.Sprintf("bench%d", i),
+			"-nats-embed", "-nats-store", b.TempDir(), "-nats-listen", "127.0.0.1:0",
+			"-nats-cluster-listen", routes[i], "-nats-routes", strings.Join(routes, ",")}, args...)...)
+	}
+	for _, s := range c {
+		s.waitListening(b, 90*time.Second)
 	}
 	return c
 }
 
-func (c *clusterChild) pid() int         { return c.cmd.Process.Pid }
-func (c *clusterChild) urls() []string   { return c.wsURLs }
-func (c *clusterChild) bases() []string  { return c.http }
-func (c *clusterChild) warnings() string { return c.tail.String() }
-func (c *clusterChild) stop(d time.Duration) error {
-	select {
-	case err := <-c.done:
-		c.done <- err
-		return nil
-	default:
+func (c benchCluster) pids() []int     { return benchEach(c, (*benchSignal).pids) }
+func (c benchCluster) urls() []string  { return benchEach(c, (*benchSignal).urls) }
+func (c benchCluster) bases() []string { return benchEach(c, (*benchSignal).bases) }
+
+// benchEach concatenates f of every instance.
+func benchEach[T any](c benchCluster, f func(*benchSignal) []T) []T {
+	var out []T
+	for _, s := range c {
+		out = append(out, f(s)...)
 	}
-	c.stdin.Close() // the child stops its servers gracefully when stdin closes
-	select {
-	case err := <-c.done:
-		c.done <- nil
-		return err
-	case <-time.After(d):
-		_ = c.cmd.Process.Kill()
-		<-c.done
-		c.done <- nil
-		return fmt.Errorf("cluster child did not stop within %v", d)
-	}
+	return out
 }
 
-// TestClusterChild is BenchmarkClusterHeldPeers's server process: three
-// instances with default settings (limits raised) sharing rooms through an
-// embedded NATS server. It prints their URLs and runs until stdin closes.
-func TestClusterChild(t *testing.T) {
-	peers, _ := strconv.Atoi(os.Getenv(clusterChildEnv))
-	if peers <= 0 {
-		t.Skip("the server process of BenchmarkClusterHeldPeers")
+// stop stops every instance at once, as a cluster's shutdown would.
+func (c benchCluster) stop(timeout time.Duration) error {
+	errs := make([]error, len(c))
+	var wg sync.WaitGroup
+	for i, s := range c {
+		wg.Go(func() { errs[i] = s.stop(timeout) })
 	}
-	in := natshubtest.Cluster(t, clusterInstances, func(c *signal.Config) {
-		c.Logger = benchQuiet
-		c.MaxConnections = peers
-		c.MaxRooms = clusterHeldRooms + 100
-		c.MaxPeersPerRoom = peers/clusterHeldRooms + 1 // + the gateway's slot
-	})
-	line := "CLUSTER"
-	for _, i := range in {
-		line += " " + i.URL
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (c benchCluster) warnings() string {
+	out := make([]string, len(c))
+	for i, s := range c {
+		out[i] = fmt.Sprintf("instance %d: %s", i, s.warnings())
 	}
-	for _, i := range in {
-		line += " " + i.HTTP.URL
-	}
-	fmt.Println(line)
-	_, _ = io.Copy(io.Discard, os.Stdin)
-	for _, i := range in {
-		i.Stop() // "going away" to every peer, as bin/signal on SIGTERM
-	}
+	return strings.Join(out, "; ")
 }
