@@ -126,7 +126,7 @@ Flags:
 	fs.Var(&o.iceInterfaces, "ice-interfaces", "only gather host candidates on these `interfaces` (comma-separated; the TAP is always left out)")
 	fs.BoolVar(&o.iceLoopback, "ice-loopback", false, "also gather loopback candidates (peers on one host)")
 	fs.BoolVar(&o.offload, "offload", true, "TCP segmentation and checksum offload on the TAP: 64 KiB super-frames to and from the host's\nstack, carried as they are to native peers that take them (browsers get segments); -offload=false for plain frames")
-	fs.BoolVar(&o.largePackets, "large-packets", true, "links to other native peers send SCTP packets of up to 8,000 bytes where a probe finds the path\ncarries them (as IP fragments on Ethernet) instead of pion/webrtc's 1,200 (make bench: 1.8x the\nthroughput on one host, 1.2x across Ethernet); false: standard packets (links to browsers always are)")
+	fs.BoolVar(&o.largePackets, "large-packets", true, "links to other native peers send SCTP packets of up to 8,000 bytes where a probe finds the path\ncarries them (as IP fragments on Ethernet) instead of pion/webrtc's 1,200 (make bench: 1.8x the\nthroughput on one host, 1.1x across Ethernet); false: standard packets (links to browsers always are)")
 	fs.BoolVar(&o.userspace, "userspace", false, "no root, TAP or nftables: guests' TCP/UDP ends in a userspace stack (gVisor) and leaves through\nthis process's sockets; -tap, -uplink and -offload do not apply; about as fast as kernel NAT\n(make bench: BenchmarkGatewayThroughput); no ping beyond .1, IPv4 TCP/UDP only")
 	fs.StringVar(&o.udpPorts, "udp-ports", "", "local UDP port `range` for WebRTC, as MIN-MAX (default: any)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")

@@ -90,7 +90,7 @@ Flags:
 	fs.StringVar(&o.qemu, "qemu", "", "attach a QEMU guest instead of a TAP: `unix:PATH` (-netdev stream), connect:unix:PATH (stream, QEMU listening) or dgram:unix:PATH (-netdev dgram); see above")
 	fs.IntVar(&o.mtu, "mtu", peer.DefaultGuestMTU, "interface MTU offered to the guest by DHCP (and set on the TAP)")
 	fs.BoolVar(&o.offload, "offload", true, "TCP segmentation and checksum offload: the TAP hands over 64 KiB super-frames, and links to\nother native peers carry them as they are (browsers get segments); -offload=false for plain frames")
-	fs.BoolVar(&o.largePackets, "large-packets", true, "links to other native peers send SCTP packets of up to 8,000 bytes where a probe finds the path\ncarries them (as IP fragments on Ethernet) instead of pion/webrtc's 1,200 (make bench: 1.8x the\nthroughput on one host, 1.2x across Ethernet); false: standard packets (links to browsers always are)")
+	fs.BoolVar(&o.largePackets, "large-packets", true, "links to other native peers send SCTP packets of up to 8,000 bytes where a probe finds the path\ncarries them (as IP fragments on Ethernet) instead of pion/webrtc's 1,200 (make bench: 1.8x the\nthroughput on one host, 1.1x across Ethernet); false: standard packets (links to browsers always are)")
 	fs.IntVar(&o.maxBuffered, "max-buffered", peer.DefaultMaxBuffered, "per-link send buffer in `bytes`: above it the link waits for the buffer to drain (frames queue in the\nswitch, which drops its oldest when full), and drops a frame only after 100 ms without drain")
 	fs.Var(&o.ice, "ice", "extra STUN/TURN `URLs` (comma-separated) besides the signaling server's")
 	fs.Var(&o.iceInterfaces, "ice-interfaces", "only gather host candidates on these `interfaces` (comma-separated; lo allowed)")
