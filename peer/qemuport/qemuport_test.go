@@ -173,7 +173,12 @@ func TestStreamFraming(t *testing.T) {
 	if got := readFramed(t, q); !bytes.Equal(got, c) {
 		t.Fatalf("QEMU got %d bytes, want %d", len(got), len(c))
 	}
+	// The writer counts a frame after its write returned, which may be
+	// after QEMU's side read it.
 	st := p.Stats()
+	for deadline := time.Now().Add(time.Second); st.TxFrames == 0 && time.Now().Before(deadline); st = p.Stats() {
+		time.Sleep(time.Millisecond)
+	}
 	if st.RxFrames != 4 || st.RxDropped != 1 || st.TxFrames != 1 || st.Connects != 1 {
 		t.Errorf("stats %+v", st)
 	}

@@ -38,6 +38,9 @@ type streamPort struct {
 	ln   *net.UnixListener // nil when the port connects (connectLoop)
 	done chan struct{}     // closed by Close
 	once sync.Once
+	// loops are acceptLoop or connectLoop, and writeLoop; Close waits for
+	// them, so that none logs or touches a connection after it returns.
+	loops sync.WaitGroup
 
 	mu struct {
 		sync.Mutex
@@ -70,8 +73,8 @@ func listenStream(path string, log *slog.Logger) (*streamPort, error) {
 	}
 	p := newStreamPort(log)
 	p.ln = ln
-	go p.acceptLoop()
-	go p.writeLoop()
+	p.loops.Go(p.acceptLoop)
+	p.loops.Go(p.writeLoop)
 	log.Info("waiting for QEMU (-netdev stream,server=off,addr.type=unix,addr.path=" + path + ")")
 	return p, nil
 }
@@ -89,8 +92,8 @@ func newStreamPort(log *slog.Logger) *streamPort {
 // connectStream returns a port that connects to QEMU's listening socket.
 func connectStream(path string, log *slog.Logger) *streamPort {
 	p := newStreamPort(log)
-	go p.connectLoop(path)
-	go p.writeLoop()
+	p.loops.Go(func() { p.connectLoop(path) })
+	p.loops.Go(p.writeLoop)
 	log.Info("connecting to QEMU (-netdev stream,server=on,addr.type=unix,addr.path=" + path + ")")
 	return p
 }
@@ -344,7 +347,7 @@ func (p *streamPort) writeLoop() {
 }
 
 // Close closes the listener (removing the socket file) and the connection,
-// and unblocks Read and Write.
+// unblocks Read and Write, and waits for the port's goroutines.
 func (p *streamPort) Close() error {
 	p.once.Do(func() {
 		close(p.done)
@@ -355,5 +358,6 @@ func (p *streamPort) Close() error {
 			sc.close()
 		}
 	})
+	p.loops.Wait()
 	return nil
 }
