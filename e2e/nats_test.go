@@ -47,7 +47,7 @@ func (c *natsCluster) start(i int) {
 		"-addr", c.addrs[i], "-secret-file", c.secret, "-instance", fmt.Sprintf("sig%d", i),
 		"-nats-embed", "-nats-store", c.stores[i], "-nats-listen", c.urls[i],
 		"-nats-cluster-listen", c.nats[i], "-nats-routes", strings.Join(c.nats, ","),
-		"-presence-ttl", "10s", "-resume-grace", "2s")
+		"-presence-ttl", "10s", "-resume-grace", "6s")
 	c.sigs[i] = s
 }
 
@@ -133,7 +133,10 @@ func TestNATSCluster(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	time.Sleep(time.Until(killed.Add(14 * time.Second))) // past -presence-ttl 10s and -resume-grace 2s
+	// A JetStream election after the node died holds the takeover back for
+	// about the presence TTL (10.5 s seen on a loaded host), so the grace
+	// leaves the takeover room before the dead instance's peers are reaped.
+	time.Sleep(time.Until(killed.Add(18 * time.Second))) // past -presence-ttl 10s and -resume-grace 6s
 	for i, p := range peers {
 		st := p.WaitLinks(t, 2, 10*time.Second)
 		for _, l := range st.Peers {
