@@ -22,7 +22,8 @@ import (
 const closeTimeout = time.Second
 
 // conn is one peer's WebSocket. Its reader goroutine (started by the HTTP
-// handler, which then returns) owns all protocol state; its writer drains send.
+// handler, which then returns) owns all protocol state; its writer drains the
+// send queue.
 //
 // State: connected → (join) → joined → closed. close() may be called from any
 // goroutine, once or more; the first code and reason win.
@@ -32,7 +33,13 @@ type conn struct {
 	wsClose atomic.Pointer[websocket.Conn] // ws, for close() from other goroutines
 	log     *slog.Logger
 	limiter *rate.Limiter
-	send    chan outMsg
+
+	// The send queue: at most Config.SendQueue messages, allocated as they
+	// come (an idle peer, the usual case, holds none) and released once
+	// written; wake tells the writer that there is something.
+	qmu  sync.Mutex
+	q    []outMsg
+	wake chan struct{} // capacity 1
 
 	closeOnce sync.Once
 	done      chan struct{} // closed by close()
@@ -73,7 +80,7 @@ func newConn(s *Server, remote string) *conn {
 		s:       s,
 		log:     s.log.With("remote", remote),
 		limiter: rate.NewLimiter(rate.Limit(s.cfg.MessagesPerSecond), s.cfg.Burst),
-		send:    make(chan outMsg, s.cfg.SendQueue),
+		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}
 }
@@ -114,20 +121,44 @@ func (c *conn) sendEncoded(typ string, b []byte) {
 		return
 	default:
 	}
-	select {
-	case c.send <- outMsg{typ, b}:
-	default:
+	c.qmu.Lock()
+	if len(c.q) >= c.s.cfg.SendQueue {
+		c.qmu.Unlock()
 		c.s.m.rejections.WithLabelValues(reasonSlowConsumer).Inc()
-		c.log.Warn("disconnecting slow reader: send queue full", "queue", cap(c.send))
+		c.log.Warn("disconnecting slow reader: send queue full", "queue", c.s.cfg.SendQueue)
 		c.close(websocket.CloseTryAgainLater, "slow reader: send queue full")
+		return
 	}
+	c.q = append(c.q, outMsg{typ, b})
+	c.qmu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default: // the writer has been woken already
+	}
+}
+
+// next takes the oldest queued message; the queue's memory goes once it is
+// empty.
+func (c *conn) next() (outMsg, bool) {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if len(c.q) == 0 {
+		return outMsg{}, false
+	}
+	m := c.q[0]
+	c.q[0] = outMsg{}
+	c.q = c.q[1:]
+	if len(c.q) == 0 {
+		c.q = nil
+	}
+	return m, true
 }
 
 // Deliver implements Sink.
 func (c *conn) Deliver(typ string, b []byte) {
 	c.welcomeMu.Lock()
 	if !c.welcomed {
-		if len(c.early) < cap(c.send) {
+		if len(c.early) < c.s.cfg.SendQueue {
 			c.early = append(c.early, outMsg{typ, b})
 			c.welcomeMu.Unlock()
 			return
@@ -194,11 +225,17 @@ func (c *conn) writeLoop() {
 	defer ping.Stop()
 	for {
 		select {
-		case m := <-c.send:
-			if !c.write(m) {
-				c.close(websocket.CloseAbnormalClosure, "write failed")
-				c.finish()
-				return
+		case <-c.wake:
+			for {
+				m, ok := c.next()
+				if !ok {
+					break
+				}
+				if !c.write(m) {
+					c.close(websocket.CloseAbnormalClosure, "write failed")
+					c.finish()
+					return
+				}
 			}
 		case <-ping.C:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
@@ -228,12 +265,8 @@ func (c *conn) write(m outMsg) bool {
 // flush writes what was queued before close (such as a fatal error).
 func (c *conn) flush() {
 	for {
-		select {
-		case m := <-c.send:
-			if !c.write(m) {
-				return
-			}
-		default:
+		m, ok := c.next()
+		if !ok || !c.write(m) {
 			return
 		}
 	}
