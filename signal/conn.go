@@ -22,8 +22,10 @@ import (
 const closeTimeout = time.Second
 
 // conn is one peer's WebSocket. Its reader goroutine (started by the HTTP
-// handler, which then returns) owns all protocol state; its writer drains the
-// send queue.
+// handler, which then returns) owns all protocol state. A writer goroutine
+// runs only while there is something to write: it drains the send queue and
+// ends, and the last one sends the close frame. Pings come from a timer. An
+// idle peer thus costs one goroutine, not two.
 //
 // State: connected → (join) → joined → closed. close() may be called from any
 // goroutine, once or more; the first code and reason win.
@@ -36,10 +38,15 @@ type conn struct {
 
 	// The send queue: at most Config.SendQueue messages, allocated as they
 	// come (an idle peer, the usual case, holds none) and released once
-	// written; wake tells the writer that there is something.
-	qmu  sync.Mutex
-	q    []outMsg
-	wake chan struct{} // capacity 1
+	// written.
+	qmu      sync.Mutex
+	q        []outMsg
+	attached bool // ws is set: a writer may start
+	writing  bool // a writer runs; stays set once the last one finished the socket
+	closing  bool // close was called: nothing more is queued
+
+	// ping sends a WebSocket ping every KeepaliveInterval; stopped by close.
+	ping atomic.Pointer[time.Timer]
 
 	closeOnce sync.Once
 	done      chan struct{} // closed by close()
@@ -80,11 +87,11 @@ func newConn(s *Server, remote string) *conn {
 		s:       s,
 		log:     s.log.With("remote", remote),
 		limiter: rate.NewLimiter(rate.Limit(s.cfg.MessagesPerSecond), s.cfg.Burst),
-		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}
 }
 
+// attach sets the upgraded socket; from now on a writer may run.
 func (c *conn) attach(ws *websocket.Conn) {
 	c.ws = ws
 	c.wsClose.Store(ws)
@@ -93,6 +100,25 @@ func (c *conn) attach(ws *websocket.Conn) {
 		_ = ws.NetConn().SetDeadline(time.Now().Add(closeTimeout))
 	default:
 	}
+	c.qmu.Lock()
+	c.attached = true
+	start := c.writerTurnLocked()
+	c.qmu.Unlock()
+	if start {
+		go c.writeLoop()
+	}
+	c.startPing()
+}
+
+// writerTurnLocked reports whether a writer should start now (attached,
+// something to do, none running) and marks one running; the caller starts
+// writeLoop once it has unlocked qmu.
+func (c *conn) writerTurnLocked() bool {
+	if !c.attached || c.writing || (len(c.q) == 0 && !c.closing) {
+		return false
+	}
+	c.writing = true
+	return true
 }
 
 // close starts closing the connection with a WebSocket close code. It never
@@ -105,9 +131,21 @@ func (c *conn) close(code int, text string) {
 		if t := c.iceRefresh.Load(); t != nil {
 			t.Stop()
 		}
+		if t := c.ping.Load(); t != nil {
+			t.Stop()
+		}
 		if ws := c.wsClose.Load(); ws != nil {
 			// Unblock a writer stuck on a slow reader and the reader itself.
 			_ = ws.NetConn().SetDeadline(time.Now().Add(closeTimeout))
+		}
+		// A writer flushes the queue and closes the socket: the running
+		// one, or one started here (by attach, when not attached yet).
+		c.qmu.Lock()
+		c.closing = true
+		start := c.writerTurnLocked()
+		c.qmu.Unlock()
+		if start {
+			go c.writeLoop()
 		}
 	})
 }
@@ -122,6 +160,10 @@ func (c *conn) sendEncoded(typ string, b []byte) {
 	default:
 	}
 	c.qmu.Lock()
+	if c.closing {
+		c.qmu.Unlock()
+		return
+	}
 	if len(c.q) >= c.s.cfg.SendQueue {
 		c.qmu.Unlock()
 		c.s.m.rejections.WithLabelValues(reasonSlowConsumer).Inc()
@@ -130,28 +172,11 @@ func (c *conn) sendEncoded(typ string, b []byte) {
 		return
 	}
 	c.q = append(c.q, outMsg{typ, b})
+	start := c.writerTurnLocked()
 	c.qmu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default: // the writer has been woken already
+	if start {
+		go c.writeLoop()
 	}
-}
-
-// next takes the oldest queued message; the queue's memory goes once it is
-// empty.
-func (c *conn) next() (outMsg, bool) {
-	c.qmu.Lock()
-	defer c.qmu.Unlock()
-	if len(c.q) == 0 {
-		return outMsg{}, false
-	}
-	m := c.q[0]
-	c.q[0] = outMsg{}
-	c.q = c.q[1:]
-	if len(c.q) == 0 {
-		c.q = nil
-	}
-	return m, true
 }
 
 // Deliver implements Sink.
@@ -219,35 +244,76 @@ func (c *conn) fail(code proto.ErrorCode, fatal bool, format string, args ...any
 	}
 }
 
+// writeLoop writes what is queued and ends when the queue is empty, unless
+// the connection is closing: then it sends the close frame, closes the socket
+// (which ends the reader) and releases the writer's WaitGroup entry. One runs
+// at a time (c.writing).
 func (c *conn) writeLoop() {
-	defer c.s.wg.Done()
-	ping := time.NewTicker(c.s.cfg.KeepaliveInterval)
-	defer ping.Stop()
 	for {
-		select {
-		case <-c.wake:
-			for {
-				m, ok := c.next()
-				if !ok {
-					break
-				}
-				if !c.write(m) {
-					c.close(websocket.CloseAbnormalClosure, "write failed")
-					c.finish()
-					return
-				}
-			}
-		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
-				c.close(websocket.CloseAbnormalClosure, "ping failed")
-				c.finish()
+		c.qmu.Lock()
+		if c.closing && c.closeCode == websocket.CloseAbnormalClosure {
+			c.q = nil // the socket failed: nothing more gets through
+		}
+		if len(c.q) == 0 {
+			if !c.closing {
+				c.writing = false
+				c.qmu.Unlock()
 				return
 			}
-		case <-c.done:
-			c.flush()
+			c.qmu.Unlock()
 			c.finish()
+			c.s.wg.Done()
 			return
 		}
+		m := c.q[0]
+		c.q[0] = outMsg{}
+		c.q = c.q[1:]
+		if len(c.q) == 0 {
+			c.q = nil // an idle peer holds no queue
+		}
+		c.qmu.Unlock()
+		if !c.write(m) {
+			c.close(websocket.CloseAbnormalClosure, "write failed") // a no-op when closing already
+			c.qmu.Lock()
+			c.q = nil
+			c.qmu.Unlock()
+		}
+	}
+}
+
+// startPing pings the peer every KeepaliveInterval until the connection
+// closes; a ping that cannot be written closes it. WriteControl may be called
+// concurrently with a writer.
+func (c *conn) startPing() {
+	c.repeat(&c.ping, c.s.cfg.KeepaliveInterval, func() bool {
+		if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
+			c.close(websocket.CloseAbnormalClosure, "ping failed")
+			return false
+		}
+		return true
+	})
+}
+
+// repeat runs f every interval, on a timer kept in slot for close to stop,
+// until the connection closes or f returns false.
+func (c *conn) repeat(slot *atomic.Pointer[time.Timer], every time.Duration, f func() bool) {
+	// Armed only once stored, so the callback always finds it.
+	t := time.AfterFunc(math.MaxInt64, func() {
+		select {
+		case <-c.done:
+			return
+		default:
+		}
+		if f() {
+			slot.Load().Reset(every)
+		}
+	})
+	slot.Store(t)
+	t.Reset(every)
+	select {
+	case <-c.done: // closed before the timer was stored: close could not stop it
+		t.Stop()
+	default:
 	}
 }
 
@@ -260,16 +326,6 @@ func (c *conn) write(m outMsg) bool {
 	c.s.m.sent.WithLabelValues(m.typ).Inc()
 	c.s.m.sentBytes.WithLabelValues(m.typ).Add(float64(len(m.b)))
 	return true
-}
-
-// flush writes what was queued before close (such as a fatal error).
-func (c *conn) flush() {
-	for {
-		m, ok := c.next()
-		if !ok || !c.write(m) {
-			return
-		}
-	}
 }
 
 // finish sends the close frame and closes the socket, which ends the reader.
@@ -514,24 +570,10 @@ func (c *conn) failJoin(err error, room string) {
 // the connection closes. A resumed peer gets a new connection, a new welcome
 // and a new timer.
 func (c *conn) startICERefresh(room string, id proto.PeerID) {
-	every := c.s.cfg.ICERefresh
-	// Armed only once stored, so the callback always finds it.
-	t := time.AfterFunc(math.MaxInt64, func() {
-		select {
-		case <-c.done:
-			return
-		default:
-		}
+	c.repeat(&c.iceRefresh, c.s.cfg.ICERefresh, func() bool {
 		c.sendMsg(&proto.ICEServers{ICEServers: c.s.cfg.ICEServers(room, id)})
-		c.iceRefresh.Load().Reset(every)
+		return true
 	})
-	c.iceRefresh.Store(t)
-	t.Reset(every)
-	select {
-	case <-c.done: // closed before the timer was stored: close could not stop it
-		t.Stop()
-	default:
-	}
 }
 
 func (c *conn) checkToken(tok string, kind TokenKind, room string, now time.Time, missing string, args ...any) bool {
