@@ -22,7 +22,8 @@ import (
 const closeTimeout = time.Second
 
 // conn is one peer's WebSocket. Its reader goroutine (started by the HTTP
-// handler, which then returns) owns all protocol state. A writer goroutine
+// handler, which then returns) owns all protocol state, and hands each message
+// to a short-lived goroutine, so that its own stack stays small. A writer goroutine
 // runs only while there is something to write: it drains the send queue and
 // ends, and the last one sends the close frame. Pings come from a timer. An
 // idle peer thus costs one goroutine, not two.
@@ -59,7 +60,7 @@ type conn struct {
 	// joined; stopped by close.
 	iceRefresh atomic.Pointer[time.Timer]
 
-	// Reader-goroutine state.
+	// The reader's state (its own, or its handler's while it waits for it).
 	lastRateError time.Time
 	leaving       bool // the peer said leave, or closed cleanly: no resume grace
 
@@ -231,7 +232,7 @@ func (c *conn) sendMsg(m any) {
 }
 
 // fail reports an error to the peer; fatal errors also close the connection.
-// Called from the reader goroutine only.
+// Called by the reader (or its handler) only.
 func (c *conn) fail(code proto.ErrorCode, fatal bool, format string, args ...any) {
 	c.s.m.rejections.WithLabelValues(string(code)).Inc()
 	msg := fmt.Sprintf(format, args...)
@@ -379,7 +380,19 @@ func (c *conn) readLoop() {
 			}
 			continue
 		}
-		c.handle(b)
+		// Handled on a goroutine of its own, which the reader waits for:
+		// decoding and joining (the Hub, NATS requests, logging) need a deep
+		// stack, which the reader would keep for the life of the connection
+		// (the runtime halves an idle goroutine's stack only at a GC, and
+		// only while a quarter of it is in use), while a finished
+		// goroutine's stack is freed for reuse. One at a time: the reader's
+		// state passes between them by the go statement and handled.
+		handled := make(chan struct{})
+		go func() {
+			defer close(handled)
+			c.handle(b)
+		}()
+		<-handled
 		if c.joined.Load() {
 			_ = c.ws.SetReadDeadline(time.Now().Add(cfg.KeepaliveTimeout))
 		}
