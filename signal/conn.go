@@ -22,7 +22,11 @@ import (
 const closeTimeout = time.Second
 
 // conn is one peer's WebSocket. Its reader goroutine (started by the HTTP
-// handler, which then returns) owns all protocol state; its writer drains send.
+// handler, which then returns) owns all protocol state, and hands each message
+// to a short-lived goroutine, so that its own stack stays small. A writer goroutine
+// runs only while there is something to write: it drains the send queue and
+// ends, and the last one sends the close frame. Pings come from a timer. An
+// idle peer thus costs one goroutine, not two.
 //
 // State: connected → (join) → joined → closed. close() may be called from any
 // goroutine, once or more; the first code and reason win.
@@ -32,7 +36,18 @@ type conn struct {
 	wsClose atomic.Pointer[websocket.Conn] // ws, for close() from other goroutines
 	log     *slog.Logger
 	limiter *rate.Limiter
-	send    chan outMsg
+
+	// The send queue: at most Config.SendQueue messages, allocated as they
+	// come (an idle peer, the usual case, holds none) and released once
+	// written.
+	qmu      sync.Mutex
+	q        []outMsg
+	attached bool // ws is set: a writer may start
+	writing  bool // a writer runs; stays set once the last one finished the socket
+	closing  bool // close was called: nothing more is queued
+
+	// ping sends a WebSocket ping every KeepaliveInterval; stopped by close.
+	ping atomic.Pointer[time.Timer]
 
 	closeOnce sync.Once
 	done      chan struct{} // closed by close()
@@ -45,7 +60,7 @@ type conn struct {
 	// joined; stopped by close.
 	iceRefresh atomic.Pointer[time.Timer]
 
-	// Reader-goroutine state.
+	// The reader's state (its own, or its handler's while it waits for it).
 	lastRateError time.Time
 	leaving       bool // the peer said leave, or closed cleanly: no resume grace
 
@@ -73,11 +88,11 @@ func newConn(s *Server, remote string) *conn {
 		s:       s,
 		log:     s.log.With("remote", remote),
 		limiter: rate.NewLimiter(rate.Limit(s.cfg.MessagesPerSecond), s.cfg.Burst),
-		send:    make(chan outMsg, s.cfg.SendQueue),
 		done:    make(chan struct{}),
 	}
 }
 
+// attach sets the upgraded socket; from now on a writer may run.
 func (c *conn) attach(ws *websocket.Conn) {
 	c.ws = ws
 	c.wsClose.Store(ws)
@@ -86,6 +101,25 @@ func (c *conn) attach(ws *websocket.Conn) {
 		_ = ws.NetConn().SetDeadline(time.Now().Add(closeTimeout))
 	default:
 	}
+	c.qmu.Lock()
+	c.attached = true
+	start := c.writerTurnLocked()
+	c.qmu.Unlock()
+	if start {
+		go c.writeLoop()
+	}
+	c.startPing()
+}
+
+// writerTurnLocked reports whether a writer should start now (attached,
+// something to do, none running) and marks one running; the caller starts
+// writeLoop once it has unlocked qmu.
+func (c *conn) writerTurnLocked() bool {
+	if !c.attached || c.writing || (len(c.q) == 0 && !c.closing) {
+		return false
+	}
+	c.writing = true
+	return true
 }
 
 // close starts closing the connection with a WebSocket close code. It never
@@ -98,9 +132,21 @@ func (c *conn) close(code int, text string) {
 		if t := c.iceRefresh.Load(); t != nil {
 			t.Stop()
 		}
+		if t := c.ping.Load(); t != nil {
+			t.Stop()
+		}
 		if ws := c.wsClose.Load(); ws != nil {
 			// Unblock a writer stuck on a slow reader and the reader itself.
 			_ = ws.NetConn().SetDeadline(time.Now().Add(closeTimeout))
+		}
+		// A writer flushes the queue and closes the socket: the running
+		// one, or one started here (by attach, when not attached yet).
+		c.qmu.Lock()
+		c.closing = true
+		start := c.writerTurnLocked()
+		c.qmu.Unlock()
+		if start {
+			go c.writeLoop()
 		}
 	})
 }
@@ -114,12 +160,23 @@ func (c *conn) sendEncoded(typ string, b []byte) {
 		return
 	default:
 	}
-	select {
-	case c.send <- outMsg{typ, b}:
-	default:
+	c.qmu.Lock()
+	if c.closing {
+		c.qmu.Unlock()
+		return
+	}
+	if len(c.q) >= c.s.cfg.SendQueue {
+		c.qmu.Unlock()
 		c.s.m.rejections.WithLabelValues(reasonSlowConsumer).Inc()
-		c.log.Warn("disconnecting slow reader: send queue full", "queue", cap(c.send))
+		c.log.Warn("disconnecting slow reader: send queue full", "queue", c.s.cfg.SendQueue)
 		c.close(websocket.CloseTryAgainLater, "slow reader: send queue full")
+		return
+	}
+	c.q = append(c.q, outMsg{typ, b})
+	start := c.writerTurnLocked()
+	c.qmu.Unlock()
+	if start {
+		go c.writeLoop()
 	}
 }
 
@@ -127,7 +184,7 @@ func (c *conn) sendEncoded(typ string, b []byte) {
 func (c *conn) Deliver(typ string, b []byte) {
 	c.welcomeMu.Lock()
 	if !c.welcomed {
-		if len(c.early) < cap(c.send) {
+		if len(c.early) < c.s.cfg.SendQueue {
 			c.early = append(c.early, outMsg{typ, b})
 			c.welcomeMu.Unlock()
 			return
@@ -175,7 +232,7 @@ func (c *conn) sendMsg(m any) {
 }
 
 // fail reports an error to the peer; fatal errors also close the connection.
-// Called from the reader goroutine only.
+// Called by the reader (or its handler) only.
 func (c *conn) fail(code proto.ErrorCode, fatal bool, format string, args ...any) {
 	c.s.m.rejections.WithLabelValues(string(code)).Inc()
 	msg := fmt.Sprintf(format, args...)
@@ -188,29 +245,76 @@ func (c *conn) fail(code proto.ErrorCode, fatal bool, format string, args ...any
 	}
 }
 
+// writeLoop writes what is queued and ends when the queue is empty, unless
+// the connection is closing: then it sends the close frame, closes the socket
+// (which ends the reader) and releases the writer's WaitGroup entry. One runs
+// at a time (c.writing).
 func (c *conn) writeLoop() {
-	defer c.s.wg.Done()
-	ping := time.NewTicker(c.s.cfg.KeepaliveInterval)
-	defer ping.Stop()
 	for {
-		select {
-		case m := <-c.send:
-			if !c.write(m) {
-				c.close(websocket.CloseAbnormalClosure, "write failed")
-				c.finish()
+		c.qmu.Lock()
+		if c.closing && c.closeCode == websocket.CloseAbnormalClosure {
+			c.q = nil // the socket failed: nothing more gets through
+		}
+		if len(c.q) == 0 {
+			if !c.closing {
+				c.writing = false
+				c.qmu.Unlock()
 				return
 			}
-		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
-				c.close(websocket.CloseAbnormalClosure, "ping failed")
-				c.finish()
-				return
-			}
-		case <-c.done:
-			c.flush()
+			c.qmu.Unlock()
 			c.finish()
+			c.s.wg.Done()
 			return
 		}
+		m := c.q[0]
+		c.q[0] = outMsg{}
+		c.q = c.q[1:]
+		if len(c.q) == 0 {
+			c.q = nil // an idle peer holds no queue
+		}
+		c.qmu.Unlock()
+		if !c.write(m) {
+			c.close(websocket.CloseAbnormalClosure, "write failed") // a no-op when closing already
+			c.qmu.Lock()
+			c.q = nil
+			c.qmu.Unlock()
+		}
+	}
+}
+
+// startPing pings the peer every KeepaliveInterval until the connection
+// closes; a ping that cannot be written closes it. WriteControl may be called
+// concurrently with a writer.
+func (c *conn) startPing() {
+	c.repeat(&c.ping, c.s.cfg.KeepaliveInterval, func() bool {
+		if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
+			c.close(websocket.CloseAbnormalClosure, "ping failed")
+			return false
+		}
+		return true
+	})
+}
+
+// repeat runs f every interval, on a timer kept in slot for close to stop,
+// until the connection closes or f returns false.
+func (c *conn) repeat(slot *atomic.Pointer[time.Timer], every time.Duration, f func() bool) {
+	// Armed only once stored, so the callback always finds it.
+	t := time.AfterFunc(math.MaxInt64, func() {
+		select {
+		case <-c.done:
+			return
+		default:
+		}
+		if f() {
+			slot.Load().Reset(every)
+		}
+	})
+	slot.Store(t)
+	t.Reset(every)
+	select {
+	case <-c.done: // closed before the timer was stored: close could not stop it
+		t.Stop()
+	default:
 	}
 }
 
@@ -223,20 +327,6 @@ func (c *conn) write(m outMsg) bool {
 	c.s.m.sent.WithLabelValues(m.typ).Inc()
 	c.s.m.sentBytes.WithLabelValues(m.typ).Add(float64(len(m.b)))
 	return true
-}
-
-// flush writes what was queued before close (such as a fatal error).
-func (c *conn) flush() {
-	for {
-		select {
-		case m := <-c.send:
-			if !c.write(m) {
-				return
-			}
-		default:
-			return
-		}
-	}
 }
 
 // finish sends the close frame and closes the socket, which ends the reader.
@@ -290,7 +380,19 @@ func (c *conn) readLoop() {
 			}
 			continue
 		}
-		c.handle(b)
+		// Handled on a goroutine of its own, which the reader waits for:
+		// decoding and joining (the Hub, NATS requests, logging) need a deep
+		// stack, which the reader would keep for the life of the connection
+		// (the runtime halves an idle goroutine's stack only at a GC, and
+		// only while a quarter of it is in use), while a finished
+		// goroutine's stack is freed for reuse. One at a time: the reader's
+		// state passes between them by the go statement and handled.
+		handled := make(chan struct{})
+		go func() {
+			defer close(handled)
+			c.handle(b)
+		}()
+		<-handled
 		if c.joined.Load() {
 			_ = c.ws.SetReadDeadline(time.Now().Add(cfg.KeepaliveTimeout))
 		}
@@ -481,24 +583,10 @@ func (c *conn) failJoin(err error, room string) {
 // the connection closes. A resumed peer gets a new connection, a new welcome
 // and a new timer.
 func (c *conn) startICERefresh(room string, id proto.PeerID) {
-	every := c.s.cfg.ICERefresh
-	// Armed only once stored, so the callback always finds it.
-	t := time.AfterFunc(math.MaxInt64, func() {
-		select {
-		case <-c.done:
-			return
-		default:
-		}
+	c.repeat(&c.iceRefresh, c.s.cfg.ICERefresh, func() bool {
 		c.sendMsg(&proto.ICEServers{ICEServers: c.s.cfg.ICEServers(room, id)})
-		c.iceRefresh.Load().Reset(every)
+		return true
 	})
-	c.iceRefresh.Store(t)
-	t.Reset(every)
-	select {
-	case <-c.done: // closed before the timer was stored: close could not stop it
-		t.Stop()
-	default:
-	}
 }
 
 func (c *conn) checkToken(tok string, kind TokenKind, room string, now time.Time, missing string, args ...any) bool {

@@ -339,7 +339,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	// cannot miss a connection that is being set up.
 	c := newConn(s, r.RemoteAddr)
 	s.conns[c] = struct{}{}
-	s.wg.Add(2) // reader and writer
+	s.wg.Add(2) // reader and writer (the last writer of the connection)
 	s.mu.Unlock()
 	s.m.connections.Inc()
 
@@ -352,8 +352,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		s.wg.Done()
 		return
 	}
-	c.attach(ws)
-	go c.writeLoop()
+	c.attach(ws) // from now on, a writer runs whenever something is queued
 	// The reader gets a goroutine of its own and the handler returns: net/http
 	// keeps its per-connection buffers, request and deep serve stack alive for
 	// as long as a handler runs, about a third of an idle peer's memory

@@ -19,9 +19,12 @@
 // Events travel on core NATS: <cluster>.room.<room> carries peer-joined and
 // peer-left to every instance with members in the room, <cluster>.peer.<id>
 // carries signals (and "evict" when another instance resumed the member) to
-// the instance holding that peer. Each instance receives all of them on one
-// channel, in the order each sender published them, so a newcomer's
-// peer-joined always reaches a member before its first offer.
+// the instance holding that peer. Every instance subscribes to all of
+// <cluster>.peer.* at once (one subscription, not one per peer, which cost
+// each NATS node a subscription per peer of the whole cluster) and keeps
+// those for its own members; the others' are dropped. Each instance receives
+// all of them on one channel, in the order each sender published them, so a
+// newcomer's peer-joined always reaches a member before its first offer.
 //
 // Of two members, the one whose claim has the lower stream sequence (seq) is
 // the older: a newcomer's welcome lists only older members, and a member is
@@ -113,13 +116,14 @@ type Hub struct {
 	log  *slog.Logger
 
 	// Set by Open.
-	hc     signal.HubConfig
-	maxIdx int
-	js     jetstream.JetStream
-	kv     jetstream.KeyValue
-	ch     chan *nats.Msg
-	stop   chan struct{}
-	wg     sync.WaitGroup
+	hc      signal.HubConfig
+	maxIdx  int
+	js      jetstream.JetStream
+	kv      jetstream.KeyValue
+	ch      chan *nats.Msg
+	peerSub *nats.Subscription // <cluster>.peer.*, into ch
+	stop    chan struct{}
+	wg      sync.WaitGroup
 
 	mu       sync.Mutex
 	closed   bool
@@ -151,7 +155,6 @@ type member struct {
 	rev     uint64 // the claim's revision as we last wrote it
 	seq     uint64 // the claim's first revision: its age
 	sink    signal.Sink
-	sub     *nats.Subscription
 	grace   *time.Timer
 	joining bool
 	pending []event // while joining
@@ -308,11 +311,18 @@ func (h *Hub) Open(hc signal.HubConfig) (signal.Hub, error) {
 	}
 	h.ch = make(chan *nats.Msg, dispatchQueue)
 	h.stop = make(chan struct{})
+	// Before any member exists, so that no signal to one is lost.
+	h.peerSub, err = h.cfg.Conn.ChanSubscribe(h.cfg.Cluster+".peer.*", h.ch)
+	if err != nil {
+		return nil, fmt.Errorf("natshub: subscribe: %w", err)
+	}
 	if err := h.announcePresence(ctx); err != nil {
+		_ = h.peerSub.Unsubscribe()
 		return nil, err
 	}
 	w, err := h.kv.WatchFiltered(context.Background(), []string{"i.*"})
 	if err != nil {
+		_ = h.peerSub.Unsubscribe()
 		return nil, fmt.Errorf("natshub: watch presence: %w", err)
 	}
 	// The initial presence list, before any join needs it.
@@ -791,8 +801,8 @@ func (h *Hub) reattach(ctx context.Context, rm *room, req signal.JoinRequest, si
 	return signal.Joined{ID: id, IP: info.IP, How: "reattach", Peers: peers}, true, nil
 }
 
-// register makes a joining member, subscribed to its peer subject before
-// it claims anything, so no signal sent to it is lost.
+// register makes a joining member, known to the dispatcher before it claims
+// anything, so no signal sent to it is lost.
 func (h *Hub) register(rm *room, id proto.PeerID, sink signal.Sink) (*member, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -807,11 +817,7 @@ func (h *Hub) register(rm *room, id proto.PeerID, sink signal.Sink) (*member, er
 		}
 		h.dropLocked(old)
 	}
-	sub, err := h.cfg.Conn.ChanSubscribe(h.peerSubject(id), h.ch)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", signal.ErrHubUnavailable, err)
-	}
-	m := &member{id: id, room: rm, sink: sink, sub: sub, joining: true}
+	m := &member{id: id, room: rm, sink: sink, joining: true}
 	h.members[id] = m
 	rm.members[id] = m
 	h.countsLocked()
@@ -835,9 +841,6 @@ func (h *Hub) dropLocked(m *member) {
 	if m.grace != nil {
 		m.grace.Stop()
 		m.grace = nil
-	}
-	if m.sub != nil {
-		_ = m.sub.Unsubscribe()
 	}
 	if h.members[m.id] == m {
 		delete(h.members, m.id)
@@ -1274,6 +1277,9 @@ func (h *Hub) Close() error {
 	}
 	for _, rm := range h.rooms {
 		_ = rm.sub.Unsubscribe()
+	}
+	if h.peerSub != nil {
+		_ = h.peerSub.Unsubscribe()
 	}
 	h.rooms = map[string]*room{}
 	h.mu.Unlock()
