@@ -47,7 +47,7 @@ func (c *natsCluster) start(i int) {
 		"-addr", c.addrs[i], "-secret-file", c.secret, "-instance", fmt.Sprintf("sig%d", i),
 		"-nats-embed", "-nats-store", c.stores[i], "-nats-listen", c.urls[i],
 		"-nats-cluster-listen", c.nats[i], "-nats-routes", strings.Join(c.nats, ","),
-		"-presence-ttl", "10s", "-resume-grace", "6s")
+		"-presence-ttl", "20s", "-resume-grace", "6s")
 	c.sigs[i] = s
 }
 
@@ -133,10 +133,13 @@ func TestNATSCluster(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	// A JetStream election after the node died holds the takeover back for
-	// about the presence TTL (10.5 s seen on a loaded host), so the grace
-	// leaves the takeover room before the dead instance's peers are reaped.
-	time.Sleep(time.Until(killed.Add(18 * time.Second))) // past -presence-ttl 10s and -resume-grace 6s
+	// A JetStream election after the node died holds the takeover back,
+	// and the live instances' presence heartbeats with it, for up to 10.5 s
+	// on a loaded host: with a presence TTL below that the live instances
+	// took each other for dead and reaped each other's peers (a known
+	// weakness of natshub; see docs/architecture.md), so this test gives
+	// the TTL room over the election and checks the takeover path.
+	time.Sleep(time.Until(killed.Add(28 * time.Second))) // past -presence-ttl 20s and -resume-grace 6s
 	for i, p := range peers {
 		st := p.WaitLinks(t, 2, 10*time.Second)
 		for _, l := range st.Peers {
