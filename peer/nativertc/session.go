@@ -187,9 +187,9 @@ func fingerprintOf(der []byte) string {
 	return b.String()
 }
 
-// New creates a session and starts gathering candidates; set the callbacks
-// before the first can fire by passing them here through On* right after,
-// since gathering reports candidates already gathered again to OnCandidate.
+// New creates a session and starts gathering candidates. Candidates
+// gathered before OnCandidate is set are not reported to it, but
+// LocalParams carries every candidate gathered so far.
 func New(cfg Config) (*Session, error) {
 	if len(cfg.Certificate.Certificate) == 0 {
 		return nil, errors.New("nativertc: no certificate")
@@ -411,7 +411,9 @@ func (s *Session) establish(remote Params) (*Channel, error) {
 	if s.cfg.SCTPReceiveBuffer > 0 {
 		opts = append(opts, sctp.WithMaxReceiveBufferSize(s.cfg.SCTPReceiveBuffer))
 	}
-	assoc, err := sctpClient(s.ctx, opts)
+	// pion's association handshake takes no context: Close closes the DTLS
+	// connection under it, which ends it.
+	assoc, err := sctp.ClientWithOptions(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("nativertc: SCTP: %w", err)
 	}
@@ -423,12 +425,11 @@ func (s *Session) establish(remote Params) (*Channel, error) {
 		_ = assoc.Close()
 		return nil, errClosed
 	}
-	label := s.cfg.Label
 	dch, err := datachannel.Dial(assoc, 0, &datachannel.Config{
 		ChannelType:          datachannel.ChannelTypePartialReliableRexmitUnordered,
 		ReliabilityParameter: 0,
 		Negotiated:           true,
-		Label:                label,
+		Label:                s.cfg.Label,
 		LoggerFactory:        s.cfg.LoggerFactory,
 	})
 	if err != nil {
@@ -440,16 +441,6 @@ func (s *Session) establish(remote Params) (*Channel, error) {
 	s.mu.Unlock()
 	s.log.Debug("session open", "packet_size", size, "remote_max_packet", remote.MaxPacket)
 	return ch, nil
-}
-
-// sctpClient starts the association, giving up when ctx ends (pion's
-// handshake has no context of its own: closing the session closes the DTLS
-// connection under it, which ends it).
-func sctpClient(ctx context.Context, opts []sctp.ClientOption) (*sctp.Association, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return sctp.ClientWithOptions(opts...)
 }
 
 // handshake runs DTLS over conn and checks the remote certificate.
