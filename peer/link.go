@@ -41,6 +41,7 @@ type link struct {
 	offerer bool          // we offer (we joined after them), also on renegotiation
 	session uint32        // current session, 0 for none
 	sess    session       // the current session's transport, nil for none
+	native  bool          // sess is a native session (package nativertc)
 	port    *meshLinkPort // attached to the switch while open
 
 	// noNative: a native offer of ours went unanswered (a peer too old to
@@ -189,7 +190,7 @@ func (m *Mesh) openSession(l *link, native, offerer bool) error {
 	if err != nil {
 		return err
 	}
-	l.sess = sess
+	l.sess, l.native = sess, native
 	return nil
 }
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
@@ -425,7 +424,7 @@ func (m *Mesh) onTick(now time.Time) {
 	for _, l := range m.links {
 		switch {
 		case l.state == linkConnecting && l.sess != nil && now.Sub(l.started) > negotiationTimeout:
-			if l.offerer && !l.remoteSet && strings.HasPrefix(l.sess.transport(), "native") {
+			if l.offerer && !l.remoteSet && l.native {
 				// No answer at all: a peer too old for native offers
 				// ignores them. Offer it an SDP from now on.
 				l.noNative = true
