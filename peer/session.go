@@ -91,12 +91,8 @@ func (s *pcSession) offer() error {
 }
 
 func (s *pcSession) accept(n *negotiation) error {
-	if n.SDP == "" {
-		return errNoSDP
-	}
-	err := s.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: s.m.filterSDP(n.SDP)})
-	if err != nil {
-		return fmt.Errorf("apply offer: %w", err)
+	if err := s.setRemote(webrtc.SDPTypeOffer, n); err != nil {
+		return err
 	}
 	answer, err := s.pc.CreateAnswer(nil)
 	if err == nil {
@@ -108,12 +104,15 @@ func (s *pcSession) accept(n *negotiation) error {
 	return nil
 }
 
-func (s *pcSession) answered(n *negotiation) error {
+func (s *pcSession) answered(n *negotiation) error { return s.setRemote(webrtc.SDPTypeAnswer, n) }
+
+// setRemote applies n's SDP, an offer or an answer as typ says.
+func (s *pcSession) setRemote(typ webrtc.SDPType, n *negotiation) error {
 	if n.SDP == "" {
 		return errNoSDP
 	}
-	if err := s.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: s.m.filterSDP(n.SDP)}); err != nil {
-		return fmt.Errorf("apply answer: %w", err)
+	if err := s.pc.SetRemoteDescription(webrtc.SessionDescription{Type: typ, SDP: s.m.filterSDP(n.SDP)}); err != nil {
+		return fmt.Errorf("apply %s: %w", typ, err)
 	}
 	return nil
 }
