@@ -103,23 +103,21 @@ func (c *conn) attach(ws *websocket.Conn) {
 	}
 	c.qmu.Lock()
 	c.attached = true
-	start := c.writerTurnLocked()
+	c.unlockAndStartWriter()
+	c.startPing()
+}
+
+// unlockAndStartWriter, called with qmu held, releases it and starts a
+// writer if one should run now (attached, something to do, none running).
+func (c *conn) unlockAndStartWriter() {
+	start := c.attached && !c.writing && (len(c.q) > 0 || c.closing)
+	if start {
+		c.writing = true
+	}
 	c.qmu.Unlock()
 	if start {
 		go c.writeLoop()
 	}
-	c.startPing()
-}
-
-// writerTurnLocked reports whether a writer should start now (attached,
-// something to do, none running) and marks one running; the caller starts
-// writeLoop once it has unlocked qmu.
-func (c *conn) writerTurnLocked() bool {
-	if !c.attached || c.writing || (len(c.q) == 0 && !c.closing) {
-		return false
-	}
-	c.writing = true
-	return true
 }
 
 // close starts closing the connection with a WebSocket close code. It never
@@ -143,11 +141,7 @@ func (c *conn) close(code int, text string) {
 		// one, or one started here (by attach, when not attached yet).
 		c.qmu.Lock()
 		c.closing = true
-		start := c.writerTurnLocked()
-		c.qmu.Unlock()
-		if start {
-			go c.writeLoop()
-		}
+		c.unlockAndStartWriter()
 	})
 }
 
@@ -173,11 +167,7 @@ func (c *conn) sendEncoded(typ string, b []byte) {
 		return
 	}
 	c.q = append(c.q, outMsg{typ, b})
-	start := c.writerTurnLocked()
-	c.qmu.Unlock()
-	if start {
-		go c.writeLoop()
-	}
+	c.unlockAndStartWriter()
 }
 
 // Deliver implements Sink.
