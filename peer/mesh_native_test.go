@@ -55,14 +55,18 @@ func TestMeshTransports(t *testing.T) {
 
 	// A c-offered link answered natively, with standard packets.
 	d := runOffloadPeerWith(t, srv.url(), false, lo(false), "d") // offers natively to c
-	waitFor(t, "d's links to open", func() bool {
+	waitFor(t, "d's links to open, on both ends", func() bool {
 		open := 0
 		for _, l := range d.Status().Peers {
 			if l.State == "open" {
 				open++
 			}
 		}
-		return open == 3
+		cOpen := false // c's side of the link may open a moment later
+		for _, l := range c.Status().Peers {
+			cOpen = cOpen || (l.IP == d.Status().IP && l.State == "open")
+		}
+		return open == 3 && cOpen
 	})
 	for _, l := range c.Status().Peers {
 		if l.IP == d.Status().IP && l.Transport != "native/1200" {
