@@ -34,7 +34,9 @@ type conn struct {
 	s       *Server
 	ws      *websocket.Conn                // set once by attach, before the writer starts
 	wsClose atomic.Pointer[websocket.Conn] // ws, for close() from other goroutines
-	log     *slog.Logger
+	// logp is the connection's logger, which gains room and peer at join
+	// while other goroutines (the Hub's deliveries, the writer) log.
+	logp    atomic.Pointer[slog.Logger]
 	limiter *rate.Limiter
 
 	// The send queue: at most Config.SendQueue messages, allocated as they
@@ -84,13 +86,16 @@ type outMsg struct {
 }
 
 func newConn(s *Server, remote string) *conn {
-	return &conn{
+	c := &conn{
 		s:       s,
-		log:     s.log.With("remote", remote),
 		limiter: rate.NewLimiter(rate.Limit(s.cfg.MessagesPerSecond), s.cfg.Burst),
 		done:    make(chan struct{}),
 	}
+	c.logp.Store(s.log.With("remote", remote))
+	return c
 }
+
+func (c *conn) log() *slog.Logger { return c.logp.Load() }
 
 // attach sets the upgraded socket; from now on a writer may run.
 func (c *conn) attach(ws *websocket.Conn) {
@@ -162,7 +167,7 @@ func (c *conn) sendEncoded(typ string, b []byte) {
 	if len(c.q) >= c.s.cfg.SendQueue {
 		c.qmu.Unlock()
 		c.s.m.rejections.WithLabelValues(reasonSlowConsumer).Inc()
-		c.log.Warn("disconnecting slow reader: send queue full", "queue", c.s.cfg.SendQueue)
+		c.log().Warn("disconnecting slow reader: send queue full", "queue", c.s.cfg.SendQueue)
 		c.close(websocket.CloseTryAgainLater, "slow reader: send queue full")
 		return
 	}
@@ -204,18 +209,18 @@ func (c *conn) sendWelcome(w *proto.Welcome) {
 func (c *conn) Evict(why error) {
 	c.evicted.Store(true)
 	if errors.Is(why, ErrReplaced) {
-		c.log.Info("connection replaced by a resumed one")
+		c.log().Info("connection replaced by a resumed one")
 		c.close(websocket.ClosePolicyViolation, "replaced by a newer connection")
 		return
 	}
-	c.log.Warn("the room directory lost this peer; closing so it resumes", "why", why)
+	c.log().Warn("the room directory lost this peer; closing so it resumes", "why", why)
 	c.close(websocket.CloseGoingAway, "server lost the room; resume")
 }
 
 func (c *conn) sendMsg(m any) {
 	b, err := proto.Encode(m)
 	if err != nil {
-		c.log.Error("encode", "err", err)
+		c.log().Error("encode", "err", err)
 		return
 	}
 	c.sendEncoded(proto.TypeOf(m), b)
@@ -226,7 +231,7 @@ func (c *conn) sendMsg(m any) {
 func (c *conn) fail(code proto.ErrorCode, fatal bool, format string, args ...any) {
 	c.s.m.rejections.WithLabelValues(string(code)).Inc()
 	msg := fmt.Sprintf(format, args...)
-	c.log.Debug("refused message", "code", code, "fatal", fatal, "msg", msg)
+	c.log().Debug("refused message", "code", code, "fatal", fatal, "msg", msg)
 	c.sendMsg(&proto.Error{Code: code, Message: msg, Fatal: fatal})
 	if fatal {
 		// A peer thrown out for a protocol violation gets no resume grace.
@@ -311,7 +316,7 @@ func (c *conn) repeat(slot *atomic.Pointer[time.Timer], every time.Duration, f f
 func (c *conn) write(m outMsg) bool {
 	_ = c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
 	if err := c.ws.WriteMessage(websocket.TextMessage, m.b); err != nil {
-		c.log.Debug("write failed", "err", err)
+		c.log().Debug("write failed", "err", err)
 		return false
 	}
 	c.s.m.sent.WithLabelValues(m.typ).Inc()
@@ -411,7 +416,7 @@ func (c *conn) noteReadError(err error) {
 			}
 		}
 	}
-	c.log.Debug("connection ended", "err", err)
+	c.log().Debug("connection ended", "err", err)
 }
 
 func (c *conn) countReceived(typ string, n int) {
@@ -479,7 +484,7 @@ func (c *conn) join(j *proto.Join) {
 		return
 	}
 	if j.Kind != "" && !j.Kind.Valid() {
-		c.log.Debug("unknown peer kind in join; shown as unknown", "kind", fmt.Sprintf("%.16q", j.Kind))
+		c.log().Debug("unknown peer kind in join; shown as unknown", "kind", fmt.Sprintf("%.16q", j.Kind))
 		j.Kind = ""
 	}
 	switch {
@@ -497,9 +502,9 @@ func (c *conn) join(j *proto.Join) {
 		cl, err := s.signer.Verify(j.Resume, TokenResume, j.Room, now)
 		switch {
 		case err != nil:
-			c.log.Info("resume token not honoured; joining afresh", "room", j.Room, "err", err)
+			c.log().Info("resume token not honoured; joining afresh", "room", j.Room, "err", err)
 		case cl.Role != j.Role:
-			c.log.Info("resume token is for another role; joining afresh", "room", j.Room)
+			c.log().Info("resume token is for another role; joining afresh", "room", j.Room)
 		default:
 			resume = &cl
 		}
@@ -521,9 +526,9 @@ func (c *conn) join(j *proto.Join) {
 	}
 	c.room, c.id = j.Room, j2.ID
 	c.joined.Store(true)
-	c.log = c.log.With("room", j.Room, "peer", j2.ID)
+	c.logp.Store(c.log().With("room", j.Room, "peer", j2.ID))
 	s.m.joins.WithLabelValues(string(j.Role), j2.How).Inc()
-	c.log.Info("peer joined", "role", j.Role, "ip", j2.IP, "kind", j2.How)
+	c.log().Info("peer joined", "role", j.Role, "ip", j2.IP, "kind", j2.How)
 
 	w := &proto.Welcome{
 		V:       proto.ProtocolVersion,
@@ -562,7 +567,7 @@ func (c *conn) failJoin(err error, room string) {
 	case errors.Is(err, ErrGatewayTaken):
 		c.fail(proto.CodeGatewayTaken, true, "room %q already has a gateway", room)
 	default:
-		c.log.Error("join failed: room directory", "room", room, "err", err)
+		c.log().Error("join failed: room directory", "room", room, "err", err)
 		// Not fatal for the peer: it may retry, here or elsewhere.
 		c.sendMsg(&proto.Error{Code: proto.CodeShuttingDown, Message: "the room directory is unavailable; try again"})
 		c.close(websocket.CloseTryAgainLater, "room directory unavailable")
@@ -615,14 +620,14 @@ func (c *conn) relay(sig *proto.Signal, n int) {
 	}
 	b, err := proto.Encode(&proto.Signal{From: c.id, Data: sig.Data})
 	if err != nil {
-		c.log.Error("encode", "err", err)
+		c.log().Error("encode", "err", err)
 		return
 	}
 	if err := c.s.hub.Signal(c.room, c.id, sig.To, b); err != nil {
 		if errors.Is(err, ErrUnknownPeer) {
 			c.fail(proto.CodeUnknownPeer, false, "no reachable peer %.40q in this room", sig.To)
 		} else {
-			c.log.Warn("signal not relayed", "err", err)
+			c.log().Warn("signal not relayed", "err", err)
 		}
 		return
 	}
