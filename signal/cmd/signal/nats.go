@@ -1,10 +1,7 @@
 package main
 
 import (
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -148,8 +145,7 @@ func (n natsFlags) setup(log *slog.Logger, relay []string, secret []byte) (*nats
 }
 
 // nodePassword is the password of an embedded node's clients and routes:
-// derived from the server secret, which every instance of a cluster shares,
-// so that their nodes accept each other and nothing else. Without a secret
+// derived from the server secret (natsnode.PasswordFrom). Without a secret
 // (one node, no routes) it is random: only this process connects.
 func nodePassword(secret []byte) (string, error) {
 	if secret == nil {
@@ -158,7 +154,5 @@ func nodePassword(secret []byte) (string, error) {
 			return "", fmt.Errorf("-nats-embed: a random node password: %w", err)
 		}
 	}
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte("peerlan embedded NATS node password v1"))
-	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)), nil
+	return natsnode.PasswordFrom(secret), nil
 }

@@ -5,6 +5,9 @@
 package natsnode
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -54,6 +57,16 @@ type Config struct {
 // User is the user name clients and routes authenticate as when
 // Config.Password is set.
 const User = "peerlan"
+
+// PasswordFrom derives a node password from a secret that every instance of
+// a cluster shares (bin/signal's -secret-file), so that their nodes accept
+// each other and nothing else, and an operator holding the secret can
+// connect to any of them.
+func PasswordFrom(secret []byte) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("peerlan embedded NATS node password v1"))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
 
 // Node is a running embedded server.
 type Node struct {
