@@ -35,8 +35,15 @@
 // PresenceTTL; every survivor sees the key expire and, after the resume
 // grace, deletes the dead instance's claims by revision, so exactly one
 // survivor announces each of its members as left, unless the member was
-// resumed elsewhere first (which rewrote its claim). No Ethernet frame ever crosses NATS: only the signaling
-// JSON the Server accepted (DESIGN.md invariant 1).
+// resumed elsewhere first (which rewrote its claim). Presence alone does not
+// prove death: a JetStream leader election holds every write, live
+// instances' heartbeats included, for seconds. So each instance also pulses
+// on core NATS (<cluster>.alive.<instance>), and nobody reaps an instance it
+// heard within the TTL. An instance that finds its own presence gone checks
+// its claims and evicts only the members whose claims were reaped.
+//
+// No Ethernet frame ever crosses NATS: only the signaling JSON the Server
+// accepted (DESIGN.md invariant 1).
 package natshub
 
 import (
@@ -116,22 +123,26 @@ type Hub struct {
 	log  *slog.Logger
 
 	// Set by Open.
-	hc      signal.HubConfig
-	maxIdx  int
-	js      jetstream.JetStream
-	kv      jetstream.KeyValue
-	ch      chan *nats.Msg
-	peerSub *nats.Subscription // <cluster>.peer.*, into ch
-	stop    chan struct{}
-	wg      sync.WaitGroup
+	hc       signal.HubConfig
+	maxIdx   int
+	js       jetstream.JetStream
+	kv       jetstream.KeyValue
+	ch       chan *nats.Msg
+	peerSub  *nats.Subscription // <cluster>.peer.*, into ch
+	aliveSub *nats.Subscription // <cluster>.alive.*, noting heard
+	stop     chan struct{}
+	wg       sync.WaitGroup
 
 	mu       sync.Mutex
 	closed   bool
 	opened   bool
 	rooms    map[string]*room // by room key (encoded name)
 	members  map[proto.PeerID]*member
-	live     map[string][]string // live instances and their relay URLs
-	presence uint64              // revision of our presence key
+	live     map[string][]string  // live instances and their relay URLs
+	heard    map[string]time.Time // when each instance last pulsed on core NATS
+	reaping  map[string]bool      // instances whose reap is pending
+	presence uint64               // revision of our presence key
+	recheck  bool                 // our presence lapsed; claims not yet checked
 }
 
 // room is a room with members held by this instance. Guarded by Hub.mu.
@@ -188,7 +199,7 @@ const (
 	hInst = "Pl-Inst" // the instance that published
 	hEv   = "Pl-Ev"   // joined, left, signal, evict
 	hPeer = "Pl-Peer" // the member the event is about
-	hSeq  = "Pl-Seq"  // joined: the member's seq; evict: the claim revision
+	hSeq  = "Pl-Seq"  // joined: the member's seq; left, evict: the claim revision
 	hRoom = "Pl-Room" // signal: the room key, checked by the receiver
 	hRole = "Pl-Role"
 	hKind = "Pl-Kind"
@@ -255,6 +266,8 @@ func New(cfg Config) (*Hub, error) {
 		rooms:   make(map[string]*room),
 		members: make(map[proto.PeerID]*member),
 		live:    make(map[string][]string),
+		heard:   make(map[string]time.Time),
+		reaping: make(map[string]bool),
 	}, nil
 }
 
@@ -316,13 +329,22 @@ func (h *Hub) Open(hc signal.HubConfig) (signal.Hub, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natshub: subscribe: %w", err)
 	}
-	if err := h.announcePresence(ctx); err != nil {
+	h.aliveSub, err = h.cfg.Conn.Subscribe(h.cfg.Cluster+".alive.*", h.noteAlive)
+	if err != nil {
 		_ = h.peerSub.Unsubscribe()
+		return nil, fmt.Errorf("natshub: subscribe: %w", err)
+	}
+	unsubscribe := func() {
+		_ = h.peerSub.Unsubscribe()
+		_ = h.aliveSub.Unsubscribe()
+	}
+	if err := h.announcePresence(ctx); err != nil {
+		unsubscribe()
 		return nil, err
 	}
 	w, err := h.kv.WatchFiltered(context.Background(), []string{"i.*"})
 	if err != nil {
-		_ = h.peerSub.Unsubscribe()
+		unsubscribe()
 		return nil, fmt.Errorf("natshub: watch presence: %w", err)
 	}
 	// The initial presence list, before any join needs it.
@@ -332,10 +354,11 @@ func (h *Hub) Open(hc signal.HubConfig) (signal.Hub, error) {
 		}
 		h.notePresence(e)
 	}
-	h.wg.Add(3)
+	h.wg.Add(4)
 	go h.dispatch()
 	go h.watchPresence(w)
 	go h.heartbeat()
+	go h.pulse()
 	h.log.Info("joined the signaling cluster", "presence_ttl", h.cfg.PresenceTTL, "replicas", h.cfg.Replicas)
 	return h, nil
 }
@@ -343,7 +366,31 @@ func (h *Hub) Open(hc signal.HubConfig) (signal.Hub, error) {
 // getLatest reads key's value from the stream's leader. The bucket's own Get
 // may be answered by a replica that lags behind (direct get), which would
 // let a reader miss a write it has already seen acknowledged.
+//
+// A stream without a leader (an election after its node died) answers
+// nothing: the request is asked again every requestAttempt, so that a read
+// succeeds about as soon as the new leader is elected instead of when ctx
+// expires.
 func (h *Hub) getLatest(ctx context.Context, key string) (val []byte, rev uint64, found bool, err error) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, requestAttempt)
+		val, rev, found, err = h.getLatestOnce(actx, key)
+		cancel()
+		if err == nil || ctx.Err() != nil || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrNoResponders)) {
+			return val, rev, found, err
+		}
+		select {
+		case <-ctx.Done():
+			return val, rev, found, err
+		case <-time.After(requestAttempt / 10):
+		}
+	}
+}
+
+// requestAttempt bounds one try of a read that is retried (getLatest).
+const requestAttempt = time.Second
+
+func (h *Hub) getLatestOnce(ctx context.Context, key string) (val []byte, rev uint64, found bool, err error) {
 	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + h.cfg.Cluster + "." + key})
 	msg, err := h.cfg.Conn.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+h.cfg.Cluster, req)
 	if err != nil {
@@ -462,34 +509,167 @@ func (h *Hub) heartbeat() {
 			h.presence = ack.Sequence
 			h.mu.Unlock()
 		case errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant):
-			h.log.Error("presence lost (cut off from the cluster for longer than the presence TTL); evicting local peers so they resume")
-			// Present again first, so that the claims of the peers resuming
-			// here are not taken for a dead instance's.
+			h.log.Warn("presence lapsed (the directory missed our heartbeats for longer than the presence TTL); announcing it again")
+			// Present again before checking the claims, so that those of
+			// peers resuming here are not taken for a dead instance's.
 			ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
-			if err := h.announcePresence(ctx); err != nil {
-				h.log.Error("presence not restored; retrying", "err", err)
-			}
+			err := h.announcePresence(ctx)
 			cancel()
-			h.evictAll(fmt.Errorf("natshub: presence lost"))
+			if err != nil {
+				h.log.Error("presence not restored; retrying", "err", err)
+				continue
+			}
+			h.mu.Lock()
+			h.recheck = true
+			h.mu.Unlock()
 		default:
 			h.log.Warn("presence heartbeat failed; retrying", "err", err)
+		}
+		h.mu.Lock()
+		recheck := h.recheck
+		h.mu.Unlock()
+		if recheck {
+			h.recheckClaims()
 		}
 	}
 }
 
-func (h *Hub) evictAll(why error) {
+// recheckClaims follows a lapse of our presence. If the others heard our
+// pulse all along (the directory alone stalled, as in a JetStream leader
+// election), our claims are intact and nothing happens. If we were cut off,
+// they reaped our claims and announced our peers left: those peers are
+// evicted so that they resume and are announced again.
+func (h *Hub) recheckClaims() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*h.cfg.Timeout)
+	defer cancel()
+	all, err := h.list(ctx, "r.*.a.*", maxClaims)
+	if err != nil {
+		h.log.Warn("checking our claims after the presence lapse failed; retrying", "err", err)
+		return
+	}
+	held := make(map[string]entry, len(all))
+	for _, e := range all {
+		held[e.key] = e
+	}
 	h.mu.Lock()
+	h.recheck = false
 	var sinks []signal.Sink
 	for _, m := range h.members {
+		if m.joining {
+			continue // claimed after the lapse, or fails its own join
+		}
+		if e, ok := held[m.key]; ok && e.c.ID == m.id && e.c.Inst == h.inst {
+			continue
+		}
 		if m.sink != nil {
 			sinks = append(sinks, m.sink)
 		}
 		h.dropLocked(m)
 	}
 	h.mu.Unlock()
-	for _, s := range sinks {
-		s.Evict(why)
+	if len(sinks) > 0 {
+		h.log.Error("peers lost their claims while our presence lapsed (cut off from the cluster); evicting them so they resume", "peers", len(sinks))
+	} else {
+		h.log.Info("presence restored; every claim is still ours")
 	}
+	for _, s := range sinks {
+		s.Evict(errPresenceLost)
+	}
+}
+
+var errPresenceLost = errors.New("natshub: presence lost")
+
+// pulse publishes <cluster>.alive.<instance> on core NATS every
+// PresenceTTL/3. The presence key lives in JetStream, which holds every
+// write during a leader election (seconds after a node died) and may then
+// expire the presence of instances that are alive; the pulse keeps
+// flowing, and the others reap no instance they still hear (see heardLately).
+func (h *Hub) pulse() {
+	defer h.wg.Done()
+	t := time.NewTicker(h.cfg.PresenceTTL / 3)
+	defer t.Stop()
+	subj := h.cfg.Cluster + ".alive." + h.inst
+	for {
+		if err := h.cfg.Conn.Publish(subj, nil); err != nil {
+			h.log.Warn("pulse not sent", "err", err)
+		}
+		select {
+		case <-h.stop:
+			return
+		case <-t.C:
+		}
+		h.sweep()
+	}
+}
+
+// sweep checks every instance we know of against its pulse and, for one
+// that fell silent, against the directory, so that death is noticed even
+// when the presence watch missed the expiry: a KV watch may stall for
+// good across a leader election (seen in TestDirectoryLeaderDies). An
+// instance heard but missing from our view is looked up too, for its relay.
+func (h *Hub) sweep() {
+	h.mu.Lock()
+	var silent, unseen []string
+	for inst, at := range h.heard {
+		if time.Since(at) > 2*h.cfg.PresenceTTL {
+			delete(h.heard, inst)
+		}
+	}
+	for inst := range h.live {
+		if at, ok := h.heard[inst]; inst != h.inst && (!ok || time.Since(at) > h.cfg.PresenceTTL) {
+			silent = append(silent, inst)
+		}
+	}
+	for inst, at := range h.heard {
+		if _, ok := h.live[inst]; !ok && !h.reaping[inst] {
+			if time.Since(at) <= h.cfg.PresenceTTL {
+				unseen = append(unseen, inst)
+			} else {
+				silent = append(silent, inst)
+			}
+		}
+	}
+	h.mu.Unlock()
+	for _, inst := range silent {
+		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
+		_, _, found, err := h.getLatest(ctx, "i."+inst)
+		cancel()
+		if err == nil && !found && !h.heardLately(inst) {
+			h.instanceGone(inst, "silent, and its presence is gone")
+		}
+	}
+	for _, inst := range unseen {
+		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
+		val, _, found, err := h.getLatest(ctx, "i."+inst)
+		cancel()
+		var p presence
+		if err == nil && found && json.Unmarshal(val, &p) == nil {
+			h.mu.Lock()
+			if _, ok := h.live[inst]; !ok {
+				h.live[inst] = p.Relay
+			}
+			h.mu.Unlock()
+		}
+	}
+}
+
+// noteAlive records another instance's pulse.
+func (h *Hub) noteAlive(m *nats.Msg) {
+	inst := strings.TrimPrefix(m.Subject, h.cfg.Cluster+".alive.")
+	if inst == h.inst || !nameRE.MatchString(inst) {
+		return
+	}
+	h.mu.Lock()
+	h.heard[inst] = time.Now()
+	h.mu.Unlock()
+}
+
+// heardLately reports whether inst pulsed within the presence TTL.
+func (h *Hub) heardLately(inst string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	at, ok := h.heard[inst]
+	return ok && time.Since(at) <= h.cfg.PresenceTTL
 }
 
 // watchPresence follows the instances' presence keys: relays for the
@@ -527,26 +707,62 @@ func (h *Hub) notePresence(e jetstream.KeyValueEntry) {
 		}
 		return
 	}
-	h.mu.Lock()
-	delete(h.live, inst)
-	h.mu.Unlock()
 	if inst == h.inst {
+		h.mu.Lock()
+		delete(h.live, inst)
+		h.mu.Unlock()
 		return // the heartbeat notices and recovers
 	}
-	// Its peers get the resume grace of any peer whose connection broke,
-	// counted from now: a takeover on another instance may still be on
-	// its way (a JetStream leader election after a node died holds writes
-	// for seconds, presence expiry included).
-	h.log.Info("instance gone (presence expired); reaping its peers after the resume grace", "other", inst, "grace", h.hc.ResumeGrace)
+	h.instanceGone(inst, "presence expired")
+}
+
+// instanceGone reaps inst's members after the resume grace, unless by then
+// it is present again or still pulses. Its peers get the grace of any peer
+// whose connection broke, counted from now: a takeover on another instance
+// may still be on its way (a JetStream leader election after a node died
+// holds writes for seconds, presence expiry included).
+func (h *Hub) instanceGone(inst, why string) {
+	h.mu.Lock()
+	delete(h.live, inst)
+	delete(h.heard, inst) // a pulse from now on means it is back
+	if h.closed || h.reaping[inst] {
+		h.mu.Unlock()
+		return
+	}
+	h.reaping[inst] = true
 	h.wg.Add(1)
+	h.mu.Unlock()
+	h.log.Info("instance gone; reaping its peers after the resume grace", "other", inst, "why", why, "grace", h.hc.ResumeGrace)
 	go func() {
 		defer h.wg.Done()
-		select {
-		case <-h.stop:
+		defer func() {
+			h.mu.Lock()
+			delete(h.reaping, inst)
+			h.mu.Unlock()
+		}()
+		wait := h.hc.ResumeGrace
+		for {
+			select {
+			case <-h.stop:
+				return
+			case <-time.After(wait):
+			}
+			switch {
+			case h.isLive(inst):
+				h.log.Info("instance present again; not reaping", "other", inst)
+				return
+			case h.heardLately(inst):
+				// Alive, and its heartbeat will announce it again once
+				// the directory takes writes; check until either happens.
+				if wait == h.hc.ResumeGrace {
+					h.log.Info("instance's presence lapsed but it still pulses; not reaping", "other", inst)
+				}
+				wait = h.cfg.PresenceTTL / 3
+				continue
+			}
+			h.reapInstance(inst)
 			return
-		case <-time.After(h.hc.ResumeGrace):
 		}
-		h.reapInstance(inst)
 	}()
 }
 
@@ -559,9 +775,10 @@ func (h *Hub) isLive(inst string) bool {
 
 // isDead reports whether inst has no presence: not in our view of the
 // directory and, asked again of the stream leader, not there either (our
-// view may lag behind an instance that has just started).
+// view may lag behind an instance that has just started), and it has not
+// pulsed lately.
 func (h *Hub) isDead(ctx context.Context, inst string) bool {
-	if h.isLive(inst) {
+	if h.isLive(inst) || h.heardLately(inst) {
 		return false
 	}
 	_, _, found, err := h.getLatest(ctx, "i."+inst)
@@ -1143,14 +1360,27 @@ func (h *Hub) handle(nm *nats.Msg) {
 			ID: proto.PeerID(nm.Header.Get(hPeer)), Role: proto.Role(nm.Header.Get(hRole)),
 			Kind: proto.Kind(nm.Header.Get(hKind)), IP: ip}}
 		h.mu.Lock()
-		defer h.mu.Unlock()
 		rm := h.rooms[rk]
 		if rm == nil {
+			h.mu.Unlock()
 			return
 		}
 		h.noteOffsetLocked(rm, e)
 		for _, m := range rm.members {
 			h.deliverLocked(m, e)
+		}
+		// Another instance released a claim we still hold: it reaped us
+		// while we were cut off (we missed its word then) or around our
+		// reconnection. Our member must resume to be announced again.
+		var sink signal.Sink
+		if t := rm.members[e.peer.ID]; ev == "left" && t != nil && !t.joining && t.rev <= seq {
+			sink = t.sink
+			h.dropLocked(t)
+		}
+		h.mu.Unlock()
+		if sink != nil {
+			h.log.Warn("another instance announced our peer left (its claim was reaped); evicting it so it resumes", "peer", e.peer.ID, "by", nm.Header.Get(hInst))
+			sink.Evict(errPresenceLost)
 		}
 	}
 }
@@ -1211,7 +1441,7 @@ func (h *Hub) release(e entry, announce bool) bool {
 	if announce {
 		rk := strings.SplitN(strings.TrimPrefix(e.key, "r."), ".", 2)[0]
 		name, _ := base64.RawURLEncoding.DecodeString(rk)
-		h.announce(&room{name: string(name), key: rk}, event{ev: "left", peer: proto.PeerInfo{ID: e.c.ID}})
+		h.announce(&room{name: string(name), key: rk}, event{ev: "left", peer: proto.PeerInfo{ID: e.c.ID}, seq: e.rev})
 	}
 	return true
 }
@@ -1280,6 +1510,9 @@ func (h *Hub) Close() error {
 	}
 	if h.peerSub != nil {
 		_ = h.peerSub.Unsubscribe()
+	}
+	if h.aliveSub != nil {
+		_ = h.aliveSub.Unsubscribe()
 	}
 	h.rooms = map[string]*room{}
 	h.mu.Unlock()

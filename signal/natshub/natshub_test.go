@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/peerlan/peerlan/signal"
 	"github.com/peerlan/peerlan/signal/natshub"
 	"github.com/peerlan/peerlan/signal/natshub/natshubtest"
+	"github.com/peerlan/peerlan/signal/natshub/natsnode"
 	"github.com/peerlan/peerlan/signal/proto"
 	"github.com/peerlan/peerlan/signal/signaltest"
 )
@@ -332,16 +334,79 @@ func TestReleasedClaimsLeaveNothing(t *testing.T) {
 	}
 }
 
-// TestPresenceLost: an instance whose presence key vanished (as after being
-// cut off from NATS for longer than the TTL) is presumed dead by the others,
-// which announce its peers as left; it notices at its next heartbeat,
-// evicts its peers with "going away", and they resume as themselves.
-func TestPresenceLost(t *testing.T) {
+// TestPresenceLapseWhileAlive: an instance's presence key vanished while
+// the instance itself kept running and pulsing on core NATS (as when a
+// JetStream leader election held its heartbeats past the TTL). Nobody reaps
+// its peers: no peer-left, no eviction, the claims stay, signals flow, and
+// its heartbeat announces it again.
+func TestPresenceLapseWhileAlive(t *testing.T) {
 	in := natshubtest.Cluster(t, 2, func(c *signal.Config) { c.ResumeGrace = time.Second })
 	a, wa := signaltest.Join(t, in[0].Server, "lab", nil)
-	b, _ := signaltest.Join(t, in[1].Server, "lab", nil)
+	b, wb := signaltest.Join(t, in[1].Server, "lab", nil)
 	signaltest.Expect[*proto.PeerJoined](a)
-	js, err := jetstream.New(in[1].Conn)
+	kv := bucket(t, in[1])
+	if err := kv.Purge(context.Background(), "i."+in[0].Hub.Instance()); err != nil {
+		t.Fatal(err)
+	}
+	// Past the TTL and the grace the others would wait before reaping.
+	time.Sleep(2*natshubtest.PresenceTTL + time.Second)
+	if _, err := kv.Get(context.Background(), "i."+in[0].Hub.Instance()); err != nil {
+		t.Fatalf("presence not announced again: %v", err)
+	}
+	a.Send(&proto.Signal{To: wb.ID, Data: json.RawMessage(`1`)})
+	if s := signaltest.Expect[*proto.Signal](b); s.From != wa.ID {
+		t.Fatalf("b: %+v", s)
+	}
+	b.Send(&proto.Signal{To: wa.ID, Data: json.RawMessage(`2`)})
+	if s := signaltest.Expect[*proto.Signal](a); s.From != wb.ID {
+		t.Fatalf("a: %+v", s)
+	}
+	// The claims survived: a newcomer meets both.
+	_, wc := signaltest.Join(t, in[1].Server, "lab", nil)
+	if len(wc.Peers) != 2 {
+		t.Fatalf("newcomer's welcome lists %+v, want a and b", wc.Peers)
+	}
+	if pj := signaltest.Expect[*proto.PeerJoined](a); pj.Peer.ID != wc.ID {
+		t.Fatalf("a: %+v", pj)
+	}
+	a.ExpectSilence(natshubtest.PresenceTTL)
+}
+
+// TestCutOffInstance: an instance cut off from NATS (core and JetStream)
+// for longer than the presence TTL and the grace is presumed dead: the
+// others announce its peers left. Once it is back it finds its claims
+// reaped and evicts those peers with "going away"; they resume as
+// themselves and are announced again.
+func TestCutOffInstance(t *testing.T) {
+	node := natshubtest.StartNode(t)
+	nodeAddr := strings.TrimPrefix(node.ClientURL(), "nats://")
+	wire := natshubtest.StartFront(t, nodeAddr)
+	grace := func(c *signal.Config) { c.ResumeGrace = time.Second }
+	ina := natshubtest.Start(t, "nats://"+wire.Addr(), "a", nil, grace)
+	inb := natshubtest.Start(t, node.ClientURL(), "b", nil, grace)
+	a, wa := signaltest.Join(t, ina.Server, "lab", nil)
+	b, _ := signaltest.Join(t, inb.Server, "lab", nil)
+	signaltest.Expect[*proto.PeerJoined](a)
+
+	wire.Switch("") // cut: connections dropped, new ones refused
+	m, err := b.Next(4*natshubtest.PresenceTTL + time.Second)
+	if pl, ok := m.(*proto.PeerLeft); err != nil || !ok || pl.ID != wa.ID {
+		t.Fatalf("b: want a left, got %#v %v", m, err)
+	}
+	wire.Switch(nodeAddr)
+	a.ExpectClosed(websocket.CloseGoingAway)
+	_, wa2 := signaltest.Join(t, ina.Server, "lab", func(j *proto.Join) { j.Resume = wa.Resume })
+	if wa2.ID != wa.ID || wa2.IP != wa.IP {
+		t.Fatalf("resumed as %v/%v, was %v/%v", wa2.ID, wa2.IP, wa.ID, wa.IP)
+	}
+	if pj := signaltest.Expect[*proto.PeerJoined](b); pj.Peer.ID != wa.ID {
+		t.Fatalf("b: %+v", pj)
+	}
+}
+
+func bucket(t *testing.T, in *natshubtest.Instance) jetstream.KeyValue {
+	t.Helper()
+	js, err := jetstream.New(in.Conn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,18 +414,219 @@ func TestPresenceLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := kv.Purge(context.Background(), "i."+in[0].Hub.Instance()); err != nil {
+	return kv
+}
+
+// TestReapedWhileConnected: another instance reaps a claim this instance
+// still holds (its reap raced our reconnection) and announces the member
+// left; the holder hears it and evicts the member so that it resumes. A
+// stale peer-left, about an older claim, changes nothing.
+func TestReapedWhileConnected(t *testing.T) {
+	in := natshubtest.Cluster(t, 2, nil)
+	a, wa := signaltest.Join(t, in[0].Server, "lab", nil)
+	b, wb := signaltest.Join(t, in[1].Server, "lab", nil)
+	signaltest.Expect[*proto.PeerJoined](a)
+	kv := bucket(t, in[1])
+	var key string
+	var rev uint64
+	keys, err := kv.Keys(context.Background())
+	if err != nil {
 		t.Fatal(err)
 	}
-	if pl := signaltest.Expect[*proto.PeerLeft](b); pl.ID != wa.ID {
-		t.Fatalf("b: %+v", pl)
+	for _, k := range keys {
+		if e, err := kv.Get(context.Background(), k); err == nil && strings.Contains(string(e.Value()), string(wa.ID)) {
+			key, rev = k, e.Revision()
+		}
 	}
+	if key == "" {
+		t.Fatalf("no claim of a among %v", keys)
+	}
+	left := func(seq uint64) {
+		m := nats.NewMsg("peerlan.room." + strings.Split(key, ".")[1])
+		m.Header.Set("Pl-Inst", "reaper")
+		m.Header.Set("Pl-Ev", "left")
+		m.Header.Set("Pl-Peer", string(wa.ID))
+		m.Header.Set("Pl-Seq", fmt.Sprint(seq))
+		m.Data, _ = proto.Encode(&proto.PeerLeft{ID: wa.ID})
+		if err := in[1].Conn.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	left(rev - 1)
+	b.Send(&proto.Signal{To: wa.ID, Data: json.RawMessage(`1`)})
+	if s := signaltest.Expect[*proto.Signal](a); s.From != wb.ID {
+		t.Fatalf("a after a stale peer-left: %+v", s)
+	}
+	if err := kv.Purge(context.Background(), key, jetstream.LastRevision(rev)); err != nil {
+		t.Fatal(err)
+	}
+	left(rev)
 	a.ExpectClosed(websocket.CloseGoingAway)
 	_, wa2 := signaltest.Join(t, in[0].Server, "lab", func(j *proto.Join) { j.Resume = wa.Resume })
 	if wa2.ID != wa.ID || wa2.IP != wa.IP {
 		t.Fatalf("resumed as %v/%v, was %v/%v", wa2.ID, wa2.IP, wa.ID, wa.IP)
 	}
-	if pj := signaltest.Expect[*proto.PeerJoined](b); pj.Peer.ID != wa.ID {
-		t.Fatalf("b: %+v", pj)
+	for {
+		switch m := signaltest.Expect[any](b).(type) {
+		case *proto.PeerLeft: // the two crafted ones
+			continue
+		case *proto.PeerJoined:
+			if m.Peer.ID != wa.ID {
+				t.Fatalf("b: %+v", m)
+			}
+			return
+		default:
+			t.Fatalf("b: %#v", m)
+		}
+	}
+}
+
+// TestOtherRelay: with three instances, each names exactly one other
+// instance's relay, never its own, the same one while it lives, and
+// another live one once it is gone.
+func TestOtherRelay(t *testing.T) {
+	node := natshubtest.StartNode(t)
+	var in []*natshubtest.Instance
+	for _, name := range []string{"a", "b", "c"} {
+		in = append(in, natshubtest.Start(t, node.ClientURL(), name, func(c *natshub.Config) {
+			c.Relay = []string{"turn:" + name + ".example:3478"}
+		}, nil))
+	}
+	other := func(i int) string {
+		r := in[i].Hub.OtherRelay()
+		if len(r) > 1 {
+			t.Fatalf("instance %d names %v: more than one relay", i, r)
+		}
+		if len(r) == 0 {
+			return ""
+		}
+		return r[0]
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(4 * natshubtest.PresenceTTL); !cond(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal(what)
+			}
+		}
+	}
+	waitFor("instance a never learnt of both others", func() bool { return other(0) != "" && other(2) != "" })
+	first := other(0)
+	if first == "turn:a.example:3478" {
+		t.Fatalf("a names its own relay")
+	}
+	for range 10 {
+		if got := other(0); got != first {
+			t.Fatalf("a named %s, then %s", first, got)
+		}
+	}
+	dead := 1
+	if first == "turn:c.example:3478" {
+		dead = 2
+	}
+	in[dead].Kill()
+	waitFor("a kept naming a dead instance's relay", func() bool { o := other(0); return o != first && o != "" })
+	if got := other(0); got == "turn:a.example:3478" {
+		t.Fatalf("a names its own relay after %s died", first)
+	}
+}
+
+// TestDirectoryLeaderDies: three instances on three routed NATS nodes, the
+// directory replicated on all. The node leading the directory dies with its
+// instance: JetStream holds every directory write for a leader election,
+// the live instances' heartbeats included. Of the dead instance's two
+// peers, one resumes on a live instance (never announced left), the other
+// is announced left, once; the live instances' peers are neither announced
+// left nor evicted.
+func TestDirectoryLeaderDies(t *testing.T) {
+	nodes := natshubtest.StartNodes(t, 3)
+	var in []*natshubtest.Instance
+	for i, nd := range nodes {
+		in = append(in, natshubtest.Start(t, nd.ClientURL(), fmt.Sprintf("i%d", i),
+			func(c *natshub.Config) { c.Replicas = 3 },
+			// A grace that covers the election, as the default does.
+			func(c *signal.Config) { c.ResumeGrace = 5 * time.Second }))
+	}
+	k := directoryLeader(t, in[0], nodes)
+	f, o := (k+1)%3, (k+2)%3
+	p, wp := signaltest.Join(t, in[f].Server, "lab", nil)
+	q, wq := signaltest.Join(t, in[o].Server, "lab", nil)
+	signaltest.Expect[*proto.PeerJoined](p)
+	_, wx := signaltest.Join(t, in[k].Server, "lab", nil)
+	_, wy := signaltest.Join(t, in[k].Server, "lab", nil)
+	for _, peer := range []*signaltest.Peer{p, q} {
+		signaltest.Expect[*proto.PeerJoined](peer)
+		signaltest.Expect[*proto.PeerJoined](peer)
+	}
+
+	in[k].Kill()
+	nodes[k].Close()
+	killed := time.Now()
+	x2 := joinRetrying(t, in[f].Server, func(j *proto.Join) { j.Resume = wx.Resume })
+	t.Logf("x resumed %v after the directory's leader died", time.Since(killed).Round(time.Millisecond))
+	for i, peer := range []*signaltest.Peer{p, q} {
+		m, err := peer.Next(30 * time.Second)
+		if pl, ok := m.(*proto.PeerLeft); err != nil || !ok || pl.ID != wy.ID {
+			t.Fatalf("peer %d: want y left, got %#v %v", i, m, err)
+		}
+	}
+	t.Logf("y announced left %v after its instance died", time.Since(killed).Round(time.Millisecond))
+	if pl := signaltest.Expect[*proto.PeerLeft](x2); pl.ID != wy.ID {
+		t.Fatalf("x: %+v", pl)
+	}
+	q.Send(&proto.Signal{To: wx.ID, Data: json.RawMessage(`1`)})
+	if s := signaltest.Expect[*proto.Signal](x2); s.From != wq.ID {
+		t.Fatalf("x: %+v", s)
+	}
+	x2.Send(&proto.Signal{To: wp.ID, Data: json.RawMessage(`2`)})
+	if s := signaltest.Expect[*proto.Signal](p); s.From != wx.ID {
+		t.Fatalf("p: %+v", s)
+	}
+	// Well past the election, the TTL and the grace: nobody hears more.
+	for _, peer := range []*signaltest.Peer{p, q} {
+		peer.ExpectSilence(3 * natshubtest.PresenceTTL)
+	}
+}
+
+// directoryLeader returns the index of the node leading the directory.
+func directoryLeader(t *testing.T, in *natshubtest.Instance, nodes []*natsnode.Node) int {
+	t.Helper()
+	js, err := jetstream.New(in.Conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(context.Background(), "KV_peerlan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, nd := range nodes {
+		if st.CachedInfo().Cluster != nil && st.CachedInfo().Cluster.Leader == nd.Server().Name() {
+			return i
+		}
+	}
+	t.Fatalf("no node leads the directory: %+v", st.CachedInfo().Cluster)
+	return -1
+}
+
+// joinRetrying joins as a client would while the directory may refuse
+// joins for a while (a leader election): it tries again until welcomed.
+func joinRetrying(t *testing.T, ts *signaltest.Server, mod func(*proto.Join)) *signaltest.Peer {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		p := signaltest.Dial(t, ts.URL, nil)
+		j := &proto.Join{V: proto.ProtocolVersion, Room: "lab"}
+		mod(j)
+		p.Send(j)
+		m, err := p.Next(30 * time.Second)
+		if _, ok := m.(*proto.Welcome); ok {
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not welcomed: %#v %v", m, err)
+		}
+		t.Logf("join refused (%#v %v); again", m, err)
+		p.WS.Close()
+		time.Sleep(200 * time.Millisecond)
 	}
 }

@@ -5,6 +5,7 @@
 package natshubtest
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -36,6 +37,45 @@ func StartNode(t testing.TB) *natsnode.Node {
 	}
 	t.Cleanup(n.Close)
 	return n
+}
+
+// StartNodes starts n embedded NATS servers routed to each other (one
+// JetStream cluster), named n0, n1, ...; it returns once every node
+// accepts clients.
+func StartNodes(t testing.TB, n int) []*natsnode.Node {
+	t.Helper()
+	addrs := make([]string, n)
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs[i] = ln.Addr().String()
+		ln.Close()
+	}
+	nodes := make([]*natsnode.Node, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	// At once: a node's JetStream waits for a quorum of its peers.
+	for i := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nodes[i], errs[i] = natsnode.Start(natsnode.Config{
+				Name: fmt.Sprintf("n%d", i), Listen: "127.0.0.1:0", StoreDir: t.TempDir(),
+				ClusterListen: addrs[i], Routes: addrs, ReadyTimeout: 30 * time.Second,
+				Logger: signaltest.Logger(t).With("node", i),
+			})
+		}()
+	}
+	wg.Wait()
+	for i, nd := range nodes {
+		if errs[i] != nil {
+			t.Fatalf("node %d: %v", i, errs[i])
+		}
+		t.Cleanup(nd.Close)
+	}
+	return nodes
 }
 
 // Instance is one signaling server of a cluster.
@@ -122,6 +162,9 @@ func StartFront(t testing.TB, target string) *Front {
 	})
 	return f
 }
+
+// Addr is the front's own address (host:port).
+func (f *Front) Addr() string { return f.ln.Addr().String() }
 
 // URL is the signaling URL through the front.
 func (f *Front) URL() string { return "ws://" + f.ln.Addr().String() + "/signal" }
