@@ -133,6 +133,8 @@ type Hub struct {
 	stop     chan struct{}
 	wg       sync.WaitGroup
 
+	beatFails int // heartbeats failed in a row; the heartbeat goroutine's
+
 	mu       sync.Mutex
 	closed   bool
 	opened   bool
@@ -481,12 +483,12 @@ func (h *Hub) announcePresence(ctx context.Context) error {
 }
 
 // heartbeat refreshes our presence key every PresenceTTL/3. Finding it
-// gone (we were cut off for longer than the TTL, and the others have
-// announced our members as left) evicts every local member, so that their
-// peers resume and are announced again.
+// gone, it announces it again and has recheckClaims find out whether the
+// others reaped our members meanwhile.
 func (h *Hub) heartbeat() {
 	defer h.wg.Done()
-	t := time.NewTicker(h.cfg.PresenceTTL / 3)
+	every := h.cfg.PresenceTTL / 3
+	t := time.NewTimer(every)
 	defer t.Stop()
 	for {
 		select {
@@ -494,36 +496,13 @@ func (h *Hub) heartbeat() {
 			return
 		case <-t.C:
 		}
-		h.mu.Lock()
-		rev := h.presence
-		h.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
-		m := nats.NewMsg("$KV." + h.cfg.Cluster + ".i." + h.inst)
-		m.Data = h.presenceValue()
-		ack, err := h.js.PublishMsg(ctx, m, jetstream.WithMsgTTL(h.cfg.PresenceTTL), jetstream.WithExpectLastSequencePerSubject(rev))
-		cancel()
-		var apiErr *jetstream.APIError
-		switch {
-		case err == nil:
-			h.mu.Lock()
-			h.presence = ack.Sequence
-			h.mu.Unlock()
-		case errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant):
-			h.log.Warn("presence lapsed (the directory missed our heartbeats for longer than the presence TTL); announcing it again")
-			// Present again before checking the claims, so that those of
-			// peers resuming here are not taken for a dead instance's.
-			ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
-			err := h.announcePresence(ctx)
-			cancel()
-			if err != nil {
-				h.log.Error("presence not restored; retrying", "err", err)
-				continue
-			}
-			h.mu.Lock()
-			h.recheck = true
-			h.mu.Unlock()
-		default:
-			h.log.Warn("presence heartbeat failed; retrying", "err", err)
+		if h.beat() {
+			t.Reset(every)
+		} else {
+			// Soon: a stream without a leader refuses at once, and the
+			// sooner we heartbeat after the new leader is elected, the
+			// less likely our presence lapses.
+			t.Reset(min(every, retryBeat))
 		}
 		h.mu.Lock()
 		recheck := h.recheck
@@ -531,6 +510,54 @@ func (h *Hub) heartbeat() {
 		if recheck {
 			h.recheckClaims()
 		}
+	}
+}
+
+// retryBeat is how soon a failed heartbeat is tried again.
+const retryBeat = 250 * time.Millisecond
+
+// beat refreshes our presence key once; false when it did not.
+func (h *Hub) beat() bool {
+	h.mu.Lock()
+	rev := h.presence
+	h.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
+	m := nats.NewMsg("$KV." + h.cfg.Cluster + ".i." + h.inst)
+	m.Data = h.presenceValue()
+	ack, err := h.js.PublishMsg(ctx, m, jetstream.WithMsgTTL(h.cfg.PresenceTTL), jetstream.WithExpectLastSequencePerSubject(rev))
+	cancel()
+	var apiErr *jetstream.APIError
+	switch {
+	case err == nil:
+		h.mu.Lock()
+		h.presence = ack.Sequence
+		h.mu.Unlock()
+		if h.beatFails > 0 {
+			h.log.Info("presence heartbeat works again", "failed", h.beatFails)
+			h.beatFails = 0
+		}
+		return true
+	case errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant):
+		h.log.Warn("presence lapsed (the directory missed our heartbeats for longer than the presence TTL); announcing it again")
+		// Present again before checking the claims, so that those of
+		// peers resuming here are not taken for a dead instance's.
+		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
+		err := h.announcePresence(ctx)
+		cancel()
+		if err != nil {
+			h.log.Error("presence not restored; retrying", "err", err)
+			return false
+		}
+		h.mu.Lock()
+		h.recheck = true
+		h.mu.Unlock()
+		return true
+	default:
+		if h.beatFails == 0 {
+			h.log.Warn("presence heartbeat failed; retrying", "err", err)
+		}
+		h.beatFails++
+		return false
 	}
 }
 
