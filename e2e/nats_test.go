@@ -3,11 +3,19 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/peerlan/peerlan/signal/natshub/natsnode"
 )
 
 // natsCluster is three bin/signal processes, each with an embedded NATS
@@ -46,31 +54,36 @@ func (c *natsCluster) start(i int) {
 	s.Process = StartProcess(c.t, fmt.Sprintf("signal-%d", i), Binary(c.t, "signal"),
 		"-addr", c.addrs[i], "-secret-file", c.secret, "-instance", fmt.Sprintf("sig%d", i),
 		"-nats-embed", "-nats-store", c.stores[i], "-nats-listen", c.urls[i],
-		"-nats-cluster-listen", c.nats[i], "-nats-routes", strings.Join(c.nats, ","),
-		"-presence-ttl", "20s", "-resume-grace", "6s")
+		"-nats-cluster-listen", c.nats[i], "-nats-routes", strings.Join(c.nats, ","))
 	c.sigs[i] = s
 }
 
 // TestNATSCluster is issue 14's end-to-end check: three bin/signal
 // processes share a room over their embedded NATS nodes; three bin/peer
 // processes, each joined through another instance, get unique addresses
-// from the one room, link directly and ping each other. One instance is
-// then killed: the links keep carrying pings (DESIGN.md invariant 5), and
-// its peer, which knows two instances' URLs, fails over to the other and
-// resumes there with its id and address, never announced as left.
+// from the one room, link directly and ping each other. The instance whose
+// node leads the room directory is then killed, which holds every
+// directory write for a JetStream leader election: the links keep carrying
+// pings (DESIGN.md invariant 5), its peer, which knows two instances' URLs,
+// fails over and resumes with its id and address, and nobody is announced
+// as left, although the election outlasts the live instances' presence
+// TTL.
 func TestNATSCluster(t *testing.T) {
 	RequireCommands(t, "ping", "udhcpc")
 	RequireNetAdmin(t)
 	c := startNATSCluster(t)
+	k := c.directoryLeader()
+	f, o := (k+1)%3, (k+2)%3 // k's peer fails over to f; o's peer stays
+	t.Logf("instance %d leads the directory: killing it, its peer fails over to instance %d", k, f)
 	room := "cluster-" + randomSuffix(4)
 	var peers []*NativePeer
 	for i := range 3 {
 		ns := NewNamespace(t, fmt.Sprintf("nats-%d", i))
 		extra := []string{"-state-dir", t.TempDir()}
-		if i == 1 {
-			// Peer 1 knows two instances and fails over to the second
+		if i == k {
+			// This peer knows two instances and fails over to the second
 			// (StartPeer's -signal is the first's; the later flag wins).
-			extra = append(extra, "-signal", c.sigs[1].WS+","+c.sigs[2].WS)
+			extra = append(extra, "-signal", c.sigs[k].WS+","+c.sigs[f].WS)
 		}
 		peers = append(peers, StartPeer(t, c.sigs[i], room, ns, extra...))
 	}
@@ -107,25 +120,28 @@ func TestNATSCluster(t *testing.T) {
 		t.Errorf("the instances relayed %v bytes during guest traffic; frames must not pass through them", after-before)
 	}
 
-	// Instance 1 dies; its peer's links carry on, and it fails over to
-	// instance 2, where it takes over its own member: same id and address,
+	// Instance k dies; its peer's links carry on, and it fails over to
+	// instance f, where it takes over its own member: same id and address,
 	// and past the dead instance's presence TTL nobody has seen it leave.
-	stB := peers[1].Status(t)
-	if stB.SignalURL != c.sigs[1].WS {
-		t.Fatalf("peer 1 joined through %q, want %s", stB.SignalURL, c.sigs[1].WS)
+	stK := peers[k].Status(t)
+	if stK.SignalURL != c.sigs[k].WS {
+		t.Fatalf("peer %d joined through %q, want %s", k, stK.SignalURL, c.sigs[k].WS)
 	}
-	c.sigs[1].Kill()
+	if now := c.directoryLeader(); now != k {
+		t.Logf("the directory's leader moved to instance %d: this run kills a follower", now)
+	}
+	c.sigs[k].Kill()
 	killed := time.Now()
-	Ping(t, peers[0].NS, leases[1].Addr.Addr(), 3)
-	Ping(t, peers[1].NS, leases[2].Addr.Addr(), 3)
+	Ping(t, peers[o].NS, leases[k].Addr.Addr(), 3)
+	Ping(t, peers[k].NS, leases[f].Addr.Addr(), 3)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		st := peers[1].Status(t)
-		if st.Signal == "connected" && st.SignalURL == c.sigs[2].WS {
-			if st.ID != stB.ID || st.IP != stB.IP {
-				t.Fatalf("resumed as %s/%v, was %s/%v", st.ID, st.IP, stB.ID, stB.IP)
+		st := peers[k].Status(t)
+		if st.Signal == "connected" && st.SignalURL == c.sigs[f].WS {
+			if st.ID != stK.ID || st.IP != stK.IP {
+				t.Fatalf("resumed as %s/%v, was %s/%v", st.ID, st.IP, stK.ID, stK.IP)
 			}
-			t.Logf("peer 1 resumed on instance 2 %v after instance 1 died", time.Since(killed).Round(time.Millisecond))
+			t.Logf("peer %d resumed on instance %d %v after instance %d died", k, f, time.Since(killed).Round(time.Millisecond), k)
 			break
 		}
 		if time.Now().After(deadline) {
@@ -133,13 +149,13 @@ func TestNATSCluster(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	// A JetStream election after the node died holds the takeover back,
-	// and the live instances' presence heartbeats with it, for up to 10.5 s
-	// on a loaded host: with a presence TTL below that the live instances
-	// took each other for dead and reaped each other's peers (a known
-	// weakness of natshub; see docs/architecture.md), so this test gives
-	// the TTL room over the election and checks the takeover path.
-	time.Sleep(time.Until(killed.Add(28 * time.Second))) // past -presence-ttl 20s and -resume-grace 6s
+	// The election holds the live instances' presence heartbeats too, for
+	// up to 10.5 s on a loaded host: longer than the default -presence-ttl
+	// of 6 s, so their presence lapses. They still hear each other's pulse,
+	// so nobody reaps a live instance's peers. Wait out the TTL and the
+	// default -resume-grace of 10 s after the election, then check that
+	// every link is still up.
+	time.Sleep(time.Until(killed.Add(32 * time.Second)))
 	for i, p := range peers {
 		st := p.WaitLinks(t, 2, 10*time.Second)
 		for _, l := range st.Peers {
@@ -148,9 +164,59 @@ func TestNATSCluster(t *testing.T) {
 			}
 		}
 	}
-	if got := c.sigs[2].Metrics(t)[`peerlan_signal_joins_total{kind="reattach",role="guest"}`]; got != 1 {
-		t.Fatalf("instance 2 counted %v takeovers, want 1", got)
+	if got := c.sigs[f].Metrics(t)[`peerlan_signal_joins_total{kind="reattach",role="guest"}`]; got != 1 {
+		t.Fatalf("instance %d counted %v takeovers, want 1", f, got)
 	}
-	Ping(t, peers[0].NS, leases[1].Addr.Addr(), 3)
-	Ping(t, peers[2].NS, leases[1].Addr.Addr(), 3)
+	// Nobody was told a peer left, and no peer had to resume afresh.
+	for _, i := range []int{f, o} {
+		m := c.sigs[i].Metrics(t)
+		if got := m[`peerlan_signal_sent_messages_total{type="peer-left"}`]; got != 0 {
+			t.Errorf("instance %d sent %v peer-left messages, want none", i, got)
+		}
+		if got := m[`peerlan_signal_joins_total{kind="resume",role="guest"}`]; got != 0 {
+			t.Errorf("instance %d counted %v fresh resumes, want none", i, got)
+		}
+	}
+	Ping(t, peers[o].NS, leases[k].Addr.Addr(), 3)
+	Ping(t, peers[f].NS, leases[k].Addr.Addr(), 3)
+}
+
+// directoryLeader returns the index of the instance whose NATS node leads
+// the room directory's stream, asked of the first live node with the
+// password every instance derives from the shared secret.
+func (c *natsCluster) directoryLeader() int {
+	c.t.Helper()
+	secret, err := os.ReadFile(c.secret)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	pw := natsnode.PasswordFrom([]byte(strings.TrimSpace(string(secret))))
+	var urls []string
+	for _, u := range c.urls {
+		urls = append(urls, "nats://"+u)
+	}
+	nc, err := nats.Connect(strings.Join(urls, ","), nats.UserInfo(natsnode.User, pw), nats.Timeout(5*time.Second))
+	if err != nil {
+		c.t.Fatalf("connect to the cluster's NATS: %v", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, err := js.Stream(ctx, "KV_peerlan")
+		cancel()
+		if err == nil && st.CachedInfo().Cluster != nil {
+			if l := st.CachedInfo().Cluster.Leader; strings.HasPrefix(l, "sig") {
+				if i, err := strconv.Atoi(strings.TrimPrefix(l, "sig")); err == nil && i >= 0 && i < 3 {
+					return i
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("the directory has no leader: %v", err)
+		}
+	}
 }
