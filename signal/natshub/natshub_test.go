@@ -353,14 +353,8 @@ func TestPresenceLapseWhileAlive(t *testing.T) {
 	if _, err := kv.Get(context.Background(), "i."+in[0].Hub.Instance()); err != nil {
 		t.Fatalf("presence not announced again: %v", err)
 	}
-	a.Send(&proto.Signal{To: wb.ID, Data: json.RawMessage(`1`)})
-	if s := signaltest.Expect[*proto.Signal](b); s.From != wa.ID {
-		t.Fatalf("b: %+v", s)
-	}
-	b.Send(&proto.Signal{To: wa.ID, Data: json.RawMessage(`2`)})
-	if s := signaltest.Expect[*proto.Signal](a); s.From != wb.ID {
-		t.Fatalf("a: %+v", s)
-	}
+	signalReaches(t, a, wa.ID, b, wb.ID)
+	signalReaches(t, b, wb.ID, a, wa.ID)
 	// The claims survived: a newcomer meets both.
 	_, wc := signaltest.Join(t, in[1].Server, "lab", nil)
 	if len(wc.Peers) != 2 {
@@ -574,14 +568,8 @@ func TestDirectoryLeaderDies(t *testing.T) {
 	if pl := signaltest.Expect[*proto.PeerLeft](x2); pl.ID != wy.ID {
 		t.Fatalf("x: %+v", pl)
 	}
-	q.Send(&proto.Signal{To: wx.ID, Data: json.RawMessage(`1`)})
-	if s := signaltest.Expect[*proto.Signal](x2); s.From != wq.ID {
-		t.Fatalf("x: %+v", s)
-	}
-	x2.Send(&proto.Signal{To: wp.ID, Data: json.RawMessage(`2`)})
-	if s := signaltest.Expect[*proto.Signal](p); s.From != wx.ID {
-		t.Fatalf("p: %+v", s)
-	}
+	signalReaches(t, q, wq.ID, x2, wx.ID)
+	signalReaches(t, x2, wx.ID, p, wp.ID)
 	// Well past the election, the TTL and the grace: nobody hears more.
 	for _, peer := range []*signaltest.Peer{p, q} {
 		peer.ExpectSilence(3 * natshubtest.PresenceTTL)
@@ -628,5 +616,14 @@ func joinRetrying(t *testing.T, ts *signaltest.Server, mod func(*proto.Join)) *s
 		t.Logf("join refused (%#v %v); again", m, err)
 		p.WS.Close()
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// signalReaches sends a signal from one peer to another and expects it there.
+func signalReaches(t *testing.T, from *signaltest.Peer, fromID proto.PeerID, to *signaltest.Peer, toID proto.PeerID) {
+	t.Helper()
+	from.Send(&proto.Signal{To: toID, Data: json.RawMessage(`1`)})
+	if s := signaltest.Expect[*proto.Signal](to); s.From != fromID {
+		t.Fatalf("%s: want a signal from %s, got %+v", toID, fromID, s)
 	}
 }
