@@ -700,18 +700,44 @@ func (h *Hub) heardLately(inst string) bool {
 }
 
 // watchPresence follows the instances' presence keys: relays for the
-// welcome, and expiries, which reap the dead instance's members.
+// welcome, and expiries, which reap the dead instance's members. A watch
+// that ends is made again; while there is none, the sweep (see pulse)
+// still notices dead instances.
 func (h *Hub) watchPresence(w jetstream.KeyWatcher) {
 	defer h.wg.Done()
-	defer func() { _ = w.Stop() }()
+	for {
+		ended := h.followPresence(w)
+		_ = w.Stop()
+		if !ended {
+			return
+		}
+		for {
+			select {
+			case <-h.stop:
+				return
+			case <-time.After(time.Second):
+			}
+			var err error
+			if w, err = h.kv.WatchFiltered(context.Background(), []string{"i.*"}); err == nil {
+				h.log.Info("presence watch made again")
+				break
+			}
+			h.log.Warn("presence watch not made again; retrying", "err", err)
+		}
+	}
+}
+
+// followPresence hands w's updates to notePresence until we stop (false)
+// or w ends (true).
+func (h *Hub) followPresence(w jetstream.KeyWatcher) bool {
 	for {
 		select {
 		case <-h.stop:
-			return
+			return false
 		case e, ok := <-w.Updates():
 			if !ok {
-				h.log.Error("presence watch ended; dead instances are no longer reaped")
-				return
+				h.log.Warn("presence watch ended; making it again")
+				return true
 			}
 			if e != nil {
 				h.notePresence(e)
