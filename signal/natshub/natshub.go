@@ -356,11 +356,12 @@ func (h *Hub) Open(hc signal.HubConfig) (signal.Hub, error) {
 		}
 		h.notePresence(e)
 	}
-	h.wg.Add(4)
+	h.wg.Add(5)
 	go h.dispatch()
 	go h.watchPresence(w)
 	go h.heartbeat()
 	go h.pulse()
+	go h.sweeper()
 	h.log.Info("joined the signaling cluster", "presence_ttl", h.cfg.PresenceTTL, "replicas", h.cfg.Replicas)
 	return h, nil
 }
@@ -611,6 +612,8 @@ var errPresenceLost = errors.New("natshub: presence lost")
 // write during a leader election (seconds after a node died) and may then
 // expire the presence of instances that are alive; the pulse keeps
 // flowing, and the others reap no instance they still hear (see heardLately).
+// Nothing else runs on this goroutine: a sweep waits on the directory, and
+// a late pulse could make us look dead.
 func (h *Hub) pulse() {
 	defer h.wg.Done()
 	t := time.NewTicker(h.cfg.PresenceTTL / 3)
@@ -620,6 +623,20 @@ func (h *Hub) pulse() {
 		if err := h.cfg.Conn.Publish(subj, nil); err != nil {
 			h.log.Warn("pulse not sent", "err", err)
 		}
+		select {
+		case <-h.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// sweeper runs sweep every PresenceTTL/3.
+func (h *Hub) sweeper() {
+	defer h.wg.Done()
+	t := time.NewTicker(h.cfg.PresenceTTL / 3)
+	defer t.Stop()
+	for {
 		select {
 		case <-h.stop:
 			return
@@ -701,7 +718,7 @@ func (h *Hub) heardLately(inst string) bool {
 
 // watchPresence follows the instances' presence keys: relays for the
 // welcome, and expiries, which reap the dead instance's members. A watch
-// that ends is made again; while there is none, the sweep (see pulse)
+// that ends is made again; while there is none, the sweep (see sweeper)
 // still notices dead instances.
 func (h *Hub) watchPresence(w jetstream.KeyWatcher) {
 	defer h.wg.Done()
