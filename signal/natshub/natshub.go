@@ -142,6 +142,7 @@ type Hub struct {
 	members  map[proto.PeerID]*member
 	live     map[string][]string  // live instances and their relay URLs
 	heard    map[string]time.Time // when each instance last pulsed on core NATS
+	doubts   []doubt              // claim writes of unknown outcome, for the sweeper
 	reaping  map[string]bool      // instances whose reap is pending
 	presence uint64               // revision of our presence key
 	recheck  bool                 // our presence lapsed; claims not yet checked
@@ -631,7 +632,7 @@ func (h *Hub) pulse() {
 	}
 }
 
-// sweeper runs sweep every PresenceTTL/3.
+// sweeper runs sweep and settleDoubts every PresenceTTL/3.
 func (h *Hub) sweeper() {
 	defer h.wg.Done()
 	t := time.NewTicker(h.cfg.PresenceTTL / 3)
@@ -643,7 +644,84 @@ func (h *Hub) sweeper() {
 		case <-t.C:
 		}
 		h.sweep()
+		h.settleDoubts()
 	}
+}
+
+// doubt is a write of our claim whose outcome we do not know: no answer
+// came (a stream electing its leader drops writes without a word), yet it
+// may have landed. A claim that landed for a join that then failed would
+// name a member nobody holds, listed in every welcome and never reaped, as
+// its instance lives; settleDoubts removes it.
+type doubt struct {
+	key string
+	id  proto.PeerID
+	at  time.Time
+}
+
+// Bounds on doubts: how many are kept, and how long one is retried while
+// the directory cannot be read.
+const (
+	maxDoubts = 4096
+	doubtLife = 10 * time.Minute
+)
+
+// noteDoubt records the write of id's claim at key when err leaves its
+// outcome unknown: no answer, rather than a refusal.
+func (h *Hub) noteDoubt(key string, id proto.PeerID, err error) {
+	if err == nil || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionReconnecting)) {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.doubts) >= maxDoubts {
+		h.log.Warn("too many claim writes of unknown outcome; forgetting the oldest", "key", h.doubts[0].key)
+		h.doubts = h.doubts[1:]
+	}
+	h.doubts = append(h.doubts, doubt{key: key, id: id, at: time.Now()})
+}
+
+// settleDoubts reads each doubtful claim again: one that landed, names us,
+// and belongs to no member we hold is released (and announced left, in case
+// a welcome listed it meanwhile).
+func (h *Hub) settleDoubts() {
+	h.mu.Lock()
+	ds := h.doubts
+	h.doubts = nil
+	h.mu.Unlock()
+	var again []doubt
+	for _, d := range ds {
+		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
+		val, rev, found, err := h.getLatest(ctx, d.key)
+		cancel()
+		if err != nil {
+			if time.Since(d.at) < doubtLife {
+				again = append(again, d)
+			}
+			continue
+		}
+		var c claim
+		if !found || json.Unmarshal(val, &c) != nil || c.ID != d.id || c.Inst != h.inst {
+			continue // it did not land, or is someone else's now
+		}
+		h.mu.Lock()
+		m := h.members[d.id]
+		h.mu.Unlock()
+		switch {
+		case m != nil && m.joining:
+			again = append(again, d) // a resume may be taking it over now
+			continue
+		case m != nil && m.key == d.key:
+			continue // a later join of the member holds it
+		}
+		if h.release(entry{key: d.key, rev: rev, c: c}, true) {
+			h.log.Info("released a claim written by a join that failed", "key", d.key, "peer", d.id)
+		}
+	}
+	h.mu.Lock()
+	h.doubts = append(again, h.doubts...)
+	h.mu.Unlock()
 }
 
 // sweep checks every instance we know of against its pulse and, for one
@@ -1063,6 +1141,7 @@ func (h *Hub) reattach(ctx context.Context, rm *room, req signal.JoinRequest, si
 	b, _ := json.Marshal(nc)
 	rev, err = h.kv.Update(ctx, key, b, old.rev)
 	if err != nil {
+		h.noteDoubt(key, id, err)
 		h.unregister(m)
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			return signal.Joined{}, false, nil // removed or taken meanwhile: join afresh
@@ -1161,6 +1240,7 @@ func (h *Hub) claim(ctx context.Context, rm *room, c claim, want netip.Addr) (en
 	create := func(idx int) (entry, error) {
 		key := claimKey(rm.key, idx)
 		rev, err := h.kv.Create(ctx, key, b)
+		h.noteDoubt(key, c.ID, err)
 		return entry{key: key, rev: rev, c: c}, err
 	}
 	if c.Role == proto.RoleGateway {
@@ -1506,6 +1586,7 @@ func (h *Hub) release(e entry, announce bool) bool {
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			h.log.Warn("claim not released", "key", e.key, "err", err)
 		}
+		h.noteDoubt(e.key, e.c.ID, err)
 		return false
 	}
 	if announce {

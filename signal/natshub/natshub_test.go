@@ -627,3 +627,59 @@ func signalReaches(t *testing.T, from *signaltest.Peer, fromID proto.PeerID, to 
 		t.Fatalf("%s: want a signal from %s, got %+v", toID, fromID, s)
 	}
 }
+
+// TestFailedJoinLeavesNoClaim: a join whose claim lands in the directory
+// but whose answer does not come back in time fails; once answers flow
+// again the instance releases that claim and announces it left, so no
+// member that nobody holds stays listed in the room.
+func TestFailedJoinLeavesNoClaim(t *testing.T) {
+	node := natshubtest.StartNode(t)
+	wire := natshubtest.StartFront(t, strings.TrimPrefix(node.ClientURL(), "nats://"))
+	quick := func(c *signal.Config) { c.WriteTimeout = 2 * time.Second }
+	ina := natshubtest.Start(t, "nats://"+wire.Addr(), "a", nil, quick)
+	inb := natshubtest.Start(t, node.ClientURL(), "b", nil, quick)
+	b, wb := signaltest.Join(t, inb.Server, "lab", nil)
+	// A member on a first, so that a knows the room and claims the next
+	// address at once, without listing the room first.
+	_, wa := signaltest.Join(t, ina.Server, "lab", nil)
+	signaltest.Expect[*proto.PeerJoined](b)
+	kv := bucket(t, inb)
+	claims := func() map[proto.PeerID]bool {
+		out := map[proto.PeerID]bool{}
+		keys, _ := kv.Keys(context.Background())
+		for _, k := range keys {
+			if e, err := kv.Get(context.Background(), k); err == nil && strings.HasPrefix(k, "r.") {
+				var c struct{ ID proto.PeerID }
+				_ = json.Unmarshal(e.Value(), &c)
+				out[c.ID] = true
+			}
+		}
+		return out
+	}
+
+	wire.Hold(true)
+	p := signaltest.Dial(t, ina.Server.URL, nil)
+	p.Send(&proto.Join{V: proto.ProtocolVersion, Room: "lab"})
+	m, err := p.Next(10 * time.Second)
+	if _, ok := m.(*proto.Welcome); ok {
+		t.Fatalf("welcomed while the directory's answers were held: %+v", m)
+	}
+	t.Logf("join without answers: %#v %v", m, err)
+	var ghost proto.PeerID
+	for id := range claims() {
+		if id != wa.ID && id != wb.ID {
+			ghost = id
+		}
+	}
+	if ghost == "" {
+		t.Fatalf("the failed join's claim never landed (%v): nothing to test", claims())
+	}
+	wire.Hold(false)
+	m, err = b.Next(10 * time.Second)
+	if pl, ok := m.(*proto.PeerLeft); err != nil || !ok || pl.ID != ghost {
+		t.Fatalf("b: want the failed join's %s left, got %#v %v", ghost, m, err)
+	}
+	if c := claims(); len(c) != 2 || !c[wa.ID] || !c[wb.ID] {
+		t.Fatalf("claims after the release: %v, want a's and b's", c)
+	}
+}

@@ -145,6 +145,7 @@ type Front struct {
 	mu     sync.Mutex
 	target string
 	conns  map[net.Conn]struct{}
+	held   chan struct{} // while not nil, the target's bytes wait; closed to release them
 }
 
 // StartFront listens on loopback and forwards to target (host:port).
@@ -158,6 +159,7 @@ func StartFront(t testing.TB, target string) *Front {
 	go f.serve()
 	t.Cleanup(func() {
 		ln.Close()
+		f.Hold(false)
 		f.Switch("")
 	})
 	return f
@@ -199,8 +201,42 @@ func (f *Front) serve() {
 		f.conns[c], f.conns[b] = struct{}{}, struct{}{}
 		f.mu.Unlock()
 		go func() { _, _ = io.Copy(b, c); b.Close() }()
-		go func() { _, _ = io.Copy(c, b); c.Close() }()
+		go func() { _, _ = io.Copy(f.gate(c), b); c.Close() }()
 	}
+}
+
+// Hold makes the target's bytes wait (hold true) or lets them through
+// again (false): the client's requests arrive and are acted on, but their
+// answers do not come back until released, as when a server is slow to
+// answer or an answer is lost.
+func (f *Front) Hold(hold bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case hold && f.held == nil:
+		f.held = make(chan struct{})
+	case !hold && f.held != nil:
+		close(f.held)
+		f.held = nil
+	}
+}
+
+// gate is w, waiting before each write while the front holds.
+func (f *Front) gate(w io.Writer) io.Writer { return gatedWriter{f, w} }
+
+type gatedWriter struct {
+	f *Front
+	w io.Writer
+}
+
+func (g gatedWriter) Write(p []byte) (int, error) {
+	g.f.mu.Lock()
+	held := g.f.held
+	g.f.mu.Unlock()
+	if held != nil {
+		<-held
+	}
+	return g.w.Write(p)
 }
 
 // Addr is the instance's HTTP address (host:port), a Front's target.
