@@ -142,7 +142,7 @@ type Hub struct {
 	members  map[proto.PeerID]*member
 	live     map[string][]string  // live instances and their relay URLs
 	heard    map[string]time.Time // when each instance last pulsed on core NATS
-	doubts   []doubt              // claim writes of unknown outcome, for the sweeper
+	doubts   []doubt              // claim writes of unknown outcome, settled by settleDoubts
 	reaping  map[string]bool      // instances whose reap is pending
 	presence uint64               // revision of our presence key
 	recheck  bool                 // our presence lapsed; claims not yet checked
@@ -357,12 +357,16 @@ func (h *Hub) Open(hc signal.HubConfig) (signal.Hub, error) {
 		}
 		h.notePresence(e)
 	}
+	h.pulse()
 	h.wg.Add(5)
 	go h.dispatch()
 	go h.watchPresence(w)
 	go h.heartbeat()
-	go h.pulse()
-	go h.sweeper()
+	go h.every(h.cfg.PresenceTTL/3, h.pulse)
+	go h.every(h.cfg.PresenceTTL/3, func() {
+		h.sweep()
+		h.settleDoubts()
+	})
 	h.log.Info("joined the signaling cluster", "presence_ttl", h.cfg.PresenceTTL, "replicas", h.cfg.Replicas)
 	return h, nil
 }
@@ -608,34 +612,24 @@ func (h *Hub) recheckClaims() {
 
 var errPresenceLost = errors.New("natshub: presence lost")
 
-// pulse publishes <cluster>.alive.<instance> on core NATS every
-// PresenceTTL/3. The presence key lives in JetStream, which holds every
-// write during a leader election (seconds after a node died) and may then
-// expire the presence of instances that are alive; the pulse keeps
-// flowing, and the others reap no instance they still hear (see heardLately).
-// Nothing else runs on this goroutine: a sweep waits on the directory, and
-// a late pulse could make us look dead.
+// pulse publishes <cluster>.alive.<instance> on core NATS; Open has it
+// sent every PresenceTTL/3. The presence key lives in JetStream, which
+// holds every write during a leader election (seconds after a node died)
+// and may then expire the presence of instances that are alive; the pulse
+// keeps flowing, and the others reap no instance they still hear (see
+// heardLately). It has a goroutine of its own: a sweep waits on the
+// directory, and a late pulse could make us look dead.
 func (h *Hub) pulse() {
-	defer h.wg.Done()
-	t := time.NewTicker(h.cfg.PresenceTTL / 3)
-	defer t.Stop()
-	subj := h.cfg.Cluster + ".alive." + h.inst
-	for {
-		if err := h.cfg.Conn.Publish(subj, nil); err != nil {
-			h.log.Warn("pulse not sent", "err", err)
-		}
-		select {
-		case <-h.stop:
-			return
-		case <-t.C:
-		}
+	if err := h.cfg.Conn.Publish(h.cfg.Cluster+".alive."+h.inst, nil); err != nil {
+		h.log.Warn("pulse not sent", "err", err)
 	}
 }
 
-// sweeper runs sweep and settleDoubts every PresenceTTL/3.
-func (h *Hub) sweeper() {
+// every calls f every d until the Hub closes; Open runs it on a goroutine
+// counted in wg.
+func (h *Hub) every(d time.Duration, f func()) {
 	defer h.wg.Done()
-	t := time.NewTicker(h.cfg.PresenceTTL / 3)
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
@@ -643,8 +637,7 @@ func (h *Hub) sweeper() {
 			return
 		case <-t.C:
 		}
-		h.sweep()
-		h.settleDoubts()
+		f()
 	}
 }
 
@@ -796,7 +789,7 @@ func (h *Hub) heardLately(inst string) bool {
 
 // watchPresence follows the instances' presence keys: relays for the
 // welcome, and expiries, which reap the dead instance's members. A watch
-// that ends is made again; while there is none, the sweep (see sweeper)
+// that ends is made again; while there is none, the sweep (run every PresenceTTL/3 by Open)
 // still notices dead instances.
 func (h *Hub) watchPresence(w jetstream.KeyWatcher) {
 	defer h.wg.Done()
