@@ -133,7 +133,9 @@ type Hub struct {
 	stop     chan struct{}
 	wg       sync.WaitGroup
 
-	beatFails int // heartbeats failed in a row; the heartbeat goroutine's
+	// The heartbeat goroutine's own.
+	beatFails int  // heartbeats failed in a row
+	recheck   bool // our presence lapsed; our claims are not checked yet
 
 	mu       sync.Mutex
 	closed   bool
@@ -145,7 +147,6 @@ type Hub struct {
 	doubts   []doubt              // claim writes of unknown outcome, settled by settleDoubts
 	reaping  map[string]bool      // instances whose reap is pending
 	presence uint64               // revision of our presence key
-	recheck  bool                 // our presence lapsed; claims not yet checked
 }
 
 // room is a room with members held by this instance. Guarded by Hub.mu.
@@ -510,11 +511,8 @@ func (h *Hub) heartbeat() {
 			// less likely our presence lapses.
 			t.Reset(min(every, retryBeat))
 		}
-		h.mu.Lock()
-		recheck := h.recheck
-		h.mu.Unlock()
-		if recheck {
-			h.recheckClaims()
+		if h.recheck {
+			h.recheck = !h.recheckClaims()
 		}
 	}
 }
@@ -554,9 +552,7 @@ func (h *Hub) beat() bool {
 			h.log.Error("presence not restored; retrying", "err", err)
 			return false
 		}
-		h.mu.Lock()
 		h.recheck = true
-		h.mu.Unlock()
 		return true
 	default:
 		if h.beatFails == 0 {
@@ -571,21 +567,21 @@ func (h *Hub) beat() bool {
 // pulse all along (the directory alone stalled, as in a JetStream leader
 // election), our claims are intact and nothing happens. If we were cut off,
 // they reaped our claims and announced our peers left: those peers are
-// evicted so that they resume and are announced again.
-func (h *Hub) recheckClaims() {
+// evicted so that they resume and are announced again. False when the
+// directory could not be read, to be tried again.
+func (h *Hub) recheckClaims() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*h.cfg.Timeout)
 	defer cancel()
 	all, err := h.list(ctx, "r.*.a.*", maxClaims)
 	if err != nil {
 		h.log.Warn("checking our claims after the presence lapse failed; retrying", "err", err)
-		return
+		return false
 	}
 	held := make(map[string]entry, len(all))
 	for _, e := range all {
 		held[e.key] = e
 	}
 	h.mu.Lock()
-	h.recheck = false
 	var sinks []signal.Sink
 	for _, m := range h.members {
 		if m.joining {
@@ -608,6 +604,7 @@ func (h *Hub) recheckClaims() {
 	for _, s := range sinks {
 		s.Evict(errPresenceLost)
 	}
+	return true
 }
 
 var errPresenceLost = errors.New("natshub: presence lost")
@@ -747,7 +744,7 @@ func (h *Hub) sweep() {
 	h.mu.Unlock()
 	for _, inst := range silent {
 		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
-		_, _, found, err := h.getLatest(ctx, "i."+inst)
+		_, found, err := h.readPresence(ctx, inst)
 		cancel()
 		if err == nil && !found && !h.heardLately(inst) {
 			h.instanceGone(inst, "silent, and its presence is gone")
@@ -755,10 +752,9 @@ func (h *Hub) sweep() {
 	}
 	for _, inst := range unseen {
 		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
-		val, _, found, err := h.getLatest(ctx, "i."+inst)
+		p, found, err := h.readPresence(ctx, inst)
 		cancel()
-		var p presence
-		if err == nil && found && json.Unmarshal(val, &p) == nil {
+		if err == nil && found {
 			h.mu.Lock()
 			if _, ok := h.live[inst]; !ok {
 				h.live[inst] = p.Relay
@@ -881,7 +877,7 @@ func (h *Hub) instanceGone(inst, why string) {
 			delete(h.reaping, inst)
 			h.mu.Unlock()
 		}()
-		wait := h.hc.ResumeGrace
+		wait, told := h.hc.ResumeGrace, false
 		for {
 			select {
 			case <-h.stop:
@@ -895,8 +891,9 @@ func (h *Hub) instanceGone(inst, why string) {
 			case h.heardLately(inst):
 				// Alive, and its heartbeat will announce it again once
 				// the directory takes writes; check until either happens.
-				if wait == h.hc.ResumeGrace {
+				if !told {
 					h.log.Info("instance's presence lapsed but it still pulses; not reaping", "other", inst)
+					told = true
 				}
 				wait = h.cfg.PresenceTTL / 3
 				continue
@@ -922,8 +919,17 @@ func (h *Hub) isDead(ctx context.Context, inst string) bool {
 	if h.isLive(inst) || h.heardLately(inst) {
 		return false
 	}
-	_, _, found, err := h.getLatest(ctx, "i."+inst)
+	_, found, err := h.readPresence(ctx, inst)
 	return err == nil && !found
+}
+
+// readPresence asks the stream leader for inst's presence.
+func (h *Hub) readPresence(ctx context.Context, inst string) (p presence, found bool, err error) {
+	val, _, found, err := h.getLatest(ctx, "i."+inst)
+	if err == nil && found {
+		err = json.Unmarshal(val, &p)
+	}
+	return p, found, err
 }
 
 // OtherRelay returns the TURN URLs of one other live instance (the same
