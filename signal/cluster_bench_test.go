@@ -17,7 +17,6 @@ package signal_test
 import (
 	"errors"
 	"fmt"
-	"net"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -178,15 +177,7 @@ type benchCluster []*benchSignal
 func benchStartCluster(b *testing.B, bin string, n int, args ...string) benchCluster {
 	b.Helper()
 	secret := filepath.Join(b.TempDir(), "secret")
-	routes := make([]string, n)
-	for i := range routes {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		routes[i] = l.Addr().String()
-		l.Close()
-	}
+	routes := natshubtest.FreeAddrs(b, n)
 	c := make(benchCluster, n)
 	// All at once: a JetStream cluster needs a quorum of its nodes before
 	// any instance can open the room directory and listen.

@@ -314,10 +314,7 @@ func TestReleasedClaimsLeaveNothing(t *testing.T) {
 		p.Send(&proto.Leave{})
 		p.ExpectClosed(websocket.CloseNormalClosure)
 	}
-	js, err := jetstream.New(in.Conn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jetStream(t, in)
 	msgs := func() uint64 {
 		st, err := js.Stream(context.Background(), "KV_peerlan")
 		if err != nil {
@@ -398,13 +395,20 @@ func TestCutOffInstance(t *testing.T) {
 	}
 }
 
-func bucket(t *testing.T, in *natshubtest.Instance) jetstream.KeyValue {
+// jetStream is JetStream on in's NATS connection.
+func jetStream(t *testing.T, in *natshubtest.Instance) jetstream.JetStream {
 	t.Helper()
 	js, err := jetstream.New(in.Conn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := js.KeyValue(context.Background(), "peerlan")
+	return js
+}
+
+// bucket is the directory's bucket, seen through in's NATS connection.
+func bucket(t *testing.T, in *natshubtest.Instance) jetstream.KeyValue {
+	t.Helper()
+	kv, err := jetStream(t, in).KeyValue(context.Background(), "peerlan")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -579,11 +583,7 @@ func TestDirectoryLeaderDies(t *testing.T) {
 // directoryLeader returns the index of the node leading the directory.
 func directoryLeader(t *testing.T, in *natshubtest.Instance, nodes []*natsnode.Node) int {
 	t.Helper()
-	js, err := jetstream.New(in.Conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := js.Stream(context.Background(), "KV_peerlan")
+	st, err := jetStream(t, in).Stream(context.Background(), "KV_peerlan")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,15 +44,7 @@ func StartNode(t testing.TB) *natsnode.Node {
 // accepts clients.
 func StartNodes(t testing.TB, n int) []*natsnode.Node {
 	t.Helper()
-	addrs := make([]string, n)
-	for i := range addrs {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addrs[i] = ln.Addr().String()
-		ln.Close()
-	}
+	addrs := FreeAddrs(t, n)
 	nodes := make([]*natsnode.Node, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -76,6 +68,23 @@ func StartNodes(t testing.TB, n int) []*natsnode.Node {
 		t.Cleanup(nd.Close)
 	}
 	return nodes
+}
+
+// FreeAddrs returns n loopback addresses (host:port) that were free a
+// moment ago, for servers that must know each other's addresses before
+// any of them listens (a NATS cluster's routes).
+func FreeAddrs(t testing.TB, n int) []string {
+	t.Helper()
+	addrs := make([]string, n)
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs[i] = ln.Addr().String()
+		ln.Close()
+	}
+	return addrs
 }
 
 // Instance is one signaling server of a cluster.

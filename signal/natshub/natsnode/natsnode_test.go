@@ -2,7 +2,6 @@ package natsnode_test
 
 import (
 	"errors"
-	"net"
 	"net/url"
 	"sync"
 	"testing"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/peerlan/peerlan/signal/natshub/natshubtest"
 	"github.com/peerlan/peerlan/signal/natshub/natsnode"
 )
 
@@ -46,7 +46,7 @@ func TestPasswordGuardsClients(t *testing.T) {
 // other; a third with another password, configured with routes to both and
 // they to it, is kept out.
 func TestPasswordGuardsRoutes(t *testing.T) {
-	addrs := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
+	addrs := natshubtest.FreeAddrs(t, 3)
 	routes := func(self int) (r []string) {
 		for i, a := range addrs {
 			if i != self {
@@ -106,14 +106,4 @@ func TestPasswordGuardsRoutes(t *testing.T) {
 			}
 		}
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
